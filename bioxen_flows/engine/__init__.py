@@ -1,0 +1,1 @@
+"""Bio-VM engine: process language, execution and state."""
