@@ -43,7 +43,7 @@ class Trajectory:
     values: np.ndarray
 
     def to_records(self) -> list[dict[str, float]]:
-        return [dict(zip(self.columns, map(float, row))) for row in self.values]
+        return [dict(zip(self.columns, row, strict=True)) for row in self.values.tolist()]
 
     def to_frame(self):  # -> pandas.DataFrame (pandas imported only when asked)
         import pandas as pd
