@@ -1,0 +1,17 @@
+"""Shared fixtures: cells are cheap (~0.2 s) but the model compile is shared via caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SYN3A_GENBANK = Path(__file__).resolve().parents[2] / "shared" / "data" / "syn3A.gb"
+
+
+@pytest.fixture
+def heterologous_module(tmp_path: Path) -> Path:
+    """The paper's heterologous gene: w_p = 100 molecules/min, 300 aa, unregulated."""
+    path = tmp_path / "het.ant"
+    path.write_text("// Weisse 2015 heterologous protein p\nw_het = 100; n_het = 300;\n")
+    return path
