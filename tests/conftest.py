@@ -15,3 +15,11 @@ def heterologous_module(tmp_path: Path) -> Path:
     path = tmp_path / "het.ant"
     path.write_text("// Weisse 2015 heterologous protein p\nw_het = 100; n_het = 300;\n")
     return path
+
+
+@pytest.fixture(autouse=True)
+def bioxen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own state database; nothing touches ~/.bioxen."""
+    home = tmp_path / "bioxen_home"
+    monkeypatch.setenv("BIOXEN_HOME", str(home))
+    return home

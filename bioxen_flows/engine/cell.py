@@ -232,6 +232,7 @@ class Cell:
             "installed_packages": [p.name for p in self.packages],
             "protein_molecules": {g: self.value(f"p_{g}") for g in self.genes},
             "protein_synthesis_per_min": gene_rates,
+            "translating_ribosomes_per_gene": {g: self.value(f"c_{g}") for g in self.genes},
             "transcription_on": {g: self.value(f"on_{g}") > 0 for g in self.genes},
             "operon_states": {
                 o: "induced" if self.value(f"induced_{o}") > 0 else "repressed"

@@ -37,7 +37,7 @@ class Hypervisor:
             raise ValueError("host budgets must be positive")
         self.ribosome_budget = int(ribosome_budget)
         self.atp_budget_percent = float(atp_budget_percent)
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # held by callers that change several caps at once
         self._cells: dict[str, Cell] = {}
         self._allocations: dict[str, Allocation] = {}
 
@@ -50,7 +50,7 @@ class Hypervisor:
 
     def adopt_cell(self, vm_id: str, cell: Cell) -> Cell:
         """Register a cell built elsewhere (e.g. restored from a snapshot)."""
-        with self._lock:
+        with self.lock:
             if vm_id in self._cells:
                 raise ValueError(f"a cell for VM {vm_id!r} already exists on this hypervisor")
             self._cells[vm_id] = cell
@@ -65,7 +65,7 @@ class Hypervisor:
 
     def remove_cell(self, vm_id: str) -> None:
         """Drop a cell and free its allocation; removing twice is harmless."""
-        with self._lock:
+        with self.lock:
             self._cells.pop(vm_id, None)
             self._allocations.pop(vm_id, None)
 
@@ -78,7 +78,7 @@ class Hypervisor:
         """Cap a VM's energy supply at `percent` (0 < p <= 100) of its organism's maximum."""
         if not _is_number(percent) or not 0 < percent <= 100:
             raise ValueError(f"ATP allocation must be a percentage in (0, 100], got {percent!r}")
-        with self._lock:
+        with self.lock:
             current = self._allocation(vm_id)
             used = sum(a.atp_percent or 0.0 for k, a in self._allocations.items() if k != vm_id)
             if used + percent > self.atp_budget_percent + 1e-9:
@@ -95,7 +95,7 @@ class Hypervisor:
         """Cap the ribosomes (free + translating) a VM's cell may hold."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError(f"ribosome allocation must be a positive integer, got {count!r}")
-        with self._lock:
+        with self.lock:
             current = self._allocation(vm_id)
             used = sum(a.ribosomes or 0 for k, a in self._allocations.items() if k != vm_id)
             if used + count > self.ribosome_budget:
@@ -110,13 +110,13 @@ class Hypervisor:
 
     def release(self, vm_id: str) -> None:
         """Lift a VM's caps and return its share to the budget."""
-        with self._lock:
+        with self.lock:
             self._allocation(vm_id)
             self._cells[vm_id].set_caps(atp_percent=100.0, ribosomes=1e12)
             self._allocations[vm_id] = Allocation()
 
     def allocation(self, vm_id: str) -> Allocation:
-        with self._lock:
+        with self.lock:
             return self._allocation(vm_id)
 
     def _allocation(self, vm_id: str) -> Allocation:
@@ -126,7 +126,7 @@ class Hypervisor:
 
     def usage(self) -> dict[str, float]:
         """Budget in use and still available (ribosomes; ATP in % of one cell's maximum)."""
-        with self._lock:
+        with self.lock:
             ribosomes = sum(a.ribosomes or 0 for a in self._allocations.values())
             atp = sum(a.atp_percent or 0.0 for a in self._allocations.values())
         return {

@@ -1,0 +1,128 @@
+"""The configuration schema; strict so that typos and wrong types fail loudly, not silently."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bioxen_flows.organisms.profiles import get_profile
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+_NON_EMPTY = Field(min_length=1)
+_HOST_KEY = re.compile(
+    r"(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)) AAAA[A-Za-z0-9+/]+={0,3}"
+    r"|SHA256:[A-Za-z0-9+/]{43}=?"
+)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ResourceConfig(BaseModel):
+    """Caps handed to the hypervisor; None means uncapped."""
+
+    model_config = _STRICT
+    atp_percent: float | None = Field(default=None, gt=0, le=100)
+    ribosomes: int | None = Field(default=None, ge=1)
+
+
+class SimulationConfig(BaseModel):
+    """How the cell model is run; stochastic runs must be reproducible, hence the seed."""
+
+    model_config = _STRICT
+    stochastic: bool = False
+    seed: int | None = Field(default=None, ge=0)
+    nutrient: float | None = Field(default=None, ge=0, le=1e9)  # molecules per cell
+
+    @model_validator(mode="after")
+    def _seed_when_stochastic(self) -> SimulationConfig:
+        if self.stochastic and self.seed is None:
+            raise ValueError("seed is required when stochastic is true (runs must be reproducible)")
+        return self
+
+
+class XCPngConfig(BaseModel):
+    """Where and how to provision a guest; the password is looked up at run time, never stored."""
+
+    model_config = _STRICT
+    url: str
+    username: str = _NON_EMPTY
+    password_env: str = "XCPNG_PASSWORD"
+    password_secret_block: str | None = None
+    template: str = _NON_EMPTY
+    ca_file: str | None = None
+    ignore_ssl: bool = False
+    ssh_user: str = _NON_EMPTY
+    ssh_key_path: str = _NON_EMPTY
+    ssh_host_key: str | None = None
+    known_hosts_path: str | None = None
+    boot_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_password(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "password" in data:
+            raise ValueError(
+                "password must not be stored in the config; set an environment variable "
+                "(password_env) or a Prefect Secret block (password_secret_block)"
+            )
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value: str) -> str:
+        if not _ENV_NAME.fullmatch(value):
+            raise ValueError(f"must be an environment variable name, got {value!r}")
+        return value
+
+    @field_validator("ssh_host_key")
+    @classmethod
+    def _host_key_form(cls, value: str | None) -> str | None:
+        if value is not None and not _HOST_KEY.fullmatch(value.strip()):
+            raise ValueError("must be '<key-type> AAAA<base64>' or a 'SHA256:<base64>' fingerprint")
+        return value
+
+    @model_validator(mode="after")
+    def _host_key_verified(self) -> XCPngConfig:
+        if self.ssh_host_key is None and self.known_hosts_path is None:
+            raise ValueError(
+                "ssh_host_key or known_hosts_path is required (SSH host keys must be verified)"
+            )
+        return self
+
+
+class GenomeConfig(BaseModel):
+    """Annotation attached to a VM; essentiality only from a table the user supplies."""
+
+    model_config = _STRICT
+    genbank_file: str = Field(min_length=1)
+    essentiality_file: str | None = None
+
+
+class VMConfig(BaseModel):
+    """One bio-VM: organism, backend, resource caps, simulation mode and packages."""
+
+    model_config = _STRICT
+    biological_type: str | None = None
+    vm_type: Literal["basic", "xcpng"] = "basic"
+    resources: ResourceConfig = Field(default_factory=ResourceConfig)
+    simulation: SimulationConfig = Field(default_factory=SimulationConfig)
+    packages: list[str] = Field(default_factory=list)
+    xcpng_config: XCPngConfig | None = None
+    genome: GenomeConfig | None = None
+
+    @field_validator("biological_type")
+    @classmethod
+    def _known_organism(cls, value: str | None) -> str | None:
+        if value is not None:
+            get_profile(value)  # ValueError naming the valid choices
+        return value

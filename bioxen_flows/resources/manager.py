@@ -1,0 +1,224 @@
+"""BioResourceManager: allocations, monitoring, model-driven optimisation and snapshots.
+
+Every figure comes from the VM's cell. Optimisation asks the model "what if" through
+`BiologicalVM.probe_growth`, so it works the same for any infrastructure.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from bioxen_flows.vm.base import BiologicalVM
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 100
+ATP_ALERT_PERCENT = 20.0  # alert when energy saturation of elongation falls below this
+RIBOSOME_ALERT_PERCENT = 90.0  # alert when a VM holds more than this share of its allocation
+KEEP_GROWTH = 0.95  # auto-optimisation keeps at least this fraction of uncapped growth
+UNCAPPED_RIBOSOMES = 1e12
+
+Alert = dict[str, Any]
+
+
+class BioResourceManager:
+    """Resource control for one bio-VM."""
+
+    def __init__(
+        self,
+        vm: BiologicalVM,
+        enable_monitoring: bool = False,
+        interval_seconds: float = 5.0,
+        on_alert: Callable[[Alert], None] | None = None,
+    ) -> None:
+        self.vm = vm
+        self.on_alert = on_alert
+        self._history: deque[dict[str, Any]] = deque(maxlen=HISTORY_LIMIT)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if enable_monitoring:
+            self.start_monitoring(interval_seconds)
+
+    # ---- allocation -----------------------------------------------------------------
+    def allocate_atp(self, percent: float) -> dict[str, Any]:
+        """Cap the VM's energy supply at `percent` of its organism's maximum."""
+        return self.vm.allocate(atp_percent=percent)
+
+    def allocate_ribosomes(self, count: int) -> dict[str, Any]:
+        """Cap the ribosomes (free + translating) the VM's cell may hold."""
+        return self.vm.allocate(ribosomes=count)
+
+    def get_resource_usage(self) -> dict[str, Any]:
+        """What the cell uses now, in the model's units."""
+        m = self.vm.get_biological_metrics()
+        cap = self.vm.record.allocations.get("ribosomes")
+        return {
+            "timestamp": time.time(),
+            "simulated_time_min": m["simulated_time_min"],
+            "atp_percent": m["atp_percent"],
+            "atp_cap_percent": m["atp_cap_percent"],
+            "ribosomes_total": m["ribosomes_total"],
+            "ribosomes_free": m["ribosomes_free"],
+            "ribosomes_translating": m["ribosomes_translating"],
+            "ribosome_utilization_percent": m["ribosome_utilization_percent"],
+            "ribosome_allocation_used_percent": (
+                100.0 * m["ribosomes_total"] / cap if cap else None
+            ),
+            "growth_rate_per_min": m["growth_rate_per_min"],
+        }
+
+    def get_available_resources(self) -> dict[str, Any]:
+        """The VM's caps and what the host budget still has to give."""
+        from bioxen_flows.engine.hypervisor import get_hypervisor
+
+        return {**get_hypervisor().usage(), "allocations": dict(self.vm.record.allocations)}
+
+    # ---- monitoring -------------------------------------------------------------------
+    def start_monitoring(self, interval_seconds: float = 5.0) -> None:
+        """Sample usage every `interval_seconds` in a background thread (history of 100)."""
+        if interval_seconds <= 0:
+            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
+        if self._thread and self._thread.is_alive():
+            raise ValueError("monitoring is already running; stop_monitoring() first")
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._monitor, args=(interval_seconds,), daemon=True,
+            name=f"bioxen-monitor-{self.vm.vm_id}",
+        )
+        self._thread.start()
+
+    def stop_monitoring(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join()
+            self._thread = None
+
+    def get_resource_history(self) -> list[dict[str, Any]]:
+        return list(self._history)
+
+    def _monitor(self, interval: float) -> None:
+        while not self._stop.is_set():
+            try:
+                sample = self.get_resource_usage()
+            except ValueError as exc:  # the VM was destroyed under us
+                log.warning("monitoring of VM %s stopped: %s", self.vm.vm_id, exc)
+                return
+            self._history.append(sample)
+            for alert in self._alerts(sample):
+                log.warning("VM %s: %s", self.vm.vm_id, alert["message"])
+                if self.on_alert:
+                    self.on_alert(alert)
+            self._stop.wait(interval)
+
+    def _alerts(self, sample: dict[str, Any]) -> list[Alert]:
+        alerts = []
+        if sample["atp_percent"] < ATP_ALERT_PERCENT:
+            alerts.append({
+                "kind": "low_atp", "value": sample["atp_percent"],
+                "message": f"atp_percent {sample['atp_percent']:.1f} < {ATP_ALERT_PERCENT:g}",
+            })
+        used = sample["ribosome_allocation_used_percent"]
+        if used is not None and used > RIBOSOME_ALERT_PERCENT:
+            alerts.append({
+                "kind": "ribosomes_near_cap", "value": used,
+                "message": f"ribosomes at {used:.1f} % of allocation > {RIBOSOME_ALERT_PERCENT:g}",
+            })
+        return alerts
+
+    # ---- optimisation -------------------------------------------------------------------
+    def auto_optimize_resources(self, keep_growth: float = KEEP_GROWTH) -> dict[str, Any]:
+        """Smallest caps that keep `keep_growth` of uncapped growth, found with the model.
+
+        A grid then a refinement per resource: energy first (ribosomes uncapped), then
+        ribosomes at that energy cap. The result is applied as the VM's allocation.
+        """
+        if not 0 < keep_growth <= 1:
+            raise ValueError(f"keep_growth must be in (0, 1], got {keep_growth}")
+        (uncapped,) = self.vm.probe_growth([(100.0, UNCAPPED_RIBOSOMES)])
+        target = keep_growth * uncapped
+        atp = _smallest_meeting(
+            lambda xs: self.vm.probe_growth([(x, UNCAPPED_RIBOSOMES) for x in xs]),
+            low=1.0, high=100.0, target=target,
+        )
+        ribosomes_now = self.vm.get_biological_metrics()["ribosomes_total"]
+        ribosomes = _smallest_meeting(
+            lambda xs: self.vm.probe_growth([(atp, x) for x in xs]),
+            low=1.0, high=max(2.0, 2.0 * ribosomes_now), target=target,
+        )
+        atp_alloc, ribosome_alloc = round(atp, 1), int(ribosomes) + 1
+        (achieved,) = self.vm.probe_growth([(atp_alloc, ribosome_alloc)])
+        self.vm.allocate(atp_percent=atp_alloc, ribosomes=ribosome_alloc)
+        return {
+            "atp_percent": atp_alloc,
+            "ribosomes": ribosome_alloc,
+            "uncapped_growth_rate_per_min": uncapped,
+            "growth_rate_per_min": achieved,
+            "growth_kept_fraction": achieved / uncapped if uncapped else 0.0,
+        }
+
+    def get_optimization_recommendations(self) -> list[dict[str, Any]]:
+        """Advice derived from the cell's state; each item carries the number behind it."""
+        m = self.vm.get_biological_metrics()
+        recs = []
+        if m["atp_percent"] < ATP_ALERT_PERCENT:
+            recs.append(_rec("energy", "atp_percent", m["atp_percent"],
+                             "elongation is energy-starved: raise the ATP allocation or nutrient"))
+        cap = self.vm.record.allocations.get("ribosomes")
+        if cap and m["ribosomes_total"] > RIBOSOME_ALERT_PERCENT / 100 * cap:
+            recs.append(_rec("ribosomes", "ribosome_allocation_used_percent",
+                             100 * m["ribosomes_total"] / cap,
+                             "the ribosome cap binds growth: raise the ribosome allocation"))
+        if cap and m["ribosomes_total"] < 0.5 * cap:
+            recs.append(_rec("ribosomes", "ribosome_allocation_used_percent",
+                             100 * m["ribosomes_total"] / cap,
+                             "less than half the ribosome allocation is used: lower it and "
+                             "return the rest to the host budget"))
+        translating = m["ribosomes_translating"] or 1.0
+        for gene, ribosomes in m["translating_ribosomes_per_gene"].items():
+            share = 100 * ribosomes / translating
+            if share > 10:
+                recs.append(_rec("burden", f"translating_ribosomes_on_{gene}_percent", share,
+                                 f"guest gene {gene} holds a large share of ribosomes: "
+                                 "fewer copies or a weaker promoter would speed growth"))
+        if m["nutrient_molecules"] < 1e3:
+            recs.append(_rec("nutrient", "nutrient_molecules", m["nutrient_molecules"],
+                             "external nutrient is low: growth is nutrient-limited"))
+        return recs
+
+    # ---- snapshots ----------------------------------------------------------------------
+    def create_resource_snapshot(self) -> dict[str, Any]:
+        """Full simulation state and allocations, JSON-ready."""
+        return {"vm_id": self.vm.vm_id, "taken_at": time.time(), **self.vm.snapshot_state()}
+
+    def restore_from_snapshot(self, snapshot: dict[str, Any]) -> None:
+        if snapshot.get("vm_id") != self.vm.vm_id:
+            raise ValueError(
+                f"snapshot belongs to VM {snapshot.get('vm_id')!r}, not {self.vm.vm_id!r}"
+            )
+        self.vm.restore_state(snapshot)
+
+
+def _smallest_meeting(
+    growth_of: Callable[[list[float]], list[float]], low: float, high: float, target: float
+) -> float:
+    """Smallest x in [low, high] whose growth meets target (growth rises with x)."""
+    for _ in range(2):
+        grid = [low + (high - low) * i / 10 for i in range(11)]
+        growth = growth_of(grid)
+        meeting = [x for x, g in zip(grid, growth, strict=True) if g >= target]
+        if not meeting:
+            return high
+        best = meeting[0]
+        if best == grid[0]:
+            return best
+        low, high = grid[grid.index(best) - 1], best
+    return high
+
+
+def _rec(kind: str, metric: str, value: float, message: str) -> dict[str, Any]:
+    return {"kind": kind, "metric": metric, "value": value, "message": message}

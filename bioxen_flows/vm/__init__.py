@@ -1,0 +1,19 @@
+"""Bio-VMs: the factory, the abstract interface and the `basic` infrastructure."""
+
+from bioxen_flows.vm.base import BiologicalVM
+from bioxen_flows.vm.factory import (
+    create_bio_vm,
+    get_supported_vm_types,
+    list_bio_vms,
+    load_bio_vm,
+)
+from bioxen_flows.organisms.profiles import get_supported_biological_types
+
+__all__ = [
+    "BiologicalVM",
+    "create_bio_vm",
+    "get_supported_biological_types",
+    "get_supported_vm_types",
+    "list_bio_vms",
+    "load_bio_vm",
+]

@@ -1,0 +1,123 @@
+"""Create, load and list bio-VMs (the seeds' factory pattern).
+
+All validation happens before anything is created, so a bad call leaves no VM, no
+record and no allocation behind.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from bioxen_flows.organisms.profiles import get_supported_biological_types
+from bioxen_flows.state import StateStore, VMRecord
+from bioxen_flows.vm.base import BiologicalVM
+
+VM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VM_TYPES = ("basic", "xcpng")
+
+
+def get_supported_vm_types() -> list[str]:
+    return list(VM_TYPES)
+
+
+def create_bio_vm(
+    vm_id: str,
+    biological_type: str,
+    vm_type: str = "basic",
+    config: dict[str, Any] | None = None,
+    *,
+    store: StateStore | None = None,
+) -> BiologicalVM:
+    """Create a VM in state `created`; its cell starts in balanced growth."""
+    from bioxen_flows.config import ConfigManager
+
+    if not isinstance(vm_id, str) or not VM_ID.match(vm_id):
+        raise ValueError(f"invalid vm_id {vm_id!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
+    if biological_type not in get_supported_biological_types():
+        raise ValueError(
+            f"unknown biological_type {biological_type!r}; "
+            f"choose one of: {', '.join(get_supported_biological_types())}"
+        )
+    if vm_type not in VM_TYPES:
+        raise ValueError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
+    manager = ConfigManager()
+    config = manager.merge_configs(manager.load_defaults(biological_type), config or {})
+    config = {**config, "biological_type": biological_type, "vm_type": vm_type}
+    ok, errors = manager.validate_config(config, vm_type, biological_type)
+    if not ok:
+        raise ValueError("invalid config: " + "; ".join(errors))
+    if vm_type == "xcpng":
+        raise ValueError(
+            "vm_type 'xcpng' needs the XCP-ng backend, which this version does not include yet; "
+            "use vm_type='basic'"
+        )
+    store = store or StateStore()
+    now = time.time()
+    record = VMRecord(
+        vm_id=vm_id,
+        biological_type=biological_type,
+        vm_type=vm_type,
+        state="created",
+        created_at=now,
+        config=config,
+        allocations={},
+        snapshot=None,
+        updated_at=now,
+    )
+    store.insert_vm(record)  # the primary key makes duplicate ids fail atomically
+    try:
+        vm = _instantiate(record, store)
+        resources = config.get("resources") or {}
+        if resources.get("atp_percent") is not None or resources.get("ribosomes") is not None:
+            vm.allocate(resources.get("atp_percent"), resources.get("ribosomes"))
+        for package in config.get("packages") or []:
+            vm.install_biological_package(package)
+        vm._save()
+    except Exception:
+        _forget(vm_id, store)
+        raise
+    store.audit(vm_id, "create", {"biological_type": biological_type, "vm_type": vm_type})
+    return vm
+
+
+def load_bio_vm(vm_id: str, *, store: StateStore | None = None) -> BiologicalVM:
+    """A VM created by this or another process, with its cell state restored."""
+    store = store or StateStore()
+    return _instantiate(store.get_vm(vm_id), store)
+
+
+def list_bio_vms(*, store: StateStore | None = None) -> list[dict[str, Any]]:
+    """Every VM in the state store, without building their cells."""
+    now = time.time()
+    rows = []
+    for r in (store or StateStore()).list_vms():
+        uptime = r.uptime_seconds + (now - r.running_since if r.running_since else 0.0)
+        rows.append({
+            "vm_id": r.vm_id,
+            "biological_type": r.biological_type,
+            "vm_type": r.vm_type,
+            "state": r.state,
+            "uptime_seconds": uptime,
+            "simulated_time_min": (r.snapshot or {}).get("time", 0.0),
+            "allocations": r.allocations,
+            "created_at": r.created_at,
+        })
+    return rows
+
+
+def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
+    """Build the VM from its record; the store is the truth, a cached cell is replaced."""
+    from bioxen_flows.engine.hypervisor import get_hypervisor
+    from bioxen_flows.vm.basic import BasicBiologicalVM
+
+    get_hypervisor().remove_cell(record.vm_id)
+    return BasicBiologicalVM(record, store)
+
+
+def _forget(vm_id: str, store: StateStore) -> None:
+    from bioxen_flows.engine.hypervisor import get_hypervisor
+
+    get_hypervisor().remove_cell(vm_id)
+    store.delete_vm(vm_id)

@@ -1,0 +1,46 @@
+"""The README's first command, driven through the real entry point."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+
+def bioxen(*args: str, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bioxen_flows", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_compare_prints_a_table_and_writes_results(tmp_path):
+    run = bioxen("compare", "--hours", "0.5", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "ecoli" in run.stdout and "doubling_time_min" in run.stdout
+    summary = pd.read_csv(tmp_path / "bioxen_results" / "summary.csv").set_index("organism")
+    assert list(summary.index) == ["syn3a", "ecoli", "minimal_cell"]
+    assert summary.loc["ecoli", "doubling_time_min"] == pytest.approx(28.7, abs=0.1)
+    assert summary.loc["syn3a", "doubling_time_min"] == pytest.approx(105, rel=0.1)
+    series = pd.read_csv(tmp_path / "bioxen_results" / "timeseries.csv")
+    assert len(series) == 3 * 31
+
+
+def test_compare_with_a_package_reports_its_burden(tmp_path):
+    run = bioxen("compare", "syn3a", "--hours", "1", "--package", "gfp_reporter",
+                 "--out", "out", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary.loc[0, "burden_percent"] > 1
+    assert summary.loc[0, "protein_gfp"] > 0
+
+
+def test_bad_organism_exits_1_with_one_line(tmp_path):
+    run = bioxen("compare", "yeast", cwd=tmp_path)
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines() == [
+        "bioxen: error: unknown biological_type 'yeast'; choose one of: syn3a, ecoli, minimal_cell"
+    ]
+    assert not (tmp_path / "bioxen_results").exists()
