@@ -27,7 +27,9 @@ SIM_REPS, BUILD_REPS, INSTANCES = 200, 9, 4
 def records(result) -> list[dict[str, float]]:
     """What a user of bare libroadrunner writes to get one dict per time point."""
     columns = result.colnames
-    return [dict(zip(columns, row, strict=False)) for row in result.tolist()]
+    # Plain zip on purpose: any keyword (even strict=False) leaves CPython's fast call path
+    # and costs ~0.2 ms per 1441 rows, which would flatter the engine.
+    return [dict(zip(columns, row)) for row in result.tolist()]  # noqa: B905
 
 
 def bare_build(text: str) -> roadrunner.RoadRunner:

@@ -134,8 +134,9 @@ class BioResourceManager:
     def auto_optimize_resources(self, keep_growth: float = KEEP_GROWTH) -> dict[str, Any]:
         """Smallest caps that keep `keep_growth` of uncapped growth, found with the model.
 
-        A grid then a refinement per resource: energy first (ribosomes uncapped), then
-        ribosomes at that energy cap. The result is applied as the VM's allocation.
+        A grid then a refinement per resource. Energy first, with ribosomes uncapped, may
+        spend half the allowed loss (keeps sqrt(keep_growth)); ribosomes are then capped as
+        far as the combined growth still meets keep_growth. The result is applied.
         """
         if not 0 < keep_growth <= 1:
             raise ValueError(f"keep_growth must be in (0, 1], got {keep_growth}")
@@ -143,7 +144,7 @@ class BioResourceManager:
         target = keep_growth * uncapped
         atp = _smallest_meeting(
             lambda xs: self.vm.probe_growth([(x, UNCAPPED_RIBOSOMES) for x in xs]),
-            low=1.0, high=100.0, target=target,
+            low=1.0, high=100.0, target=keep_growth**0.5 * uncapped,
         )
         ribosomes_now = self.vm.get_biological_metrics()["ribosomes_total"]
         ribosomes = _smallest_meeting(
