@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 
 from bioxen_flows.engine.cell import Cell
@@ -23,8 +25,8 @@ def test_growth_falls_monotonically_as_reporter_expression_rises():
         synthesis.append(m["protein_synthesis_per_min"]["gfp"])
     baseline = Cell("ecoli").metrics()["growth_rate_per_min"]
     assert baseline > growth[0]
-    assert all(a > b for a, b in zip(growth, growth[1:]))
-    assert all(a < b for a, b in zip(per_cell, per_cell[1:]))
+    assert all(a > b for a, b in pairwise(growth))
+    assert all(a < b for a, b in pairwise(per_cell))
     # Weisse 2015: the synthesis rate of a heterologous protein peaks at intermediate
     # expression, because the burden slows the host that makes it.
     peak = synthesis.index(max(synthesis))

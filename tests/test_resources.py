@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from itertools import pairwise
 
 import pytest
 
@@ -22,7 +23,7 @@ def test_lower_atp_allocation_slows_growth_monotonically():
         hv.create_cell(f"vm{i}", "ecoli")
         hv.allocate_atp(f"vm{i}", percent)
         growth.append(balanced_growth(hv, f"vm{i}")["growth_rate_per_min"])
-    assert all(a > b for a, b in zip(growth, growth[1:]))
+    assert all(a > b for a, b in pairwise(growth))
 
 
 def test_lower_ribosome_cap_slows_growth_and_holds_the_ceiling():
@@ -34,7 +35,7 @@ def test_lower_ribosome_cap_slows_growth_and_holds_the_ceiling():
         m = balanced_growth(hv, f"vm{i}")
         assert m["ribosomes_total"] <= cap
         growth.append(m["growth_rate_per_min"])
-    assert all(a > b for a, b in zip(growth, growth[1:]))
+    assert all(a > b for a, b in pairwise(growth))
 
 
 def test_cap_far_above_need_changes_nothing():

