@@ -50,8 +50,8 @@ def test_syn3a_transcription_control_and_nutrient():
 def test_runtime_error_rolls_back_the_whole_program():
     cell = Cell("ecoli")
     before = cell.metrics()
-    with pytest.raises(ValueError, match=r"line 3: .*available: gfp"):
-        run_program(cell, 'install("gfp_reporter")\ngrow(30)\nstart_transcription(["nope"])')
+    with pytest.raises(ValueError, match=r"line 3: .*operon .nope.; available: none"):
+        run_program(cell, 'install("gfp_reporter")\ngrow(30)\nmanage_operons(["nope"], "induce")')
     after = cell.metrics()
     assert after["installed_packages"] == [] and after["simulated_time_min"] == 0
     assert after["growth_rate_per_min"] == pytest.approx(before["growth_rate_per_min"])

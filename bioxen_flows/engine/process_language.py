@@ -20,13 +20,14 @@ MAX_LINE_CHARS = 500
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _REQUIRED = object()
 
-_CELL_CALLS = frozenset(
-    {"grow", "install", "set_nutrient", "start_transcription", "stop_transcription"}
-)
+# Same capability split as the VM API (vm/base.py CAPABILITIES): the minimal cells switch
+# guest genes on and off directly, E. coli regulates them through operons.
+_COMMON = frozenset({"grow", "install", "set_nutrient"})
+_MINIMAL_CELL_CALLS = _COMMON | {"start_transcription", "stop_transcription"}
 ALLOWED_CALLS: dict[str, frozenset[str]] = {
-    "syn3a": _CELL_CALLS,
-    "minimal_cell": _CELL_CALLS,
-    "ecoli": _CELL_CALLS | {"manage_operons"},
+    "syn3a": _MINIMAL_CELL_CALLS,
+    "minimal_cell": _MINIMAL_CELL_CALLS,
+    "ecoli": _COMMON | {"manage_operons"},
 }
 
 
