@@ -243,3 +243,37 @@ def test_concurrent_threads_on_one_vm_serialize():
     for t in threads:
         t.join()
     assert vm.get_status()["simulated_time_min"] == 40
+
+
+@pytest.mark.parametrize(
+    ("organism", "program"),
+    [
+        ("syn3a", 'install("gfp_reporter")\nstart_transcription(["gfp"])\ngrow(minutes=60)'),
+        ("minimal_cell", 'install("rfp_plasmid", copies=5)\ngrow(minutes=60)'),
+        ("ecoli", 'install("lac_operon")\nmanage_operons(["lac"], "induce")\ngrow(minutes=60)'),
+    ],
+)
+def test_seed_usage_create_allocate_start_execute_metrics_destroy(organism, program):
+    from bioxen_flows.performance import performance_monitor
+    from bioxen_flows.resources import BioResourceManager
+
+    calls_before = performance_monitor.stats().get("execute_biological_process", {}).get(
+        "calls", 0
+    )
+    vm = create_bio_vm(f"seed_{organism}", organism)
+    resources = BioResourceManager(vm)
+    resources.allocate_atp(70)
+    resources.allocate_ribosomes(5000)
+    vm.start()
+    result = vm.execute_biological_process(program)
+    metrics = vm.get_biological_metrics()
+    assert metrics["simulated_time_min"] == 60
+    assert metrics["growth_rate_per_min"] == pytest.approx(
+        result["summary"]["growth_rate_per_min"]
+    )
+    assert sum(metrics["protein_molecules"].values()) > 0
+    vm.destroy()
+    stats = performance_monitor.stats()
+    assert stats["execute_biological_process"]["calls"] == calls_before + 1
+    assert stats["destroy"]["successes"] >= 1
+    assert list_bio_vms() == []
