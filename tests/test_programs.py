@@ -103,3 +103,15 @@ def test_stochastic_mode_is_reproducible_with_a_seed():
 def test_stochastic_mode_needs_a_seed():
     with pytest.raises(ValueError, match="seed"):
         Cell("syn3a", stochastic=True)
+
+
+def test_stochastic_snapshot_restore_replays_the_same_trajectory():
+    cell = Cell("syn3a", stochastic=True, seed=3)
+    cell.install("gfp_reporter")
+    cell.grow(5)
+    snap = cell.snapshot()
+    first = cell.grow(5).to_frame()
+    cell.grow(5)
+    cell.restore(snap)
+    pd.testing.assert_frame_equal(first, cell.grow(5).to_frame())
+    pd.testing.assert_frame_equal(first, Cell.from_snapshot(snap).grow(5).to_frame())

@@ -7,6 +7,7 @@ Amounts are molecules per cell, times are minutes.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -130,6 +131,10 @@ class Cell:
         if not 2 <= n <= MAX_POINTS:
             raise ValueError(f"points must be between 2 and {MAX_POINTS}, got {n}")
         start = self.time
+        if self.stochastic:
+            # The random stream is a function of (seed, clock): a cell restored from a
+            # snapshot, here or in another process, replays exactly the same trajectory.
+            self._rr.integrator.seed = zlib.crc32(f"{self.seed}:{start!r}".encode())
         values = self._rr.simulate(start, start + minutes, n, selections=self._selections)
         self.time = start + minutes
         names = [SERIES_COLUMNS.get(s) or _gene_column(s) for s in self._selections]
