@@ -51,7 +51,7 @@ grow(2.5)
         "grow",
     ]
     assert [c.line for c in calls] == [3, 4, 6, 7, 8, 9, 10]
-    assert calls[0].args == {"package": "lac_reporter", "copies": 1}
+    assert calls[0].args == {"package": "lac_reporter", "copies": None}
     assert calls[1].args == {"package": "pkg/extra.ant", "copies": 3}
     assert calls[2].args == {"level": 1e6}
     assert calls[3].args == {"genes": ["dnaA", "ftsZ_1"]}

@@ -115,3 +115,11 @@ def test_stochastic_snapshot_restore_replays_the_same_trajectory():
     cell.restore(snap)
     pd.testing.assert_frame_equal(first, cell.grow(5).to_frame())
     pd.testing.assert_frame_equal(first, Cell.from_snapshot(snap).grow(5).to_frame())
+
+
+def test_install_in_a_program_keeps_the_package_copy_number():
+    cell = Cell("ecoli")
+    summary = run_program(cell, 'install("rfp_plasmid")\ngrow(5)')["summary"]
+    assert summary["plasmid_count"] == 15
+    other = Cell("ecoli")
+    assert run_program(other, 'install("rfp_plasmid", 40)')["summary"]["plasmid_count"] == 40

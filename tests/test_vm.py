@@ -277,3 +277,8 @@ def test_seed_usage_create_allocate_start_execute_metrics_destroy(organism, prog
     assert stats["execute_biological_process"]["calls"] == calls_before + 1
     assert stats["destroy"]["successes"] >= 1
     assert list_bio_vms() == []
+
+
+def test_config_nutrient_sets_the_medium():
+    vm = create_bio_vm("medium", "syn3a", config={"simulation": {"nutrient": 500.0}})
+    assert vm.get_biological_metrics()["nutrient_molecules"] == 500

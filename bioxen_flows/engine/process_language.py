@@ -64,7 +64,8 @@ class _Param:
 
 _SPECS: dict[str, tuple[_Param, ...]] = {
     "grow": (_Param("minutes", "float", low=0, low_inclusive=False, high=10080),),
-    "install": (_Param("package", "str"), _Param("copies", "int", default=1, low=1, high=1000)),
+    # copies=None keeps the package's own copy number (e.g. 15 for rfp_plasmid)
+    "install": (_Param("package", "str"), _Param("copies", "int", default=None, low=1, high=1000)),
     "start_transcription": (_Param("genes", "ids"),),
     "stop_transcription": (_Param("genes", "ids"),),
     "manage_operons": (

@@ -40,7 +40,8 @@ def _run_call(cell: Cell, call: ProcessCall) -> Trajectory | None:
     if call.name == "grow":
         return cell.grow(float(args["minutes"]))  # type: ignore[arg-type]
     if call.name == "install":
-        cell.install(str(args["package"]), copies=int(args["copies"]))  # type: ignore[call-overload]
+        copies = args["copies"]
+        cell.install(str(args["package"]), copies=None if copies is None else int(copies))  # type: ignore[call-overload]
     elif call.name in ("start_transcription", "stop_transcription"):
         cell.set_transcription(list(args["genes"]), on=call.name == "start_transcription")  # type: ignore[call-overload]
     elif call.name == "manage_operons":

@@ -36,6 +36,8 @@ class BasicBiologicalVM(BiologicalVM):
                 stochastic=bool(simulation.get("stochastic", False)),
                 seed=simulation.get("seed"),
             )
+            if simulation.get("nutrient") is not None:
+                cell.set_nutrient(float(simulation["nutrient"]))
         self.hypervisor.adopt_cell(record.vm_id, cell)
         self._allocate(
             record.allocations.get("atp_percent"), record.allocations.get("ribosomes"), reset=True
