@@ -128,7 +128,7 @@ class BiologicalVM(abc.ABC):
         self._require_running("execute a process")
         with performance_monitor.track("execute_biological_process"):
             result = self._run_program(code)
-            self._save()
+            self.save()
         return result
 
     def install_biological_package(self, name_or_path: str, copies: int | None = None) -> dict:
@@ -136,7 +136,7 @@ class BiologicalVM(abc.ABC):
         self._require_live()
         with performance_monitor.track("install_biological_package"):
             installed = self._install(name_or_path, copies)
-            self._save()
+            self.save()
         return installed
 
     def get_biological_metrics(self) -> dict[str, Any]:
@@ -230,7 +230,7 @@ class BiologicalVM(abc.ABC):
         with performance_monitor.track("allocate"):
             allocations = self._allocate(atp_percent, ribosomes)
             self.record = self.store.update_vm(self.vm_id, allocations=allocations)
-            self._save()
+            self.save()
         return allocations
 
     def snapshot_state(self) -> dict[str, Any]:
@@ -244,9 +244,10 @@ class BiologicalVM(abc.ABC):
         allocations = snapshot.get("allocations") or {}
         self._allocate(allocations.get("atp_percent"), allocations.get("ribosomes"), reset=True)
         self.record = self.store.update_vm(self.vm_id, allocations=allocations)
-        self._save()
+        self.save()
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Write the cell's simulation state to the store (other processes load it from there)."""
         self.record = self.store.update_vm(self.vm_id, snapshot=self._cell_snapshot())
 
     # ---- what an infrastructure provides --------------------------------------------------

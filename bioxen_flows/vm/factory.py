@@ -74,7 +74,7 @@ def create_bio_vm(
             vm.allocate(resources.get("atp_percent"), resources.get("ribosomes"))
         for package in config.get("packages") or []:
             vm.install_biological_package(package)
-        vm._save()
+        vm.save()
     except Exception:
         _forget(vm_id, store)
         raise
