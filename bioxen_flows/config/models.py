@@ -119,6 +119,8 @@ class VMConfig(BaseModel):
     packages: list[str] = Field(default_factory=list)
     xcpng_config: XCPngConfig | None = None
     genome: GenomeConfig | None = None
+    # free-form tags, e.g. the Prefect flow run that owns the VM (so teardown can find it)
+    labels: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("biological_type")
     @classmethod

@@ -17,6 +17,10 @@ from typing import Any
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord
 
+class TransientInfrastructureError(RuntimeError):
+    """A fault that retrying can cure (a lost connection, a busy host); never bad input."""
+
+
 # state -> states reachable from it (destroy is allowed from every state and is idempotent)
 TRANSITIONS: dict[str, dict[str, str]] = {
     "start": {"created": "running", "stopped": "running"},

@@ -102,9 +102,28 @@ def list_bio_vms(*, store: StateStore | None = None) -> list[dict[str, Any]]:
             "uptime_seconds": uptime,
             "simulated_time_min": (r.snapshot or {}).get("time", 0.0),
             "allocations": r.allocations,
+            "labels": r.config.get("labels") or {},
             "created_at": r.created_at,
         })
     return rows
+
+
+def destroy_labelled_vms(
+    key: str, value: str, *, store: StateStore | None = None
+) -> list[str]:
+    """Destroy every VM whose config labels have key=value (e.g. all VMs of one flow run)."""
+    store = store or StateStore()
+    destroyed = []
+    for record in store.list_vms():
+        if (record.config.get("labels") or {}).get(key) != value:
+            continue
+        try:
+            _instantiate(record, store).destroy()
+        except Exception:  # a VM that cannot be rebuilt must still not leak
+            _forget(record.vm_id, store)
+            store.audit(record.vm_id, "destroy", {"forced": True})
+        destroyed.append(record.vm_id)
+    return destroyed
 
 
 def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:

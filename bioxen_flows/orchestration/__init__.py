@@ -1,0 +1,1 @@
+"""Prefect tasks and flows (the only layer that imports Prefect)."""

@@ -1,0 +1,140 @@
+"""Prefect tasks over the bio-VM API: one verb_noun task per lifecycle step.
+
+Tasks take and return VM ids (strings), never VM objects: every task loads its VMs
+from the state store, so the same tasks run on threads, processes or Dask workers.
+A task handles a batch of VMs, because one simulation step is often cheaper than a
+task run's own overhead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
+from bioxen_flows.vm.base import TransientInfrastructureError
+
+OWNER_LABEL = "flow_run_id"
+
+
+def retry_transient_only(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect hook)
+    """Retry when the infrastructure hiccuped; bad input fails at once."""
+    try:
+        state.result()
+    except TransientInfrastructureError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+def vm_spec(
+    vm_id: str,
+    organism: str,
+    *,
+    vm_type: str = "basic",
+    replicate: int = 0,
+    role: str = "cell",
+    package: str | None = None,
+    atp_percent: float | None = None,
+    ribosomes: int | None = None,
+    seed: int | None = None,
+    config: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A JSON-ready description of one VM to create (what the tasks pass around)."""
+    simulation = {"stochastic": True, "seed": seed} if seed is not None else {}
+    resources = {
+        k: v for k, v in (("atp_percent", atp_percent), ("ribosomes", ribosomes)) if v is not None
+    }
+    return {
+        "vm_id": vm_id,
+        "organism": organism,
+        "vm_type": vm_type,
+        "replicate": replicate,
+        "role": role,  # "cell", or "control": same organism and caps without the package
+        "package": package,
+        "config": {**(config or {}), "resources": resources, "simulation": simulation},
+    }
+
+
+@task(
+    name="create-bio-vms",
+    retries=3,
+    retry_delay_seconds=[2, 10, 30],
+    retry_condition_fn=retry_transient_only,
+)
+def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
+    """Create the VMs, labelled with their owner so teardown can always find them."""
+    log = get_run_logger()
+    created = []
+    for spec in specs:
+        if _exists(spec["vm_id"]):  # a retried task resumes instead of failing on duplicates
+            created.append(spec["vm_id"])
+            continue
+        config = spec["config"]
+        config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
+        create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config)
+        log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
+        created.append(spec["vm_id"])
+    return created
+
+
+@task(name="start-bio-vms", retries=3, retry_delay_seconds=[2, 10, 30],
+      retry_condition_fn=retry_transient_only)
+def start_bio_vms(vm_ids: list[str]) -> list[str]:
+    for vm_id in vm_ids:
+        vm = load_bio_vm(vm_id)
+        if vm.state != "running":
+            vm.start()
+    get_run_logger().info("started %s", ", ".join(vm_ids))
+    return vm_ids
+
+
+@task(name="execute-biological-process")
+def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[str, Any]]:
+    """Run one process program on each VM; returns each VM's time series and summary."""
+    log = get_run_logger()
+    results = {}
+    for vm_id in vm_ids:
+        results[vm_id] = load_bio_vm(vm_id).execute_biological_process(code)
+        summary = results[vm_id]["summary"]
+        log.info(
+            "%s: %.1f simulated min, doubling %.1f min, atp_percent %.1f",
+            vm_id, summary["simulated_time_min"], summary["doubling_time_min"],
+            summary["atp_percent"],
+        )
+    return results
+
+
+@task(name="collect-biological-metrics")
+def collect_biological_metrics(vm_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Each VM's current metrics (JSON-ready: infinities become None)."""
+    return {vm_id: _json_safe(load_bio_vm(vm_id).get_biological_metrics()) for vm_id in vm_ids}
+
+
+@task(name="teardown-bio-vms", retries=3, retry_delay_seconds=[2, 10, 30],
+      retry_condition_fn=retry_transient_only)
+def teardown_bio_vms(owner: str) -> list[str]:
+    """Destroy every VM the owner created, whatever state it is in."""
+    destroyed = destroy_labelled_vms(OWNER_LABEL, owner)
+    get_run_logger().info("destroyed %d VM(s): %s", len(destroyed), ", ".join(destroyed))
+    return destroyed
+
+
+def _exists(vm_id: str) -> bool:
+    from bioxen_flows.state import StateStore
+
+    return StateStore().find_vm(vm_id) is not None
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats (a doubling time of a cell that does not grow) become None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
