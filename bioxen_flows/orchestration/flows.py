@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, tags
+from prefect.futures import PrefectFuture, wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -71,7 +72,7 @@ def compare_organisms(
     as Parquet + CSV, a PNG plot, and Prefect artifacts.
     """
     organisms = list(organisms or DEFAULT_ORGANISMS)
-    _check_parameters(organisms, replicates, hours, batch_size)
+    check_compare_parameters(organisms, replicates, hours, batch_size)
     log = get_run_logger()
     owner = _owner()
     run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
@@ -89,6 +90,7 @@ def compare_organisms(
                 atp_percent=atp_percent, ribosomes=ribosomes, seed=seed,
             ))
     log.info("comparing %s: %d VMs in batches of %d", ", ".join(organisms), len(specs), batch_size)
+    submitted: list[PrefectFuture] = []
     try:
         futures = []
         for batch in _batches(specs, batch_size):
@@ -96,16 +98,20 @@ def compare_organisms(
                 created = create_bio_vms.submit(batch, owner)
                 started = start_bio_vms.submit(created)
                 ran = execute_biological_process.submit(started, _program(batch[0], hours))
-                futures.append((ran, collect_biological_metrics.submit(started, wait_for=[ran])))
+                collected = collect_biological_metrics.submit(started, wait_for=[ran])
+            submitted += [created, started, ran, collected]
+            futures.append((ran, collected))
         results, metrics = {}, {}
         for ran, collected in futures:
             results.update(ran.result())
             metrics.update(collected.result())
         series = reporting.timeseries_frame(specs, results)
         summary = reporting.summary_frame(specs, metrics)
-        paths = reporting.write_results(series, summary, Path(out_dir))
-        reporting.publish_artifacts(summary, paths["plot_png"].read_bytes(), key="compare-organisms")
+        png = reporting.plot_png(series)
+        paths = reporting.write_results(series, summary, png, Path(out_dir))
+        reporting.publish_artifacts(summary, png, key="compare-organisms")
     finally:
+        wait(submitted)  # a batch still creating VMs must not outlive the teardown
         teardown_bio_vms(owner)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return {
@@ -162,7 +168,10 @@ def _batches(specs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]
     return batches
 
 
-def _check_parameters(organisms: list[str], replicates: int, hours: float, batch: int) -> None:
+def check_compare_parameters(
+    organisms: list[str], replicates: int, hours: float, batch: int = 1
+) -> None:
+    """Refuse bad parameters before any VM (or a Prefect server) is started."""
     known = get_supported_biological_types()
     unknown = [o for o in organisms if o not in known]
     if not organisms or unknown:

@@ -50,7 +50,8 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
     grouped = cells.groupby("organism", sort=False)
     summary = grouped.mean(numeric_only=True)
     summary.insert(0, "replicates", grouped.size())
-    summary["growth_rate_sd_per_min"] = grouped["growth_rate_per_min"].std(ddof=1)
+    if (summary["replicates"] > 1).any():
+        summary["growth_rate_sd_per_min"] = grouped["growth_rate_per_min"].std(ddof=1)
     controls = final[final["role"] == "control"].set_index("organism")
     if not controls.empty:
         control_growth = controls["growth_rate_per_min"].reindex(summary.index)
@@ -59,7 +60,9 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
     return summary.reset_index()
 
 
-def write_results(series: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
+def write_results(
+    series: pd.DataFrame, summary: pd.DataFrame, png: bytes, out_dir: Path
+) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "timeseries_parquet": out_dir / "timeseries.parquet",
@@ -72,7 +75,7 @@ def write_results(series: pd.DataFrame, summary: pd.DataFrame, out_dir: Path) ->
     series.to_csv(paths["timeseries_csv"], index=False)
     summary.to_parquet(paths["summary_parquet"], index=False)
     summary.to_csv(paths["summary_csv"], index=False)
-    paths["plot_png"].write_bytes(plot_png(series))
+    paths["plot_png"].write_bytes(png)
     return paths
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord
 
+
 class TransientInfrastructureError(RuntimeError):
     """A fault that retrying can cure (a lost connection, a busy host); never bad input."""
 
