@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -9,28 +10,31 @@ import pandas as pd
 import pytest
 
 
-def bioxen(*args: str, cwd) -> subprocess.CompletedProcess:
+def bioxen(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bioxen_flows", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=120,
+        cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
     )
 
 
 def test_compare_prints_a_table_and_writes_results(tmp_path):
-    run = bioxen("compare", "--hours", "0.5", cwd=tmp_path)
+    """The README's first command: Prefect's embedded (ephemeral) server, nothing set up."""
+    env = {"PREFECT_HOME": str(tmp_path / "prefect_home")}
+    run = bioxen("compare", "--hours", "0.5", cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     assert "ecoli" in run.stdout and "doubling_time_min" in run.stdout
     summary = pd.read_csv(tmp_path / "bioxen_results" / "summary.csv").set_index("organism")
     assert list(summary.index) == ["syn3a", "ecoli", "minimal_cell"]
     assert summary.loc["ecoli", "doubling_time_min"] == pytest.approx(28.7, abs=0.1)
     assert summary.loc["syn3a", "doubling_time_min"] == pytest.approx(105, rel=0.1)
-    series = pd.read_csv(tmp_path / "bioxen_results" / "timeseries.csv")
+    series = pd.read_parquet(tmp_path / "bioxen_results" / "timeseries.parquet")
     assert len(series) == 3 * 31
+    assert (tmp_path / "bioxen_results" / "growth.png").exists()
 
 
-def test_compare_with_a_package_reports_its_burden(tmp_path):
+def test_compare_with_a_package_reports_its_burden(tmp_path, prefect_api_url):
     run = bioxen("compare", "syn3a", "--hours", "1", "--package", "gfp_reporter",
-                 "--out", "out", cwd=tmp_path)
+                 "--out", "out", cwd=tmp_path, env={"PREFECT_API_URL": prefect_api_url})
     assert run.returncode == 0, run.stderr
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary.loc[0, "burden_percent"] > 1
@@ -41,6 +45,6 @@ def test_bad_organism_exits_1_with_one_line(tmp_path):
     run = bioxen("compare", "yeast", cwd=tmp_path)
     assert run.returncode == 1
     assert run.stderr.strip().splitlines() == [
-        "bioxen: error: unknown biological_type 'yeast'; choose one of: syn3a, ecoli, minimal_cell"
+        "bioxen: error: organisms must be among syn3a, ecoli, minimal_cell; got ['yeast']"
     ]
     assert not (tmp_path / "bioxen_results").exists()
