@@ -8,11 +8,11 @@ task run's own overhead.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from prefect import get_run_logger, task
 
+from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
 from bioxen_flows.vm.base import TransientInfrastructureError
 
@@ -111,7 +111,7 @@ def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[s
 @task(name="collect-biological-metrics")
 def collect_biological_metrics(vm_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Each VM's current metrics (JSON-ready: infinities become None)."""
-    return {vm_id: _json_safe(load_bio_vm(vm_id).get_biological_metrics()) for vm_id in vm_ids}
+    return {vm_id: json_safe(load_bio_vm(vm_id).get_biological_metrics()) for vm_id in vm_ids}
 
 
 @task(name="teardown-bio-vms", retries=3, retry_delay_seconds=[2, 10, 30],
@@ -127,14 +127,3 @@ def _exists(vm_id: str) -> bool:
     from bioxen_flows.state import StateStore
 
     return StateStore().find_vm(vm_id) is not None
-
-
-def _json_safe(value: Any) -> Any:
-    """Non-finite floats (a doubling time of a cell that does not grow) become None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value

@@ -229,11 +229,14 @@ class BiologicalVM(abc.ABC):
             )
 
     # ---- resources ----------------------------------------------------------------------
-    def allocate(self, atp_percent: float | None = None, ribosomes: int | None = None) -> dict:
-        """Set caps on the cell; the host budget is checked before anything changes."""
+    def allocate(
+        self, atp_percent: float | None = None, ribosomes: int | None = None, reset: bool = False
+    ) -> dict:
+        """Set caps on the cell (`reset` lifts earlier ones first); the host budget is checked
+        before anything changes."""
         self._require_live()
         with performance_monitor.track("allocate"):
-            allocations = self._allocate(atp_percent, ribosomes)
+            allocations = self._allocate(atp_percent, ribosomes, reset)
             self.record = self.store.update_vm(self.vm_id, allocations=allocations)
             self.save()
         return allocations
