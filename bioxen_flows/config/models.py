@@ -57,6 +57,7 @@ class XCPngConfig(BaseModel):
     ssh_key_path: str = _NON_EMPTY
     ssh_host_key: str | None = None
     known_hosts_path: str | None = None
+    ssh_port: int = Field(default=22, ge=1, le=65535)
     boot_timeout_seconds: float = Field(default=300.0, gt=0)
 
     @model_validator(mode="before")
@@ -121,6 +122,8 @@ class VMConfig(BaseModel):
     genome: GenomeConfig | None = None
     # free-form tags, e.g. the Prefect flow run that owns the VM (so teardown can find it)
     labels: dict[str, str] = Field(default_factory=dict)
+    # where the backend put the VM (XCP-ng: VM uuid and guest IP); set by the backend
+    placement: dict[str, str] | None = None
 
     @field_validator("biological_type")
     @classmethod

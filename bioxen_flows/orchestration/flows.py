@@ -29,6 +29,12 @@ from bioxen_flows.orchestration.tasks import (
     teardown_bio_vms,
     vm_spec,
 )
+from bioxen_flows.orchestration.xcpng_tasks import (
+    boot_xcpng_vm,
+    clone_xcpng_vm,
+    provision_xcpng_disks,
+    reap_xcpng_vms,
+)
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.vm import destroy_labelled_vms
 
@@ -39,6 +45,11 @@ MAX_WORKERS = 4
 def _teardown_hook(flow, run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
     """State hook: destroy the run's VMs when the run crashed or was cancelled."""
     destroy_labelled_vms(OWNER_LABEL, str(run.id))
+    cfg = ((run.parameters or {}).get("config") or {}).get("xcpng_config")
+    if cfg:
+        from bioxen_flows.xcpng.backend import reap_vms
+
+        reap_vms(cfg, keep=lambda tags: tags.get("owner") != str(run.id))
 
 
 def _owner() -> str:
@@ -63,13 +74,15 @@ def compare_organisms(
     out_dir: str = "bioxen_results",
     vm_type: str = "basic",
     batch_size: int = 3,
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Grow `replicates` cells of each organism (default: all three) for `hours`, compare.
 
     With a `package`, each organism also gets a control VM without it (same caps, same
     seed) and the summary reports the package's burden. A `seed` switches on the
-    stochastic mode (replicate r uses seed + r). Results: tidy time series and summary
-    as Parquet + CSV, a PNG plot, and Prefect artifacts.
+    stochastic mode (replicate r uses seed + r). `config` is merged into every VM's config
+    (e.g. `{"xcpng_config": {...}}` for vm_type "xcpng"). Results: tidy time series and
+    summary as Parquet + CSV, a PNG plot, and Prefect artifacts.
     """
     organisms = list(organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, replicates, hours, batch_size)
@@ -82,12 +95,12 @@ def compare_organisms(
             specs.append(vm_spec(
                 f"cmp-{run_tag}-{organism}-{rep}", organism, vm_type=vm_type, replicate=rep,
                 package=package, atp_percent=atp_percent, ribosomes=ribosomes,
-                seed=None if seed is None else seed + rep,
+                seed=None if seed is None else seed + rep, config=config,
             ))
         if package:
             specs.append(vm_spec(
                 f"cmp-{run_tag}-{organism}-control", organism, vm_type=vm_type, role="control",
-                atp_percent=atp_percent, ribosomes=ribosomes, seed=seed,
+                atp_percent=atp_percent, ribosomes=ribosomes, seed=seed, config=config,
             ))
     log.info("comparing %s: %d VMs in batches of %d", ", ".join(organisms), len(specs), batch_size)
     submitted: list[PrefectFuture] = []
@@ -112,7 +125,7 @@ def compare_organisms(
         reporting.publish_artifacts(summary, png, key="compare-organisms")
     finally:
         wait(submitted)  # a batch still creating VMs must not outlive the teardown
-        teardown_bio_vms(owner)
+        _teardown(owner, vm_type, config)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return {
         "summary": summary.astype(object).where(summary.notna(), None).to_dict("records"),
@@ -136,17 +149,42 @@ def vm_lifecycle(
     """One VM through create -> start -> process program -> metrics -> teardown."""
     owner = _owner()
     vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
-    spec = vm_spec(vm_id, organism, vm_type=vm_type)
-    spec["config"] = {**spec["config"], **(config or {})}
+    spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     try:
         with tags(organism, vm_type):
+            if vm_type == "xcpng":  # each provisioning step is its own, retryable task
+                cfg = _xcpng_config(config)
+                vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
+                spec["config"]["placement"] = boot_xcpng_vm(cfg, vm)
             created = create_bio_vms([spec], owner)
             started = start_bio_vms(created)
             result = execute_biological_process(started, program)[vm_id]
             metrics = collect_biological_metrics(started)[vm_id]
     finally:
-        teardown_bio_vms(owner)
+        _teardown(owner, vm_type, config)
     return {"vm_id": vm_id, "metrics": metrics, "timeseries": result["timeseries"]}
+
+
+@flow(name="reap-xcpng-vms")
+def reap_leaked_xcpng_vms(xcpng_config: dict[str, Any]) -> list[str]:
+    """Destroy XCP-ng VMs tagged by BioXen whose owner (a VM record or a flow run) is gone."""
+    return reap_xcpng_vms(xcpng_config)
+
+
+def _teardown(owner: str, vm_type: str, config: dict[str, Any] | None) -> None:
+    """Destroy the run's bio-VMs, and on XCP-ng any VM it cloned but never registered."""
+    try:
+        teardown_bio_vms(owner)
+    finally:
+        if vm_type == "xcpng":
+            reap_xcpng_vms(_xcpng_config(config), owner)
+
+
+def _xcpng_config(config: dict[str, Any] | None) -> dict[str, Any]:
+    cfg = (config or {}).get("xcpng_config")
+    if not cfg:
+        raise ValueError("vm_type 'xcpng' needs config={'xcpng_config': {...}}")
+    return cfg
 
 
 def _program(spec: dict[str, Any], hours: float) -> str:

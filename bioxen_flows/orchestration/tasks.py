@@ -44,6 +44,7 @@ def vm_spec(
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A JSON-ready description of one VM to create (what the tasks pass around)."""
+    config = dict(config or {})
     simulation = {"stochastic": True, "seed": seed} if seed is not None else {}
     resources = {
         k: v for k, v in (("atp_percent", atp_percent), ("ribosomes", ribosomes)) if v is not None
@@ -55,7 +56,11 @@ def vm_spec(
         "replicate": replicate,
         "role": role,  # "cell", or "control": same organism and caps without the package
         "package": package,
-        "config": {**(config or {}), "resources": resources, "simulation": simulation},
+        "config": {
+            **config,
+            "resources": {**config.get("resources", {}), **resources},
+            "simulation": {**config.get("simulation", {}), **simulation},
+        },
     }
 
 

@@ -1,0 +1,73 @@
+"""XCP-ng provisioning steps as Prefect tasks: transient XAPI faults retry, others fail at once.
+
+Each task opens its own XAPI session (sessions are per task, never shared) and
+receives only the pool's config: the password is looked up inside the task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from bioxen_flows.orchestration.tasks import retry_transient_only
+from bioxen_flows.xcpng import backend
+
+RETRIES = {"retries": 4, "retry_delay_seconds": [2, 5, 15, 30],
+           "retry_condition_fn": retry_transient_only}
+
+
+@task(name="xcpng-clone-template", **RETRIES)
+def clone_xcpng_vm(cfg: dict[str, Any], vm_id: str, owner: str) -> str:
+    vm = backend.clone_and_tag(cfg, vm_id, owner)
+    get_run_logger().info("cloned template %r for %s", cfg["template"], vm_id)
+    return vm
+
+
+@task(name="xcpng-provision-disks", **RETRIES)
+def provision_xcpng_disks(cfg: dict[str, Any], vm: str) -> str:
+    backend.provision(cfg, vm)
+    return vm
+
+
+@task(name="xcpng-boot-and-wait-for-ip", **RETRIES)
+def boot_xcpng_vm(cfg: dict[str, Any], vm: str) -> dict[str, str]:
+    placement = backend.boot(cfg, vm)
+    get_run_logger().info("guest is up at %s", placement["ip"])
+    return placement
+
+
+@task(name="xcpng-reap-vms", **RETRIES)
+def reap_xcpng_vms(cfg: dict[str, Any], owner: str | None = None) -> list[str]:
+    """Destroy tagged VMs of `owner` (a flow run), or, without owner, every tagged VM whose
+    owner is gone: no bio-VM record in this state store and no live Prefect flow run."""
+    keep = (lambda tags: tags.get("owner") != owner) if owner else _owner_is_alive
+    reaped = backend.reap_vms(cfg, keep=keep)
+    get_run_logger().info("reaped %d XCP-ng VM(s): %s", len(reaped), ", ".join(reaped))
+    return reaped
+
+
+def _owner_is_alive(tags: dict[str, str]) -> bool:
+    from bioxen_flows.state import StateStore
+
+    if StateStore().find_vm(tags.get("vm_id", "")) is not None:
+        return True
+    return _flow_run_running(tags.get("owner", ""))
+
+
+def _flow_run_running(run_id: str) -> bool:
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        uuid.UUID(run_id)
+    except ValueError:
+        return False
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(uuid.UUID(run_id))
+        except ObjectNotFound:
+            return False
+    return run.state is not None and not run.state.is_final()
