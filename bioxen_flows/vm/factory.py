@@ -6,6 +6,7 @@ record and no allocation behind.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -14,6 +15,7 @@ from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.state import StateStore, VMRecord
 from bioxen_flows.vm.base import BiologicalVM
 
+log = logging.getLogger(__name__)
 VM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 VM_TYPES = ("basic", "xcpng")
 
@@ -154,9 +156,13 @@ def _forget(vm_id: str, store: StateStore) -> None:
     from bioxen_flows.engine.hypervisor import get_hypervisor
 
     record = store.find_vm(vm_id)
-    if record is not None and record.vm_type == "xcpng":
-        from bioxen_flows.xcpng.backend import reap_vms
+    try:
+        if record is not None and record.vm_type == "xcpng":
+            from bioxen_flows.xcpng.backend import reap_vms
 
-        reap_vms(record.config["xcpng_config"], keep=lambda tags: tags.get("vm_id") != vm_id)
-    get_hypervisor().remove_cell(vm_id)
-    store.delete_vm(vm_id)
+            reap_vms(record.config["xcpng_config"], keep=lambda tags: tags.get("vm_id") != vm_id)
+    except Exception as exc:  # e.g. the pool refuses us: its tags still let the reaper find it
+        log.warning("could not clean up XCP-ng VM %s now (%s); `reap-xcpng-vms` will", vm_id, exc)
+    finally:
+        get_hypervisor().remove_cell(vm_id)
+        store.delete_vm(vm_id)

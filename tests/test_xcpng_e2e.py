@@ -1,0 +1,189 @@
+"""XCP-ng end to end: the XAPI simulator, a real SSH server on loopback, `bioxen guest` inside.
+
+Production code cannot tell the simulator from xapi nor the SSH server from a guest's sshd.
+Every test ends by checking that the pool holds no VM and no disk of ours.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pandas as pd
+import pytest
+
+from bioxen_flows.orchestration.flows import reap_leaked_xcpng_vms, vm_lifecycle
+from bioxen_flows.vm import create_bio_vm, list_bio_vms, load_bio_vm
+from bioxen_flows.vm.base import TransientInfrastructureError
+from bioxen_flows.xcpng.simulator import XapiSimulator
+from bioxen_flows.xcpng.xapi import XapiError
+from tests.sshd import GuestSSHServer
+
+PASSWORD = "pw-7f3e9c2b1a-never-logged"
+PROGRAM = 'install("gfp_reporter")\nstart_transcription(["gfp"])\ngrow(minutes=45)'
+
+
+@pytest.fixture
+def pool(monkeypatch):
+    monkeypatch.setenv("XCPNG_PASSWORD", PASSWORD)
+    with XapiSimulator(password=PASSWORD, boot_seconds=0.3) as sim:
+        yield sim
+        # nothing of ours may be left on the pool: no VM, no disk, no task, no session
+        assert sim.vms() == []
+        assert sim.vdis(kind="system") == []
+        assert sim.tasks() == []
+
+
+GUEST_PROGRAM = {"bioxen": [sys.executable, "-c",
+                             "import sys; from bioxen_flows.xcpng.guest import main; "
+                             "sys.exit(main())"]}
+
+
+@pytest.fixture
+def guest(tmp_path):
+    with GuestSSHServer(tmp_path / "sshd", guest_env={"BIOXEN_HOME": str(tmp_path / "guest")},
+                        program_map=GUEST_PROGRAM) as s:
+        yield s
+
+
+def xcpng_config(pool: XapiSimulator, guest: GuestSSHServer, **overrides) -> dict:
+    return {"xcpng_config": {
+        "url": pool.url, "username": "root", "template": "bioxen-guest",
+        "ssh_user": guest.username, "ssh_key_path": str(guest.client_key_path),
+        "ssh_host_key": guest.host_key_line, "ssh_port": guest.port, **overrides,
+    }}
+
+
+def test_api_lifecycle_matches_a_basic_vm(pool, guest):
+    remote = create_bio_vm("remote", "syn3a", "xcpng", xcpng_config(pool, guest))
+    local = create_bio_vm("local", "syn3a")
+    assert remote.get_vm_type() == "xcpng" and len(pool.vms()) == 1
+    for vm in (remote, local):
+        vm.start()
+        vm.allocate(atp_percent=70)
+    remote_result = remote.execute_biological_process(PROGRAM)
+    local_result = local.execute_biological_process(PROGRAM)
+    pd.testing.assert_frame_equal(
+        pd.DataFrame(remote_result["timeseries"]), pd.DataFrame(local_result["timeseries"])
+    )
+    assert remote.get_biological_metrics() == local.get_biological_metrics()
+    assert load_bio_vm("remote").get_status()["state"] == "running"
+    assert guest.commands and set(guest.commands) == {"bioxen guest"}
+    remote.destroy()
+    local.destroy()
+    assert list_bio_vms() == []
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_lifecycle_flow_on_xcpng_equals_basic(pool, guest):
+    remote = vm_lifecycle(organism="syn3a", program=PROGRAM, vm_type="xcpng",
+                          config=xcpng_config(pool, guest))
+    local = vm_lifecycle(organism="syn3a", program=PROGRAM)
+    assert remote["metrics"] == local["metrics"]
+    assert pd.DataFrame(remote["timeseries"]).equals(pd.DataFrame(local["timeseries"]))
+    assert list_bio_vms() == []
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_transient_clone_fault_is_retried(pool, guest):
+    pool.inject_transient("VM.clone", times=1)
+    out = vm_lifecycle(organism="ecoli", program="grow(5)", vm_type="xcpng",
+                       config=xcpng_config(pool, guest))
+    assert out["metrics"]["simulated_time_min"] == 5
+    assert pool.call_counts["Async.VM.clone"] == 2
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_missing_template_fails_at_once_with_advice(pool, guest):
+    with pytest.raises(XapiError, match="no template named 'nope'.*bioxen-guest"):
+        vm_lifecycle(organism="ecoli", vm_type="xcpng",
+                     config=xcpng_config(pool, guest, template="nope"))
+    assert pool.call_counts["VM.get_by_name_label"] == 1  # not retried
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_sr_full_fails_at_once_and_the_clone_is_reaped(pool, guest):
+    pool.inject_permanent("VM.provision", "SR_FULL")
+    with pytest.raises(XapiError, match="SR_FULL.*storage repository is full"):
+        vm_lifecycle(organism="ecoli", vm_type="xcpng", config=xcpng_config(pool, guest))
+    assert pool.call_counts["Async.VM.provision"] + pool.call_counts["VM.provision"] == 1
+
+
+def test_bad_credentials_fail_with_actionable_message(pool, guest, monkeypatch):
+    monkeypatch.setenv("XCPNG_PASSWORD", "wrong")
+    with pytest.raises(XapiError, match="SESSION_AUTHENTICATION_FAILED.*password"):
+        create_bio_vm("denied", "ecoli", "xcpng", xcpng_config(pool, guest))
+    assert list_bio_vms() == []
+
+
+def test_missing_password_is_a_clear_error(pool, guest, monkeypatch):
+    monkeypatch.delenv("XCPNG_PASSWORD")
+    with pytest.raises(ValueError, match="XCPNG_PASSWORD"):
+        create_bio_vm("nopw", "ecoli", "xcpng", xcpng_config(pool, guest))
+    assert list_bio_vms() == []
+
+
+def test_login_on_a_pool_member_follows_the_redirect(pool, guest):
+    with XapiSimulator(password=PASSWORD) as member:
+        member.slave_redirect_to(pool.address)
+        vm = create_bio_vm("redirected", "ecoli", "xcpng",
+                           xcpng_config(pool, guest, url=member.url))
+        assert len(pool.vms()) == 1 and member.vms() == []
+        vm.destroy()
+
+
+def test_vm_that_never_reports_an_ip_is_torn_down(pool, guest):
+    pool.never_report_ip = True
+    with pytest.raises(TransientInfrastructureError, match="no usable IP"):
+        create_bio_vm("silent", "ecoli", "xcpng",
+                      xcpng_config(pool, guest, boot_timeout_seconds=1.0))
+    assert list_bio_vms() == []
+
+
+def test_stale_template_ip_is_never_used(pool, guest):
+    vm = create_bio_vm("fresh", "ecoli", "xcpng", xcpng_config(pool, guest))
+    assert vm.target.host == "127.0.0.1"  # not the template's old 192.0.2.66
+    vm.destroy()
+
+
+def test_wrong_host_key_is_refused_and_cleaned_up(pool, guest, tmp_path):
+    with GuestSSHServer(tmp_path / "other") as impostor:
+        cfg = xcpng_config(pool, guest, ssh_host_key=impostor.host_key_line)
+        with pytest.raises(ValueError, match="host key"):
+            create_bio_vm("mitm", "ecoli", "xcpng", cfg)
+    assert guest.commands == []  # the guest command never ran
+    assert list_bio_vms() == []
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_reaper_destroys_vms_whose_owner_is_gone(pool, guest):
+    from bioxen_flows.xcpng import backend
+
+    cfg = xcpng_config(pool, guest)["xcpng_config"]
+    backend.provision_vm(cfg, "orphan", owner="00000000-0000-0000-0000-000000000000")
+    kept = create_bio_vm("kept", "ecoli", "xcpng", xcpng_config(pool, guest))
+    assert len(pool.vms()) == 2
+    assert reap_leaked_xcpng_vms(cfg) == ["orphan"]
+    assert [v["name_label"] for v in pool.vms()] == ["bioxen-kept"]
+    kept.destroy()
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_password_never_reaches_logs_results_or_state(pool, guest, bioxen_home, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    out = vm_lifecycle(organism="syn3a", program="grow(5)", vm_type="xcpng",
+                       config=xcpng_config(pool, guest))
+    assert PASSWORD not in repr(out)
+    assert PASSWORD not in caplog.text
+    for path in bioxen_home.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+        for run in runs:
+            assert PASSWORD not in repr(run.parameters)
+        logs = client.read_logs()
+        assert all(PASSWORD not in log.message for log in logs)
