@@ -6,8 +6,6 @@ Every test ends by checking that the pool holds no VM and no disk of ours.
 
 from __future__ import annotations
 
-import sys
-
 import pandas as pd
 import pytest
 
@@ -33,15 +31,10 @@ def pool(monkeypatch):
         assert sim.tasks() == []
 
 
-GUEST_PROGRAM = {"bioxen": [sys.executable, "-c",
-                             "import sys; from bioxen_flows.xcpng.guest import main; "
-                             "sys.exit(main())"]}
-
-
 @pytest.fixture
 def guest(tmp_path):
-    with GuestSSHServer(tmp_path / "sshd", guest_env={"BIOXEN_HOME": str(tmp_path / "guest")},
-                        program_map=GUEST_PROGRAM) as s:
+    """The guest: `bioxen guest` (this package's CLI) runs in its own BIOXEN_HOME."""
+    with GuestSSHServer(tmp_path / "sshd", guest_env={"BIOXEN_HOME": str(tmp_path / "guest")}) as s:
         yield s
 
 

@@ -1,0 +1,276 @@
+"""Parser and entry point of `bioxen`.
+
+Only argparse is imported here; each command imports what it needs (rich, the VM layer,
+Prefect) when it runs, so `bioxen --help` and `bioxen list` stay fast.
+Exit codes: 0 ok, 1 user error (one line on stderr, no traceback), 2 usage (argparse, or
+`args.subparser.error` in a command), 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bioxen_flows import __version__
+from bioxen_flows.cli import tools, vms
+from bioxen_flows.cli.output import error_text
+
+ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
+VM_TYPES = ("basic", "xcpng")
+
+DESCRIPTION = """\
+Biological virtual machines (simulated cells of syn3a, ecoli, minimal_cell) from the shell.
+VMs live in the state store under $BIOXEN_HOME (default ~/.bioxen), so one command can
+create a VM and later ones start, run, inspect and destroy it."""
+
+EPILOG = """\
+examples:
+  bioxen create lab1 syn3a --auto-start
+  bioxen execute lab1 'install("gfp_reporter")' 'grow(minutes=120)'
+  bioxen status lab1 --json
+  bioxen monitor lab1 --interval 2 --count 5
+  bioxen destroy lab1
+  bioxen compare ecoli syn3a --hours 2
+shell completion: eval "$(bioxen completion bash)"   (zsh, fish too)"""
+
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _complete_vm_ids(prefix: str, **_: Any) -> list[str]:
+    """Shell completion of VM ids from the state store (reads SQLite, builds no cell)."""
+    from bioxen_flows.vm import list_bio_vms
+
+    return [vm["vm_id"] for vm in list_bio_vms() if vm["vm_id"].startswith(prefix)]
+
+
+def _complete_organisms(prefix: str, **_: Any) -> list[str]:
+    return [o for o in ORGANISMS if o.startswith(prefix)]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and examples' line breaks; room for long command names."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=30)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bioxen", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"bioxen {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(
+        name: str, handler: Handler, help: str, *, json: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler, subparser=sub)
+        if json:
+            sub.add_argument("--json", action="store_true", help="machine-readable output")
+        return sub
+
+    def vm_id(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("vm_id", metavar="VM_ID").completer = _complete_vm_ids  # type: ignore[attr-defined]
+
+    # ---- VMs -------------------------------------------------------------------------
+    create = add("create", vms.cmd_create, "create a bio-VM (state: created)")
+    create.add_argument("vm_id", metavar="VM_ID", help="1-64 characters from A-Z a-z 0-9 _ . -")
+    create.add_argument(
+        "bio_type", metavar="BIO_TYPE", help=f"organism: {', '.join(ORGANISMS)}"
+    ).completer = _complete_organisms  # type: ignore[attr-defined]
+    create.add_argument("--vm-type", choices=VM_TYPES,
+                        help="infrastructure (default: the config file's, else basic)")
+    create.add_argument("--config", type=Path, metavar="FILE",
+                        help="JSON/YAML config (resources, simulation, packages, xcpng_config)")
+    create.add_argument("--auto-start", action="store_true", help="start the VM once created")
+
+    add("list", vms.cmd_list, "list VMs with state, uptime and infrastructure")
+    for action, text in (("start", "start a created or stopped VM"),
+                         ("stop", "stop a running or paused VM"),
+                         ("pause", "pause a running VM (its simulated clock stops)"),
+                         ("resume", "resume a paused VM"),
+                         ("destroy", "destroy a VM: frees its cell and allocations, forgets it")):
+        vm_id(add(action, vms.cmd_lifecycle, text))
+    vm_id(add("status", vms.cmd_status, "state, allocations and metrics of a VM"))
+
+    execute = add("execute", vms.cmd_execute, "run a process program on a running VM")
+    vm_id(execute)
+    execute.add_argument("code", nargs="*", metavar="CODE",
+                         help="process lines, one call each, e.g. 'grow(minutes=60)'")
+    execute.add_argument("--file", type=Path, metavar="F",
+                         help="read the program from F (- for stdin)")
+
+    install = add("install", vms.cmd_install, "install a package (built-in name or module file)")
+    vm_id(install)
+    install.add_argument("package", metavar="PACKAGE",
+                         help="gfp_reporter, lac_operon, rfp_plasmid, or an .ant/.xml/.sbml file")
+    install.add_argument("--copies", type=int, help="gene copies (default: the package's own)")
+
+    vm_id(add("resources", vms.cmd_resources, "resource usage, caps and recommendations"))
+    allocate = add("allocate", vms.cmd_allocate, "cap a VM's energy supply and/or ribosomes")
+    vm_id(allocate)
+    allocate.add_argument("--atp", type=float, metavar="P", help="energy cap, %% of the maximum")
+    allocate.add_argument("--ribosomes", type=int, metavar="N", help="ribosome cap")
+
+    monitor = add("monitor", vms.cmd_monitor, "sample resource usage until Ctrl-C or --count")
+    vm_id(monitor)
+    monitor.add_argument("--interval", type=float, default=5.0, metavar="S",
+                         help="seconds between samples (default 5)")
+    monitor.add_argument("--count", type=int, metavar="N", help="stop after N samples")
+
+    optimize = add("optimize", vms.cmd_optimize,
+                   "find and apply the smallest caps that keep most of the growth")
+    vm_id(optimize)
+    optimize.add_argument("--keep-growth", type=float, default=0.95, metavar="F",
+                          help="fraction of uncapped growth to keep (default 0.95)")
+
+    # ---- configuration, genome --------------------------------------------------------
+    config = add("config", tools.cmd_config_help, "configuration templates and validation",
+                 json=False)
+    config_commands = config.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    template = config_commands.add_parser(
+        "template", help="print a complete, valid config", description="print a valid config"
+    )
+    template.set_defaults(handler=tools.cmd_config_template, subparser=template)
+    template.add_argument("bio_type", metavar="BIO_TYPE").completer = _complete_organisms  # type: ignore[attr-defined]
+    template.add_argument("vm_type", metavar="VM_TYPE", nargs="?", default="basic",
+                          help="basic (default) or xcpng")
+    template.add_argument("--format", choices=("yaml", "json"),
+                          help="default: yaml, or by the --output file's suffix")
+    template.add_argument("--json", action="store_true", help="same as --format json")
+    template.add_argument("--output", "-o", type=Path, metavar="FILE",
+                          help="write the file (atomically) instead of printing it")
+    validate = config_commands.add_parser(
+        "validate", help="check a config file; lists each error",
+        description="check a config file; lists each error and exits 1 if there is any",
+    )
+    validate.set_defaults(handler=tools.cmd_config_validate, subparser=validate)
+    validate.add_argument("file", type=Path, metavar="FILE")
+    validate.add_argument("--vm-type", metavar="T", help="default: the file's, else basic")
+    validate.add_argument("--bio-type", metavar="B", help="default: the file's biological_type")
+    validate.add_argument("--json", action="store_true", help="machine-readable output")
+
+    genome = add("genome", tools.cmd_genome_help, "genome annotations", json=False)
+    genome_commands = genome.add_subparsers(dest="genome_command", metavar="SUBCOMMAND")
+    gimport = genome_commands.add_parser(
+        "import", help="load a GenBank file and summarise it (optionally attach it to a VM)",
+        description="load a GenBank file (first record) and summarise its genes",
+    )
+    gimport.set_defaults(handler=tools.cmd_genome_import, subparser=gimport)
+    gimport.add_argument("file", type=Path, metavar="FILE.gb")
+    gimport.add_argument("--essentiality", type=Path, metavar="CSV",
+                         help="locus_tag,essentiality table (e.g. Breuer et al. 2019)")
+    gimport.add_argument("--vm", metavar="VM_ID",
+                         help="attach the genome to this VM").completer = _complete_vm_ids  # type: ignore[attr-defined]
+    gimport.add_argument("--json", action="store_true", help="machine-readable output")
+
+    # ---- flows and tools ----------------------------------------------------------------
+    compare = add("compare", tools.cmd_compare,
+                  "compare organisms with the compare-organisms Prefect flow")
+    compare.add_argument("organisms", nargs="*", help=f"default: {' '.join(ORGANISMS)}"
+                         ).completer = _complete_organisms  # type: ignore[attr-defined]
+    compare.add_argument("--replicates", type=int, default=1, help="cells per organism")
+    compare.add_argument("--hours", type=float, default=2.0, help="simulated hours (default 2)")
+    compare.add_argument("--package", help="package to install in every cell (name or file)")
+    compare.add_argument("--atp", type=float, help="ATP allocation, %% of the maximum")
+    compare.add_argument("--ribosomes", type=int, help="ribosome allocation per cell")
+    compare.add_argument("--seed", type=int, help="stochastic mode with this seed")
+    compare.add_argument("--out", type=Path, default=Path("bioxen_results"), help="output folder")
+    compare.add_argument("--vm-type", choices=VM_TYPES, default="basic",
+                         help="infrastructure of the VMs (xcpng needs --config)")
+    compare.add_argument("--config", type=Path, metavar="FILE",
+                         help="config file whose xcpng_config/simulation every VM gets")
+
+    xcpng = add("xcpng", tools.cmd_xcpng_help, "XCP-ng pool maintenance", json=False)
+    xcpng_commands = xcpng.add_subparsers(dest="xcpng_command", metavar="SUBCOMMAND")
+    gc = xcpng_commands.add_parser(
+        "gc", help="destroy leaked VMs (tagged by BioXen, owner gone)",
+        description="destroy XCP-ng VMs tagged by BioXen whose VM record and flow run are gone",
+    )
+    gc.set_defaults(handler=tools.cmd_xcpng_gc, subparser=gc)
+    gc.add_argument("--config", type=Path, required=True, metavar="FILE",
+                    help="config file with the xcpng_config section")
+    gc.add_argument("--json", action="store_true", help="machine-readable output")
+    add("guest", tools.cmd_guest,
+        "inside an XCP-ng guest: run one JSON request from stdin (used over SSH)", json=False)
+
+    performance = add("performance", tools.cmd_performance,
+                      "time VM operations on scratch VMs (your VMs are untouched)")
+    performance.add_argument("organisms", nargs="*", metavar="BIO_TYPE",
+                             help="default: syn3a").completer = _complete_organisms  # type: ignore[attr-defined]
+    performance.add_argument("--minutes", type=float, default=120.0,
+                             help="simulated minutes grown per VM (default 120)")
+
+    add("interactive", _interactive, "menu-driven session (plain prompts when not a TTY)",
+        json=False)
+    completion = add("completion", tools.cmd_completion,
+                     "print a shell completion script (bash, zsh, fish)",
+                     json=False)
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"))
+    return parser
+
+
+def _interactive(args: argparse.Namespace) -> int:
+    from bioxen_flows.cli.interactive import run
+
+    return run()
+
+
+def _error(exc: BaseException) -> int:
+    print(f"bioxen: error: {error_text(exc)}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions; argcomplete exits
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    _show_library_warnings()
+    try:
+        return args.handler(args)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `bioxen list --json | head -1`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (OSError, ValueError) as exc:  # unreadable files; the library's bad-input errors
+        return _error(exc)
+    except RuntimeError as exc:
+        if _is_transient(exc):  # an unreachable XCP-ng host is not a bug: say so, exit 1
+            return _error(exc)
+        raise
+
+
+def _show_library_warnings() -> None:
+    """The library's logged warnings reach the user as 'bioxen: warning: ...' on stderr."""
+    import logging
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("bioxen: warning: %(message)s"))
+    logger = logging.getLogger("bioxen_flows")
+    if not logger.handlers:  # main() may run more than once in a process (tests)
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False  # shown once, also when Prefect configured the root logger
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """A TransientInfrastructureError; looked up only if its module is loaded (it raised)."""
+    base = sys.modules.get("bioxen_flows.vm.base")
+    return base is not None and isinstance(exc, base.TransientInfrastructureError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,304 @@
+"""Commands around the VMs: config, genome, compare (Prefect), performance, completion."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bioxen_flows.cli import output
+
+DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+# ---- config ----------------------------------------------------------------------------
+def cmd_config_help(args: argparse.Namespace) -> int:
+    args.subparser.error("choose a subcommand: template or validate")
+    return 2
+
+
+def cmd_config_template(args: argparse.Namespace) -> int:
+    """A complete, valid config to start from (xcpng placeholders must be edited)."""
+    from bioxen_flows.config import ConfigManager
+
+    manager = ConfigManager()
+    config = manager.generate_template_config(args.bio_type, args.vm_type)
+    fmt = "json" if args.json else args.format  # None: yaml, or the --output suffix
+    if args.output is not None:
+        path = manager.save_to_file(config, args.output, format=fmt)
+        print(f"wrote {path}")
+    elif fmt == "json":
+        output.print_json(config)
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(config, sort_keys=False))
+    return 0
+
+
+def _raw_config(path: Path) -> dict[str, Any]:
+    """The mapping as written in the file; syntax errors come from ConfigManager (path:line)."""
+    import json
+
+    import yaml
+
+    from bioxen_flows.config import ConfigManager
+
+    data: Any = None
+    if path.suffix.lower() in CONFIG_SUFFIXES:
+        text = path.read_text(encoding="utf-8")
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError):
+            data = None
+    if not isinstance(data, dict):
+        ConfigManager().load_from_file(path)  # raises the one-line 'path:line: ...' error
+        raise ValueError(f"{path}: not a configuration mapping")  # pragma: no cover
+    return data
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    """Every schema and consistency error, one per line; exit 1 if there is any."""
+    from bioxen_flows.config import ConfigManager
+
+    data = _raw_config(args.file)
+    vm_type = args.vm_type or data.get("vm_type") or "basic"
+    bio_type = args.bio_type or data.get("biological_type")
+    if not bio_type:
+        raise ValueError(f"{args.file} names no biological_type; pass --bio-type B")
+    ok, errors = ConfigManager().validate_config(data, vm_type, bio_type)
+    if args.json:
+        output.print_json({"file": str(args.file), "vm_type": vm_type,
+                           "biological_type": bio_type, "ok": ok, "errors": errors})
+    elif ok:
+        print(f"{args.file}: valid config for {bio_type} on {vm_type}")
+    for error in errors:
+        print(f"bioxen: error: {args.file}: {output.one_line(error)}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+# ---- genome ----------------------------------------------------------------------------
+def cmd_genome_help(args: argparse.Namespace) -> int:
+    args.subparser.error("choose a subcommand: import")
+    return 2
+
+
+def cmd_xcpng_help(args: argparse.Namespace) -> int:
+    args.subparser.error("choose a subcommand: gc")
+    return 2
+
+
+def cmd_genome_import(args: argparse.Namespace) -> int:
+    """Summarise a GenBank file; with --vm, attach it (and --essentiality) to that VM."""
+    from bioxen_flows.organisms.genome import load_essentiality_csv, load_genbank
+
+    genome = load_genbank(args.file)
+    summary: dict[str, Any] = {**genome.summary(), "description": genome.description,
+                               "file": str(args.file.resolve())}
+    if args.essentiality is not None:
+        genome = genome.with_essentiality(load_essentiality_csv(args.essentiality))
+        summary["essentiality"] = dict(Counter(genome.essentiality.values()))
+    if args.vm is not None:
+        from bioxen_flows.vm import load_bio_vm
+
+        essentiality = str(args.essentiality.resolve()) if args.essentiality else None
+        load_bio_vm(args.vm).attach_genome(str(args.file.resolve()), essentiality)
+        summary["attached_to"] = args.vm
+    if args.json:
+        output.print_json(summary)
+        return 0
+    rows = [
+        ("accession", summary["accession"]),
+        ("description", summary["description"]),
+        ("length", f"{output.number(summary['length_bp'])} bp"),
+        ("protein-coding genes", summary["protein_coding"]),
+        ("RNA genes", summary["rna"]),
+        ("pseudogenes", summary["pseudogenes"]),
+        ("genes in total", summary["total_genes"]),
+    ]
+    if "essentiality" in summary:
+        rows.append(("essentiality", ", ".join(
+            f"{k} {v}" for k, v in sorted(summary["essentiality"].items()))))
+    if args.vm is not None:
+        rows.append(("attached to VM", args.vm))
+    output.console().print(output.key_values(str(args.file), rows))
+    return 0
+
+
+# ---- compare (Prefect) -----------------------------------------------------------------
+def _grown_vms(started: float, minutes: float, seen: set[str]) -> int:
+    """VMs of a comparison started at `started` whose simulated clock reached `minutes`."""
+    from bioxen_flows.orchestration.tasks import OWNER_LABEL
+    from bioxen_flows.vm import list_bio_vms
+
+    for vm in list_bio_vms():
+        if (OWNER_LABEL in vm["labels"] and vm["created_at"] >= started
+                and vm["simulated_time_min"] >= minutes - 1e-6):
+            seen.add(vm["vm_id"])
+    return len(seen)
+
+
+def _with_progress(run: Callable[[], dict], total_vms: int, minutes: float) -> dict:
+    """A bar over VMs grown (polled from the state store) while the flow runs; terminal only."""
+    err = output.console(stderr=True)
+    if not err.is_terminal:
+        return run()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    started, seen, done = time.time() - 1.0, set(), threading.Event()
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("VMs grown"), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("compare-organisms", total=total_vms)
+
+        def poll() -> None:
+            while not done.wait(0.5):
+                try:
+                    progress.update(task, completed=_grown_vms(started, minutes, seen))
+                except Exception:  # a busy store must not break the display
+                    continue
+
+        poller = threading.Thread(target=poll, daemon=True)
+        poller.start()
+        try:
+            return run()
+        finally:
+            done.set()
+            poller.join()
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run the compare-organisms Prefect flow and print its summary table."""
+    # An offline lab machine should not try to send Prefect telemetry.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    import pandas as pd
+
+    from bioxen_flows.orchestration.flows import check_compare_parameters, compare_organisms
+
+    organisms = list(args.organisms or DEFAULT_ORGANISMS)
+    check_compare_parameters(organisms, args.replicates, args.hours)
+    total = len(organisms) * (args.replicates + (1 if args.package else 0))
+    result = _with_progress(lambda: compare_organisms(
+        organisms=organisms,
+        replicates=args.replicates,
+        hours=args.hours,
+        package=args.package,
+        atp_percent=args.atp,
+        ribosomes=args.ribosomes,
+        seed=args.seed,
+        out_dir=str(args.out),
+        vm_type=args.vm_type,
+        config=_flow_config(args.config),
+    ), total, args.hours * 60)
+    if args.json:
+        output.print_json(result)
+        return 0
+    summary = pd.DataFrame(result["summary"])
+    with pd.option_context("display.width", 160, "display.float_format", "{:,.4g}".format):
+        print(summary.to_string(index=False))
+    print("\n" + "\n".join(f"wrote {path}" for path in result["paths"].values()))
+    return 0
+
+
+def _flow_config(path: Path | None) -> dict[str, Any] | None:
+    """The parts of a config file a flow passes to every VM (e.g. xcpng_config)."""
+    if path is None:
+        return None
+    from bioxen_flows.config import ConfigManager
+
+    config = ConfigManager().load_from_file(path)
+    return {k: v for k, v in config.items() if k in ("xcpng_config", "simulation", "packages")}
+
+
+# ---- XCP-ng ----------------------------------------------------------------------------
+def cmd_xcpng_gc(args: argparse.Namespace) -> int:
+    """Destroy XCP-ng VMs tagged by BioXen whose owner (VM record or flow run) is gone."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from bioxen_flows.orchestration.flows import reap_leaked_xcpng_vms
+
+    xcpng_config = (_flow_config(args.config) or {}).get("xcpng_config")
+    if not xcpng_config:
+        raise ValueError(f"{args.config}: no xcpng_config section")
+    reaped = reap_leaked_xcpng_vms(xcpng_config)
+    if args.json:
+        output.print_json({"reaped": reaped})
+    else:
+        print(f"reaped {len(reaped)} VM(s)" + (f": {', '.join(reaped)}" if reaped else ""))
+    return 0
+
+
+def cmd_guest(args: argparse.Namespace) -> int:
+    """Inside an XCP-ng guest: one JSON request on stdin, one JSON reply on stdout."""
+    from bioxen_flows.xcpng.guest import main
+
+    return main()
+
+
+# ---- performance -----------------------------------------------------------------------
+def cmd_performance(args: argparse.Namespace) -> int:
+    """Time every VM operation on scratch VMs in a temporary store (user state untouched).
+
+    The library's performance monitor is per process, so a separate `bioxen` process has
+    nothing to report about earlier commands; this measures this machine instead.
+    """
+    import tempfile
+
+    from bioxen_flows.performance import performance_monitor
+    from bioxen_flows.state import StateStore
+    from bioxen_flows.vm import create_bio_vm
+
+    if not 0 < args.minutes <= 10080:
+        raise ValueError(f"--minutes must be > 0 and <= 10080, got {args.minutes:g}")
+    organisms = list(args.organisms or ["syn3a"])
+    performance_monitor.reset()
+    with tempfile.TemporaryDirectory(prefix="bioxen-performance-") as tmp:
+        store = StateStore(Path(tmp) / "state.db")
+        for organism in organisms:
+            with performance_monitor.track("create_bio_vm"):
+                vm = create_bio_vm(f"perf-{organism}", organism, store=store)
+            try:
+                vm.start()
+                vm.execute_biological_process(f"grow(minutes={args.minutes!r})")
+                vm.get_biological_metrics()
+                vm.allocate(atp_percent=80.0)
+                vm.pause()
+                vm.resume()
+                vm.stop()
+            finally:
+                vm.destroy()
+    stats = performance_monitor.stats()
+    if args.json:
+        output.print_json({"organisms": organisms, "minutes": args.minutes, "operations": stats})
+        return 0
+    title = (f"VM operations on scratch {', '.join(organisms)} VMs, "
+             f"{args.minutes:g} simulated min each (the first create compiles the model)")
+    output.console().print(output.table(
+        title, ("operation", "calls", "failures", "mean ms", "max ms", "total ms"),
+        [(name, s["calls"], s["failures"], f"{1000 * s['mean_seconds']:.1f}",
+          f"{1000 * s['max_seconds']:.1f}", f"{1000 * s['total_seconds']:.1f}")
+         for name, s in stats.items()],
+    ))
+    return 0
+
+
+# ---- completion ------------------------------------------------------------------------
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The argcomplete hook for `bioxen`; eval it in the shell's startup file."""
+    import argcomplete
+
+    sys.stdout.write(argcomplete.shellcode(["bioxen"], shell=args.shell))
+    return 0

@@ -1,0 +1,304 @@
+"""VM commands: create, list, lifecycle, status, execute, install, resources, monitor.
+
+Each command loads the VM from the state store, acts, and lets the library persist the
+result, so the next command (another process) sees it. Heavy imports stay inside functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bioxen_flows.cli import output
+
+if TYPE_CHECKING:
+    from bioxen_flows.vm import BiologicalVM
+
+
+def load_vm(vm_id: str) -> BiologicalVM:
+    """The VM as the store has it (any process may have changed it since)."""
+    from bioxen_flows.vm import load_bio_vm
+
+    return load_bio_vm(vm_id)
+
+
+def _config_from_file(path: Path, bio_type: str, vm_type: str | None) -> tuple[dict, str]:
+    """A config file's settings for `create`; the file must not name another organism."""
+    from bioxen_flows.config import ConfigManager
+
+    config = ConfigManager().load_from_file(path)
+    named = config.pop("biological_type", None)
+    if named is not None and named != bio_type:
+        raise ValueError(f"{path} is a config for {named!r}, but {bio_type!r} was requested")
+    file_vm_type = config.pop("vm_type", "basic")
+    return config, vm_type or file_vm_type
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    """Create a VM (validated and rolled back by the factory on any error)."""
+    from bioxen_flows.vm import create_bio_vm
+
+    config, vm_type = None, args.vm_type or "basic"
+    if args.config is not None:
+        config, vm_type = _config_from_file(args.config, args.bio_type, args.vm_type)
+    vm = create_bio_vm(args.vm_id, args.bio_type, vm_type, config)
+    if args.auto_start:
+        vm.start()
+    status = vm.get_status()
+    if args.json:
+        output.print_json(status)
+    else:
+        print(f"created VM {vm.vm_id} ({status['biological_type']} on {status['vm_type']}): "
+              f"{status['state']}; allocations: {output.allocations(status['allocations'])}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every VM in the store; reads SQLite only (no cell is built, no model compiled)."""
+    from bioxen_flows.vm import list_bio_vms
+
+    vms = list_bio_vms()
+    if args.json:
+        output.print_json(vms)
+        return 0
+    if not vms:
+        print("no VMs; create one with: bioxen create VM_ID syn3a")
+        return 0
+    output.console().print(vms_table(vms))
+    return 0
+
+
+def vms_table(vms: list[dict[str, Any]]) -> Any:
+    """The VM list as people read it (shared with the interactive session)."""
+    return output.table(None, ("VM", "organism", "infra", "state", "uptime", "simulated",
+                               "allocations"), [
+        (vm["vm_id"], vm["biological_type"], vm["vm_type"], vm["state"],
+         output.duration(vm["uptime_seconds"]),
+         f"{output.number(vm['simulated_time_min'])} min", output.allocations(vm["allocations"]))
+        for vm in vms
+    ])
+
+
+def cmd_lifecycle(args: argparse.Namespace) -> int:
+    """start / stop / pause / resume / destroy: the library checks the transition."""
+    vm = load_vm(args.vm_id)
+    getattr(vm, args.command)()
+    if args.json:
+        output.print_json({"vm_id": vm.vm_id, "state": vm.state})
+    else:
+        print(f"VM {vm.vm_id}: {vm.state}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Lifecycle, allocations and the cell's metrics; --json adds the stored config."""
+    vm = load_vm(args.vm_id)
+    status, metrics = vm.get_status(), vm.get_biological_metrics()
+    if args.json:
+        output.print_json({**status, "config": vm.record.config, "metrics": metrics})
+        return 0
+    genome = vm.record.config.get("genome") or {}
+    out = output.console()
+    out.print(output.key_values(f"VM {vm.vm_id}", [
+        ("state", status["state"]),
+        ("organism", status["biological_type"]),
+        ("infrastructure", status["vm_type"]),
+        ("uptime", output.duration(status["uptime_seconds"])),
+        ("allocations", output.allocations(status["allocations"])),
+        ("genome", genome.get("genbank_file") or "-"),
+    ]))
+    out.print()
+    out.print(output.key_values("metrics", output.metrics_rows(metrics)))
+    return 0
+
+
+def _program(args: argparse.Namespace) -> str:
+    """The program text: CODE arguments are its lines, or --file (- for stdin)."""
+    if args.file is not None and args.code:
+        args.subparser.error("give the program as CODE or with --file, not both")
+    if args.file is not None:
+        return sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+    if not args.code:
+        args.subparser.error("give the program as CODE (one argument per line) or --file F")
+    return "\n".join(args.code)
+
+
+def cmd_execute(args: argparse.Namespace) -> int:
+    """Run a program; the library parses all of it first, so a bad line changes nothing."""
+    code = _program(args)
+    vm = load_vm(args.vm_id)
+    result = vm.execute_biological_process(code)
+    if args.json:
+        output.print_json(result)
+        return 0
+    out = output.console()
+    calls = result["calls"]
+    shown = "; ".join(calls if len(calls) <= 4 else [*calls[:3], f"... {calls[-1]}"])
+    out.print(f"VM {vm.vm_id}: ran {len(calls)} call{'s' * (len(calls) != 1)}: {shown}")
+    out.print(output.key_values("result", output.metrics_rows(result["summary"])))
+    return 0
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    """Install outside a program (allowed in any live state, not only running)."""
+    vm = load_vm(args.vm_id)
+    installed = vm.install_biological_package(args.package, args.copies)
+    if args.json:
+        output.print_json(installed)
+    else:
+        operons = f", operons {', '.join(installed['operons'])}" if installed["operons"] else ""
+        print(f"VM {vm.vm_id}: installed {installed['package']} (genes "
+              f"{', '.join(installed['genes'])}{operons}; copies {installed['copies']})")
+    return 0
+
+
+def cmd_resources(args: argparse.Namespace) -> int:
+    """What the cell uses now, its caps, and the model's advice."""
+    from bioxen_flows.resources import BioResourceManager
+
+    vm = load_vm(args.vm_id)
+    manager = BioResourceManager(vm)
+    usage = manager.get_resource_usage()
+    recommendations = manager.get_optimization_recommendations()
+    if args.json:
+        output.print_json({"vm_id": vm.vm_id, "allocations": vm.record.allocations,
+                           "usage": usage, "recommendations": recommendations})
+        return 0
+    used = usage["ribosome_allocation_used_percent"]
+    out = output.console()
+    out.print(output.key_values(f"VM {vm.vm_id} resources", [
+        ("allocations", output.allocations(vm.record.allocations)),
+        ("simulated time", f"{output.number(usage['simulated_time_min'])} min"),
+        ("atp_percent", f"{output.number(usage['atp_percent'])} % "
+                        f"(cap {output.number(usage['atp_cap_percent'])} %)"),
+        ("ribosomes", f"{output.number(usage['ribosomes_total'])} (free "
+                      f"{output.number(usage['ribosomes_free'])}, translating "
+                      f"{output.number(usage['ribosomes_translating'])})"),
+        ("ribosome utilization", f"{output.number(usage['ribosome_utilization_percent'])} %"),
+        ("ribosome cap used", "uncapped" if used is None else f"{output.number(used)} %"),
+        ("growth rate", f"{output.number(usage['growth_rate_per_min'])} 1/min"),
+    ]))
+    if recommendations:
+        out.print(output.table("recommendations", ("kind", "metric", "value", "advice"), [
+            (r["kind"], r["metric"], output.number(r["value"]), r["message"])
+            for r in recommendations
+        ]))
+    else:
+        out.print("no recommendations")
+    return 0
+
+
+def cmd_allocate(args: argparse.Namespace) -> int:
+    """Set both caps or neither (the host budget is checked first)."""
+    if args.atp is None and args.ribosomes is None:
+        args.subparser.error("give --atp P and/or --ribosomes N")
+    vm = load_vm(args.vm_id)
+    allocations = vm.allocate(atp_percent=args.atp, ribosomes=args.ribosomes)
+    if args.json:
+        output.print_json({"vm_id": vm.vm_id, "allocations": allocations})
+    else:
+        print(f"VM {vm.vm_id}: allocations {output.allocations(allocations)}")
+    return 0
+
+
+MONITOR_COLUMNS = ("time", "simulated min", "atp %", "atp cap %", "ribosomes", "util %",
+                   "growth 1/min", "alerts")
+
+
+def _sample(vm_id: str) -> dict[str, Any]:
+    """One usage sample of the VM as stored now (so changes by other processes show)."""
+    from bioxen_flows.resources import BioResourceManager
+
+    return BioResourceManager(load_vm(vm_id)).get_resource_usage()
+
+
+def _alerts(sample: dict[str, Any]) -> list[str]:
+    """The resource manager's alert rules (docs/api.md, Alerts) applied to one sample."""
+    from bioxen_flows.resources.manager import ATP_ALERT_PERCENT, RIBOSOME_ALERT_PERCENT
+
+    alerts = []
+    if sample["atp_percent"] < ATP_ALERT_PERCENT:
+        alerts.append("low_atp")
+    used = sample["ribosome_allocation_used_percent"]
+    if used is not None and used > RIBOSOME_ALERT_PERCENT:
+        alerts.append("ribosomes_near_cap")
+    return alerts
+
+
+def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
+    """One sample as the table row (and the tab-separated line) shows it."""
+    return (
+        time.strftime("%H:%M:%S", time.localtime(sample["timestamp"])),
+        output.number(sample["simulated_time_min"]), output.number(sample["atp_percent"]),
+        output.number(sample["atp_cap_percent"]), output.number(sample["ribosomes_total"]),
+        output.number(sample["ribosome_utilization_percent"]),
+        output.number(sample["growth_rate_per_min"]), ", ".join(_alerts(sample)) or "-",
+    )
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Sample until Ctrl-C (exit 0) or --count: a live table on a terminal, lines otherwise."""
+    if args.interval <= 0:
+        raise ValueError(f"--interval must be > 0 seconds, got {args.interval:g}")
+    if args.count is not None and args.count < 1:
+        raise ValueError(f"--count must be >= 1, got {args.count}")
+    samples: list[dict[str, Any]] = []
+
+    def take() -> bool:
+        """Take one sample; False when --count samples have been taken."""
+        if samples:
+            time.sleep(args.interval)
+        samples.append({**_sample(args.vm_id), "alerts": []})
+        samples[-1]["alerts"] = _alerts(samples[-1])
+        return args.count is None or len(samples) < args.count
+
+    try:
+        if args.json:  # JSON lines: one object per sample, flushed as it comes
+            more = True
+            while more:
+                more = take()
+                output.print_json({"vm_id": args.vm_id, **samples[-1]}, indent=None)
+        elif sys.stdout.isatty():
+            from rich.live import Live
+
+            def render() -> Any:
+                title = f"VM {args.vm_id}: every {args.interval:g} s (Ctrl-C to stop)"
+                return output.table(title, MONITOR_COLUMNS, map(_monitor_row, samples[-20:]))
+
+            more = take()
+            with Live(render(), console=output.console(), auto_refresh=False) as live:
+                while more:
+                    more = take()
+                    live.update(render(), refresh=True)
+        else:
+            print("\t".join(MONITOR_COLUMNS), flush=True)
+            more = True
+            while more:
+                more = take()
+                print("\t".join(_monitor_row(samples[-1])), flush=True)
+    except KeyboardInterrupt:
+        pass  # stopping a monitor is how it normally ends
+    return 0
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    """Ask the model for the smallest caps keeping --keep-growth of growth, and apply them."""
+    from bioxen_flows.resources import BioResourceManager
+
+    vm = load_vm(args.vm_id)
+    result = BioResourceManager(vm).auto_optimize_resources(keep_growth=args.keep_growth)
+    if args.json:
+        output.print_json({"vm_id": vm.vm_id, **result})
+        return 0
+    output.console().print(output.key_values(f"VM {vm.vm_id}: applied caps", [
+        ("ATP cap", f"{output.number(result['atp_percent'])} %"),
+        ("ribosome cap", output.number(result["ribosomes"])),
+        ("uncapped growth", f"{output.number(result['uncapped_growth_rate_per_min'])} 1/min"),
+        ("growth under caps", f"{output.number(result['growth_rate_per_min'])} 1/min "
+                              f"({100 * result['growth_kept_fraction']:.1f} % kept, "
+                              "once the cell has grown under them)"),
+    ]))
+    return 0
