@@ -64,7 +64,7 @@ def test_profiles_carry_sourced_facts():
 def test_only_documented_parameters_differ_from_ecoli():
     from pathlib import Path
 
-    doc = (Path(__file__).resolve().parents[1] / "docs" / "model.md").read_text()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "model.md").read_text(encoding="utf-8")
     for organism in ("syn3a", "minimal_cell"):
         for name, value in get_profile(organism).parameters.items():
             assert f"`{name}`" in doc and f"{value:g}" in doc, (organism, name)

@@ -11,11 +11,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_quick_start_runs_as_written(tmp_path):
-    text = README.read_text()
+    text = README.read_text(encoding="utf-8")
     section = text[text.index("## Quick start"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     script = tmp_path / "quick_start.py"
-    script.write_text(code)
+    script.write_text(code, encoding="utf-8")
     run = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )

@@ -23,7 +23,7 @@ _ANTIMONY_LOCK = threading.Lock()
 
 @cache
 def _model_file(name: str) -> str:
-    return resources.files("bioxen_flows.model").joinpath(name).read_text()
+    return resources.files("bioxen_flows.model").joinpath(name).read_text(encoding="utf-8")
 
 
 def host_model_text() -> str:

@@ -119,7 +119,7 @@ def load_user_module(path: Path) -> Package:
     """
     if not path.is_file():
         raise ValueError(f"package file not found: {path}")
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     if path.suffix.lower() in {".sbml", ".xml"}:
         from bioxen_flows.model.builder import sbml_to_antimony_body
 

@@ -33,7 +33,8 @@ class OrganismProfile:
 @cache
 def organism_profiles() -> dict[str, OrganismProfile]:
     """All profiles, keyed by biological_type (read once from the packaged YAML)."""
-    text = resources.files("bioxen_flows.organisms").joinpath("profiles.yaml").read_text()
+    source = resources.files("bioxen_flows.organisms").joinpath("profiles.yaml")
+    text = source.read_text(encoding="utf-8")
     raw = yaml.safe_load(text)
     return {
         key: OrganismProfile(

@@ -63,7 +63,7 @@ class XCPngBiologicalVM(BiologicalVM):
                 raise ValueError(f"package file not found: {path}")
             fmt = "sbml" if path.suffix.lower() in {".sbml", ".xml"} else "antimony"
             return self.guest("install", package=path.stem, copies=copies,
-                              module_text=path.read_text(), module_format=fmt)
+                              module_text=path.read_text(encoding="utf-8"), module_format=fmt)
         return self.guest("install", package=name_or_path, copies=copies)
 
     def _metrics(self) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def _package_source(vm_id: str, request: dict[str, Any]) -> str:
     folder = bioxen_home() / "modules" / vm_id
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}{suffix}"
-    path.write_text(str(request["module_text"]))
+    path.write_text(str(request["module_text"]), encoding="utf-8")
     return str(path)
 
 
