@@ -1,6 +1,6 @@
 """End to end on a real Prefect server: `prefect deploy --all`, a process worker, real runs.
 
-Slow (about a minute on 2 cores; set BIOXEN_SKIP_SERVER_E2E=1 to skip). One module-scoped
+Slow (about 95 s on 2 cores; set BIOXEN_SKIP_SERVER_E2E=1 to skip). One module-scoped
 fixture starts `prefect server start` on a free loopback port with a temporary PREFECT_HOME
 and database, creates the `bioxen-process` work pool, deploys prefect.yaml from the
 repository root exactly as deployments/README.md tells a user to, and starts

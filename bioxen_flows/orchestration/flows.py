@@ -8,6 +8,8 @@ created it never returned.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import json
 import re
 from itertools import islice
@@ -15,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, tags
-from prefect.futures import PrefectFuture, wait
-from prefect.runtime import flow_run
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows.orchestration import reporting
@@ -42,18 +44,36 @@ DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
 MAX_WORKERS = 4
 
 
-def _teardown_hook(flow, run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
-    """State hook: destroy the run's VMs when the run crashed or was cancelled."""
-    destroy_labelled_vms(OWNER_LABEL, str(run.id))
-    cfg = ((run.parameters or {}).get("config") or {}).get("xcpng_config")
+def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
+    """State hook: destroy the run's VMs when the run crashed or was cancelled.
+
+    Prefect calls hooks by keyword (flow=, flow_run=, state=) when a worker runs them.
+    """
+    owner = str(flow_run.id)
+    destroy_labelled_vms(OWNER_LABEL, owner)
+    cfg = ((flow_run.parameters or {}).get("config") or {}).get("xcpng_config")
     if cfg:
         from bioxen_flows.xcpng.backend import reap_vms
 
-        reap_vms(cfg, keep=lambda tags: tags.get("owner") != str(run.id))
+        reap_vms(cfg, keep=lambda tags: tags.get("owner") != owner)
+
+
+def _settle(futures: list[PrefectFuture]) -> None:
+    """Cancel the batches that have not started, then wait for the running ones, so that
+    no task creates a VM after teardown and a cancelled run stops within seconds."""
+    for future in futures:
+        wrapped = getattr(future, "wrapped_future", None)
+        if wrapped is not None:
+            wrapped.cancel()  # a no-op for a task that is running or done
+    for future in futures:
+        try:
+            future.wait()
+        except (concurrent.futures.CancelledError, asyncio.CancelledError):
+            continue
 
 
 def _owner() -> str:
-    return str(flow_run.get_id() or "local")
+    return str(current_run.get_id() or "local")
 
 
 @flow(
@@ -124,7 +144,7 @@ def compare_organisms(
         paths = reporting.write_results(series, summary, png, Path(out_dir))
         reporting.publish_artifacts(summary, png, key="compare-organisms")
     finally:
-        wait(submitted)  # a batch still creating VMs must not outlive the teardown
+        _settle(submitted)  # a batch still creating VMs must not outlive the teardown
         _teardown(owner, vm_type, config)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return {
