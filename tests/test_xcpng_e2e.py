@@ -86,6 +86,24 @@ def test_transient_clone_fault_is_retried(pool, guest):
 
 
 @pytest.mark.usefixtures("prefect_api_url")
+def test_vm_still_booting_is_retried(pool, guest):
+    pool.inject_transient("VM.start", times=1, code="VM_BAD_POWER_STATE",
+                          args=["OpaqueRef:x", "halted", "running"])
+    out = vm_lifecycle(organism="syn3a", program="grow(5)", vm_type="xcpng",
+                       config=xcpng_config(pool, guest))
+    assert out["metrics"]["simulated_time_min"] == 5
+    assert pool.call_counts["Async.VM.start"] == 2
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_vm_requires_sr_fails_at_once(pool, guest):
+    pool.inject_permanent("VM.provision", "VM_REQUIRES_SR", "OpaqueRef:x", "OpaqueRef:NULL")
+    with pytest.raises(XapiError, match="VM_REQUIRES_SR"):
+        vm_lifecycle(organism="syn3a", vm_type="xcpng", config=xcpng_config(pool, guest))
+    assert pool.call_counts["Async.VM.provision"] == 1
+
+
+@pytest.mark.usefixtures("prefect_api_url")
 def test_missing_template_fails_at_once_with_advice(pool, guest):
     with pytest.raises(XapiError, match="no template named 'nope'.*bioxen-guest"):
         vm_lifecycle(organism="ecoli", vm_type="xcpng",
