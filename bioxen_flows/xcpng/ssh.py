@@ -155,7 +155,7 @@ def _client_for(target: SSHTarget) -> paramiko.SSHClient:
         path = os.path.expanduser(target.known_hosts_path)
         if not os.path.isfile(path):
             raise ValueError(f"known_hosts file not found: {path}")
-        client.load_host_keys(path)  # only AutoAddPolicy writes it back; we never use that
+        client.load_host_keys(path)  # read only: unknown hosts are rejected, never added
     if target.host_key:
         pin = target.host_key.strip()
         if pin.startswith("SHA256:"):
