@@ -13,7 +13,8 @@ import pytest
 def bioxen(*args: str, cwd, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "bioxen_flows", *args],
-        cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        cwd=cwd, capture_output=True, encoding="utf-8", timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 

@@ -25,7 +25,7 @@ HEAVY = ("prefect", "roadrunner", "pandas", "numpy", "pydantic")
 def bioxen(*args: str, input: str | None = None, env: dict[str, str] | None = None,
            cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bioxen_flows", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "bioxen_flows", *args], capture_output=True, encoding="utf-8",
         timeout=120, input=input, cwd=cwd, env={**os.environ.copy(), **(env or {})},
     )
 
@@ -134,7 +134,7 @@ def test_install_allocate_resources_optimize_monitor():
 def test_monitor_stops_on_ctrl_c_with_exit_0():
     ok("create", "m", "syn3a")
     proc = subprocess.Popen([sys.executable, "-m", "bioxen_flows", "monitor", "m",
-                             "--interval", "0.1"], stdout=subprocess.PIPE, text=True,
+                             "--interval", "0.1"], stdout=subprocess.PIPE, encoding="utf-8",
                             stderr=subprocess.PIPE, env=os.environ.copy())
     try:
         assert proc.stdout.readline().startswith("time\t")
@@ -225,7 +225,7 @@ def test_xcpng_from_a_config_file_surfaces_the_backend_error_as_exit_1(tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "XCPNG_PASSWORD"}  # never dial out
     run = subprocess.run(
         [sys.executable, "-m", "bioxen_flows", "create", "x", "syn3a", "--vm-type", "xcpng",
-         "--config", str(config)], capture_output=True, text=True, timeout=120, env=env)
+         "--config", str(config)], capture_output=True, encoding="utf-8", timeout=120, env=env)
     assert run.returncode == 1 and "Traceback" not in run.stderr
     lines = run.stderr.strip().splitlines()
     errors = [line for line in lines if line.startswith("bioxen: error: ")]
@@ -299,7 +299,8 @@ def test_genome_import_summarises_and_attaches_to_a_vm(tmp_path):
                     str(essentiality), "--vm", "s")
     assert attached["essentiality"] == {"essential": 1, "quasiessential": 1}
     genome = data("status", "s")["config"]["genome"]
-    assert genome == {"genbank_file": str(SYN3A_GENBANK), "essentiality_file": str(essentiality)}
+    assert genome == {"genbank_file": str(SYN3A_GENBANK.resolve()),
+                      "essentiality_file": str(essentiality.resolve())}
 
     bad = tmp_path / "bad.csv"
     bad.write_text("locus_tag,essentiality\nNOT_A_GENE,essential\n")
@@ -355,7 +356,7 @@ def test_bash_completion_really_completes():
         COMP_WORDS=(bioxen destroy la); COMP_CWORD=2
         _python_argcomplete bioxen la destroy
         echo "${COMPREPLY[*]}"
-    """], capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    """], capture_output=True, encoding="utf-8", timeout=60, env=os.environ.copy())
     assert run.stdout.split() == ["lab1"], run.stderr
 
 
@@ -374,7 +375,7 @@ print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.st
 def test_help_and_list_import_neither_prefect_nor_the_model(args):
     ok("create", "lab", "syn3a")
     run = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *args],
-                         capture_output=True, text=True, timeout=60, env=os.environ.copy())
+                         capture_output=True, encoding="utf-8", timeout=60, env=os.environ.copy())
     assert run.returncode == 0, run.stderr
     assert run.stderr.strip().splitlines()[-1] == "HEAVY="
     assert "usage: bioxen" in run.stdout or "lab" in run.stdout
@@ -382,7 +383,7 @@ def test_help_and_list_import_neither_prefect_nor_the_model(args):
 
 @pytest.mark.skipif(shutil.which("bioxen") is None, reason="`bioxen` script not installed")
 def test_console_script_and_python_m_are_the_same_program():
-    script = subprocess.run(["bioxen", "--help"], capture_output=True, text=True, timeout=60)
+    script = subprocess.run(["bioxen", "--help"], capture_output=True, encoding="utf-8", timeout=60)
     module = ok("--help")
     assert script.returncode == 0 and script.stdout == module.stdout
     assert ok("--version").stdout.startswith("bioxen ")

@@ -25,7 +25,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def vms() -> list[dict]:
     run = subprocess.run([sys.executable, "-m", "bioxen_flows", "list", "--json"],
-                         capture_output=True, text=True, timeout=60, env=os.environ.copy())
+                         capture_output=True, encoding="utf-8", timeout=60, env=os.environ.copy())
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -147,7 +147,7 @@ def test_piped_answers_script_a_session():
         "9", "8",                               # an invalid choice, then exit
     ]) + "\n"
     run = subprocess.run([sys.executable, "-m", "bioxen_flows", "interactive"], input=answers,
-                         capture_output=True, text=True, timeout=120, env=os.environ.copy())
+                         capture_output=True, encoding="utf-8", timeout=120, env=os.environ.copy())
     assert run.returncode == 0, run.stderr
     out = run.stdout
     assert "created VM cell-a (syn3a on basic)" in out and "VM cell-a: created" in out
@@ -162,7 +162,7 @@ def test_piped_answers_script_a_session():
 
 def test_end_of_input_ends_the_session_cleanly():
     run = subprocess.run([sys.executable, "-m", "bioxen_flows", "interactive"], input="1\n",
-                         capture_output=True, text=True, timeout=60, env=os.environ.copy())
+                         capture_output=True, encoding="utf-8", timeout=60, env=os.environ.copy())
     assert run.returncode == 0, run.stderr
     assert "Organism" in run.stdout and run.stdout.rstrip().endswith("bye")
     assert vms() == []

@@ -130,7 +130,7 @@ def test_killed_flow_run_leaves_no_vm(prefect_api_url, bioxen_home):
     )
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "BIOXEN_HOME": str(bioxen_home)}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, encoding="utf-8")
     deadline = time.monotonic() + 90
     while not list_bio_vms():
         assert proc.poll() is None, proc.stderr.read()

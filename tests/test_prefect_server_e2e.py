@@ -123,7 +123,7 @@ def _wait_healthy(url: str, server: subprocess.Popen, log: Callable[[], str]) ->
 
 def _cli(local: LocalPrefect, *args: str) -> str:
     done = subprocess.run(
-        _prefect(*args), cwd=REPO, env=local.env, capture_output=True, text=True,
+        _prefect(*args), cwd=REPO, env=local.env, capture_output=True, encoding="utf-8",
         timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL,
     )
     output = done.stdout + done.stderr

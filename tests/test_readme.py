@@ -17,7 +17,8 @@ def test_quick_start_runs_as_written(tmp_path):
     script = tmp_path / "quick_start.py"
     script.write_text(code, encoding="utf-8")
     run = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, str(script)], capture_output=True, encoding="utf-8", timeout=120,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     lines = run.stdout.strip().splitlines()

@@ -40,7 +40,7 @@ def run_python(code: str, db: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), str(db)],
         capture_output=True,
-        text=True,
+        encoding="utf-8",
         timeout=120,
     )
 
@@ -245,7 +245,7 @@ def test_concurrent_processes(tmp_path: Path) -> None:
         subprocess.Popen(
             [sys.executable, "-c", WORKER, str(db), str(w), str(go)],
             stderr=subprocess.PIPE,
-            text=True,
+            encoding="utf-8",
         )
         for w in range(4)
     ]

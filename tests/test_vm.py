@@ -154,7 +154,7 @@ def test_essential_genes_only_from_loaded_data(tmp_path):
 
 def run_python(code: str) -> str:
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", timeout=120
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
