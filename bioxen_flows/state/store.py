@@ -111,6 +111,7 @@ class StateStore:
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path is not None else bioxen_home() / "state.db"
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._enable_wal()
         with self._write() as conn:
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -119,6 +120,23 @@ class StateStore:
                 (str(SCHEMA_VERSION),),
             )
 
+    def _enable_wal(self) -> None:
+        """WAL is a property of the database file, set once. Switching needs a moment with no
+        other connection, and SQLite reports 'locked' at once instead of waiting for it, so
+        processes racing to create the store retry briefly."""
+        deadline = time.monotonic() + 30
+        while True:
+            with self._connect() as conn:
+                try:
+                    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                        return
+                    conn.execute("PRAGMA journal_mode=WAL")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+            time.sleep(0.05)
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A short connection per operation: nothing is shared across threads/processes."""
@@ -126,7 +144,6 @@ class StateStore:
         try:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             yield conn
         finally:
