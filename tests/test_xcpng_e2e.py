@@ -25,8 +25,11 @@ def pool(monkeypatch):
     monkeypatch.setenv("XCPNG_PASSWORD", PASSWORD)
     with XapiSimulator(password=PASSWORD, boot_seconds=0.3) as sim:
         yield sim
-        # nothing of ours may be left on the pool: no VM, no disk, no task, no session
+        # nothing of ours may be left on the pool: no VM (not even an unprovisioned clone,
+        # which is still a template), no disk, no task
         assert sim.vms() == []
+        assert [v for v in sim.vms(include_templates=True)
+                if "bioxen_vm_id" in v["other_config"]] == []
         assert sim.vdis(kind="system") == []
         assert sim.tasks() == []
 
@@ -198,3 +201,24 @@ def test_password_never_reaches_logs_results_or_state(pool, guest, bioxen_home, 
             assert PASSWORD not in repr(run.parameters)
         logs = client.read_logs()
         assert all(PASSWORD not in log.message for log in logs)
+
+
+def test_half_provisioned_record_can_still_be_destroyed(pool, guest):
+    """A record whose provisioning never finished (no guest address) is destroyable."""
+    import time
+
+    from bioxen_flows.state import StateStore, VMRecord
+    from bioxen_flows.xcpng import backend
+
+    cfg = xcpng_config(pool, guest)
+    backend.clone_and_tag(cfg["xcpng_config"], "half", owner="local")
+    now = time.time()
+    StateStore().insert_vm(VMRecord(
+        vm_id="half", biological_type="ecoli", vm_type="xcpng", state="created",
+        created_at=now, config=cfg, allocations={}, snapshot=None, updated_at=now,
+    ))
+    vm = load_bio_vm("half")
+    with pytest.raises(ValueError, match="never provisioned completely"):
+        vm.get_biological_metrics()
+    vm.destroy()
+    assert list_bio_vms() == []  # and the pool fixture checks the clone is gone

@@ -30,10 +30,9 @@ class XCPngBiologicalVM(BiologicalVM):
         super().__init__(record, store)
         self.xcpng_config: dict[str, Any] = record.config["xcpng_config"]
         placement = record.config.get("placement") or {}
-        if "ip" not in placement:
-            raise ValueError(f"XCP-ng VM {record.vm_id!r} has no guest address recorded")
         cfg = self.xcpng_config
-        self.target = SSHTarget(
+        # A record without a guest address (provisioning never finished) can still be destroyed.
+        self.target = None if "ip" not in placement else SSHTarget(
             host=placement["ip"], port=int(cfg.get("ssh_port", 22)), username=cfg["ssh_user"],
             key_path=cfg["ssh_key_path"], host_key=cfg.get("ssh_host_key"),
             known_hosts_path=cfg.get("known_hosts_path"),
@@ -43,6 +42,9 @@ class XCPngBiologicalVM(BiologicalVM):
         """One request to `bioxen guest` in the VM; returns its result."""
         from bioxen_flows.xcpng.ssh import run_guest
 
+        if self.target is None:
+            raise ValueError(f"XCP-ng VM {self.vm_id!r} has no guest address: it was never "
+                             "provisioned completely; destroy it and create it again")
         request = {"operation": operation, "vm_id": self.vm_id, **fields}
         return run_guest(self.target, request, command=GUEST_COMMAND)["result"]
 
@@ -85,15 +87,18 @@ class XCPngBiologicalVM(BiologicalVM):
 
     def _release_cell(self) -> None:
         """Destroy the guest's cell (if the guest still answers), then the XCP-ng VM."""
-        from bioxen_flows.xcpng.backend import destroy_vm
+        from bioxen_flows.xcpng.backend import destroy_vm, reap_vms
 
-        try:
-            self.guest("destroy")
-        except Exception as exc:  # the VM itself goes next; nothing of the cell survives it
-            log.warning("guest of VM %s did not answer destroy: %s", self.vm_id, exc)
+        if self.target is not None:
+            try:
+                self.guest("destroy")
+            except Exception as exc:  # the VM itself goes next; nothing of the cell survives it
+                log.warning("guest of VM %s did not answer destroy: %s", self.vm_id, exc)
         placement = self.record.config.get("placement") or {}
         if placement.get("vm_uuid"):
             destroy_vm(self.xcpng_config, placement["vm_uuid"])
+        else:  # never fully provisioned: find the clone by its tag
+            reap_vms(self.xcpng_config, keep=lambda tags: tags.get("vm_id") != self.vm_id)
 
     def save(self) -> None:
         """The guest keeps the cell's state in its own store; the host keeps only the record."""

@@ -289,7 +289,8 @@ def find_tagged_vms(x: Any) -> dict[str, dict[str, str]]:
             ref: {k[len(TAG_PREFIX):]: v for k, v in r["other_config"].items()
                   if k.startswith(TAG_PREFIX)}
             for ref, r in x.VM.get_all_records().items()
-            if not r["is_a_template"] and TAG_PREFIX + "vm_id" in r["other_config"]
+            # a clone stays a template until provisioned: tagged templates are ours too
+            if not r["is_a_snapshot"] and TAG_PREFIX + "vm_id" in r["other_config"]
         }
 
 
