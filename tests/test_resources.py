@@ -130,3 +130,12 @@ def test_removing_a_cell_frees_its_allocation():
     hv.remove_cell("a")
     hv.remove_cell("a")
     assert hv.allocate_ribosomes("b", 1_000).ribosomes == 1_000
+
+
+def test_uncapped_constant_is_the_models_default():
+    from bioxen_flows.engine import UNCAPPED_RIBOSOMES
+    from bioxen_flows.engine.cell import Cell
+
+    metrics = Cell("ecoli").metrics()
+    assert metrics["ribosome_cap"] == UNCAPPED_RIBOSOMES
+    assert metrics["atp_cap_percent"] == 100.0

@@ -9,34 +9,19 @@ import json
 import math
 import sys
 from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from bioxen_flows.engine import UNCAPPED_RIBOSOMES
+from bioxen_flows.serialization import json_safe
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-UNCAPPED_RIBOSOMES = 1e12  # the cell's "no cap" value (docs/api.md, metrics.ribosome_cap)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON types; non-finite floats (e.g. an infinite doubling time) become null."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalars
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
 
 def print_json(value: Any, *, indent: int | None = 2) -> None:
     """Strict JSON (no NaN/Infinity) on stdout, so any JSON parser reads it."""
-    sys.stdout.write(json.dumps(jsonable(value), indent=indent, allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(json_safe(value), indent=indent, allow_nan=False) + "\n")
     sys.stdout.flush()
 
 

@@ -11,6 +11,7 @@ import math
 import threading
 from dataclasses import dataclass
 
+from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
 from bioxen_flows.engine.cell import Cell
 
 DEFAULT_RIBOSOME_BUDGET = 100_000  # ribosomes the host can hand out (~30 E. coli cells' worth)
@@ -112,7 +113,7 @@ class Hypervisor:
         """Lift a VM's caps and return its share to the budget."""
         with self.lock:
             self._allocation(vm_id)
-            self._cells[vm_id].set_caps(atp_percent=100.0, ribosomes=1e12)
+            self._cells[vm_id].set_caps(atp_percent=FULL_ATP_PERCENT, ribosomes=UNCAPPED_RIBOSOMES)
             self._allocations[vm_id] = Allocation()
 
     def allocation(self, vm_id: str) -> Allocation:

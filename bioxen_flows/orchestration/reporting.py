@@ -10,12 +10,7 @@ from typing import Any
 import pandas as pd
 
 ID_COLUMNS = ["organism", "replicate", "vm_id", "role", "package"]
-SUMMARY_METRICS = {
-    "growth_rate_per_min": "growth_rate_per_min",
-    "doubling_time_min": "doubling_time_min",
-    "ribosomes_total": "ribosomes_total",
-    "atp_percent": "atp_percent",
-}
+SUMMARY_METRICS = ("growth_rate_per_min", "doubling_time_min", "ribosomes_total", "atp_percent")
 
 
 def timeseries_frame(specs: list[dict[str, Any]], results: dict[str, dict]) -> pd.DataFrame:

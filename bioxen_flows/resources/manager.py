@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
 from bioxen_flows.vm.base import BiologicalVM
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,6 @@ HISTORY_LIMIT = 100
 ATP_ALERT_PERCENT = 20.0  # alert when energy saturation of elongation falls below this
 RIBOSOME_ALERT_PERCENT = 90.0  # alert when a VM holds more than this share of its allocation
 KEEP_GROWTH = 0.95  # auto-optimisation keeps at least this fraction of uncapped growth
-UNCAPPED_RIBOSOMES = 1e12
 
 Alert = dict[str, Any]
 
@@ -140,7 +140,7 @@ class BioResourceManager:
         """
         if not 0 < keep_growth <= 1:
             raise ValueError(f"keep_growth must be in (0, 1], got {keep_growth}")
-        (uncapped,) = self.vm.probe_growth([(100.0, UNCAPPED_RIBOSOMES)])
+        (uncapped,) = self.vm.probe_growth([(FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES)])
         target = keep_growth * uncapped
         atp = _smallest_meeting(
             lambda xs: self.vm.probe_growth([(x, UNCAPPED_RIBOSOMES) for x in xs]),
