@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bioxen_flows.vm.base import TransientInfrastructureError
+from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.xcpng.ssh import (
     GuestAuthError,
     GuestConnectionError,

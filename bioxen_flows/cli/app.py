@@ -18,6 +18,7 @@ from typing import Any
 from bioxen_flows import __version__
 from bioxen_flows.cli import tools, vms
 from bioxen_flows.cli.output import error_text
+from bioxen_flows.errors import BioXenError
 
 ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
 VM_TYPES = ("basic", "xcpng")
@@ -245,12 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except (OSError, ValueError) as exc:  # unreadable files; the library's bad-input errors
+    except (OSError, ValueError, BioXenError) as exc:  # files; every error the library means
         return _error(exc)
-    except RuntimeError as exc:
-        if _is_transient(exc):  # an unreachable XCP-ng host is not a bug: say so, exit 1
-            return _error(exc)
-        raise
 
 
 def _show_library_warnings() -> None:
@@ -264,12 +261,6 @@ def _show_library_warnings() -> None:
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
         logger.propagate = False  # shown once, also when Prefect configured the root logger
-
-
-def _is_transient(exc: BaseException) -> bool:
-    """A TransientInfrastructureError; looked up only if its module is loaded (it raised)."""
-    base = sys.modules.get("bioxen_flows.vm.base")
-    return base is not None and isinstance(exc, base.TransientInfrastructureError)
 
 
 if __name__ == "__main__":

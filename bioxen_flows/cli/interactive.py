@@ -159,7 +159,7 @@ class Session:
             except (ValueError, OSError) as exc:
                 self.error(exc)
             except RuntimeError as exc:
-                from bioxen_flows.vm.base import TransientInfrastructureError
+                from bioxen_flows.errors import TransientInfrastructureError
 
                 if not isinstance(exc, TransientInfrastructureError):
                     raise

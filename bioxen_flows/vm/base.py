@@ -14,12 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bioxen_flows.errors import TransientInfrastructureError  # noqa: F401 (re-exported)
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord
-
-
-class TransientInfrastructureError(RuntimeError):
-    """A fault that retrying can cure (a lost connection, a busy host); never bad input."""
 
 
 # state -> states reachable from it (destroy is allowed from every state and is idempotent)

@@ -24,7 +24,7 @@ from typing import Any
 
 import paramiko
 
-from bioxen_flows.vm.base import TransientInfrastructureError
+from bioxen_flows.errors import TransientInfrastructureError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import XenAPI
 
-from bioxen_flows.vm.base import TransientInfrastructureError
+from bioxen_flows.errors import TransientInfrastructureError
 
 log = logging.getLogger(__name__)
 
