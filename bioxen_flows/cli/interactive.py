@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bioxen_flows.cli import output
+from bioxen_flows.errors import BioXenError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -156,14 +157,8 @@ class Session:
                 actions[choice]()
             except KeyboardInterrupt:
                 self.out.print("cancelled")
-            except (ValueError, OSError) as exc:
-                self.error(exc)
-            except RuntimeError as exc:
-                from bioxen_flows.errors import TransientInfrastructureError
-
-                if not isinstance(exc, TransientInfrastructureError):
-                    raise
-                self.error(exc)  # e.g. an XCP-ng host that cannot be reached
+            except (ValueError, OSError, BioXenError) as exc:
+                self.error(exc)  # bad input, unreadable files, an unreachable XCP-ng host
 
     def error(self, exc: BaseException) -> None:
         self.out.print(f"error: {output.error_text(exc)}", style="red")
