@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bioxen_flows.model.builder import build_model_text, load_roadrunner
-from bioxen_flows.model.packages import Package, check_gene_id, resolve_package
+from bioxen_flows.model.packages import Package, check_gene_id, resolve_package, user_module
 from bioxen_flows.organisms.profiles import OrganismProfile, get_profile
 
 # Model symbol → column name in time series (units: molecules per cell unless named).
@@ -256,10 +256,7 @@ class Cell:
             "stochastic": self.stochastic,
             "seed": self.seed,
             "time": self.time,
-            "packages": [
-                {"name": p.name if p.source == "built-in" else p.source, "copies": p.copies}
-                for p in self.packages
-            ],
+            "packages": [_package_entry(p) for p in self.packages],
             "settings": dict(self.settings),
             "species": self._species_amounts(),
         }
@@ -270,7 +267,7 @@ class Cell:
         cell.profile = get_profile(snap["biological_type"])
         cell.stochastic = bool(snap["stochastic"])
         cell.seed = snap["seed"]
-        cell.packages = [resolve_package(p["name"], p["copies"]) for p in snap["packages"]]
+        cell.packages = [_package_from_entry(p) for p in snap["packages"]]
         cell.time = float(snap["time"])
         cell.settings = {k: float(v) for k, v in snap["settings"].items()}
         cell._build(snap["species"])
@@ -284,11 +281,31 @@ class Cell:
         self.time = float(snap["time"])
         self.settings = {k: float(v) for k, v in snap["settings"].items()}
         if snap["packages"] != self.snapshot()["packages"]:
-            self.packages = [resolve_package(p["name"], p["copies"]) for p in snap["packages"]]
+            self.packages = [_package_from_entry(p) for p in snap["packages"]]
             self._build(snap["species"])
         else:
             for name, value in {**self.settings, **snap["species"]}.items():
                 self._rr.setValue(name, float(value))
+
+
+def _package_entry(package: Package) -> dict[str, Any]:
+    """A package as a snapshot holds it: built-ins by name, user modules by content."""
+    entry: dict[str, Any] = {"name": package.name, "copies": package.copies}
+    if package.source != "built-in":
+        entry["module"] = {
+            "antimony": package.antimony, "sha256": package.sha256, "origin": package.source,
+        }
+    return entry
+
+
+def _package_from_entry(entry: dict[str, Any]) -> Package:
+    module = entry.get("module")
+    if module is None:  # a built-in (or, from before content addressing, a module's path)
+        return resolve_package(entry["name"], entry["copies"])
+    package = user_module(entry["name"], module["antimony"], source=module["origin"])
+    if package.sha256 != module["sha256"]:
+        raise ValueError(f"stored module {entry['name']!r} does not match its hash")
+    return package.with_copies(entry["copies"])
 
 
 _WARM_MODELS: dict[str, Any] = {}

@@ -1,145 +1,84 @@
-"""The embedded BioXen hypervisor: owns the cells of one process and their shared budget.
+"""The embedded BioXen hypervisor: the live cells of one process, kept warm between calls.
 
-An allocation is a cap that changes a cell's dynamics (see Cell.set_caps); the
-hypervisor's job is the accounting: the sum of allocations never exceeds the host
-budget, also when many threads allocate at once.
+Cells are expensive (a model compile), records are cheap. The state store is the truth;
+the hypervisor holds each VM's cell tagged with the record version it matches and hands
+it out again while the version is unchanged, so a flow's tasks reuse one cell instead of
+rebuilding it from the snapshot. A changed version (another process wrote the VM)
+rebuilds it. The host budget is not kept here: it lives in the store, where every process
+and machine sees the same ledger.
 """
 
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
-from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
 from bioxen_flows.engine.cell import Cell
 
-DEFAULT_RIBOSOME_BUDGET = 100_000  # ribosomes the host can hand out (~30 E. coli cells' worth)
-DEFAULT_ATP_BUDGET_PERCENT = 1_000.0  # energy share: ten cells at 100 % of their maximum
+MAX_LIVE_CELLS = 1_024  # least recently used cells beyond this are dropped (rebuilt on demand)
 
 
-@dataclass(frozen=True)
-class Allocation:
-    """A VM's caps: energy supply (% of its organism's maximum) and most ribosomes."""
-
-    atp_percent: float | None = None
-    ribosomes: int | None = None
+@dataclass
+class _Entry:
+    version: int
+    cell: Cell
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class Hypervisor:
-    """Cells by VM id, plus the allocation ledger guarded by one lock."""
+    """Live cells by VM id, each with the version it reflects and a lock (roadrunner
+    instances are not thread-safe: one caller at a time per cell)."""
 
-    def __init__(
-        self,
-        ribosome_budget: int = DEFAULT_RIBOSOME_BUDGET,
-        atp_budget_percent: float = DEFAULT_ATP_BUDGET_PERCENT,
-    ) -> None:
-        if ribosome_budget < 1 or atp_budget_percent <= 0:
-            raise ValueError("host budgets must be positive")
-        self.ribosome_budget = int(ribosome_budget)
-        self.atp_budget_percent = float(atp_budget_percent)
-        self.lock = threading.RLock()  # held by callers that change several caps at once
-        self._cells: dict[str, Cell] = {}
-        self._allocations: dict[str, Allocation] = {}
+    def __init__(self, max_cells: int = MAX_LIVE_CELLS) -> None:
+        self.max_cells = max_cells
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.builds = 0  # cells built from a record (the warm cache's misses)
 
-    # ---- cells ----------------------------------------------------------------------
-    def create_cell(
-        self, vm_id: str, biological_type: str, *, stochastic: bool = False, seed: int | None = None
-    ) -> Cell:
-        cell = Cell(biological_type, stochastic=stochastic, seed=seed)
-        return self.adopt_cell(vm_id, cell)
+    @contextmanager
+    def use(self, vm_id: str, version: int, build: Callable[[], Cell]) -> Iterator[Cell]:
+        """The VM's cell at ``version``, locked for the caller; built only on a miss."""
+        entry = self._entry(vm_id, version, build)
+        with entry.lock:
+            yield entry.cell
 
-    def adopt_cell(self, vm_id: str, cell: Cell) -> Cell:
-        """Register a cell built elsewhere (e.g. restored from a snapshot)."""
-        with self.lock:
-            if vm_id in self._cells:
-                raise ValueError(f"a cell for VM {vm_id!r} already exists on this hypervisor")
-            self._cells[vm_id] = cell
-            self._allocations[vm_id] = Allocation()
-        return cell
+    def _entry(self, vm_id: str, version: int, build: Callable[[], Cell]) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(vm_id)
+            if entry is not None and entry.version == version:
+                self._entries.move_to_end(vm_id)
+                return entry
+        cell = build()  # outside the lock: other VMs' callers need not wait for a compile
+        with self._lock:
+            self.builds += 1
+            entry = self._entries.get(vm_id)
+            if entry is None or entry.version != version:
+                entry = _Entry(version, cell)
+                self._entries[vm_id] = entry
+            self._entries.move_to_end(vm_id)
+            while len(self._entries) > self.max_cells:
+                self._entries.popitem(last=False)
+            return entry
 
-    def cell(self, vm_id: str) -> Cell:
-        try:
-            return self._cells[vm_id]
-        except KeyError:
-            raise ValueError(f"no cell for VM {vm_id!r} on this hypervisor") from None
+    def retag(self, vm_id: str, old_version: int, new_version: int) -> None:
+        """The caller wrote the cell's state as ``new_version``: keep it warm under that."""
+        with self._lock:
+            entry = self._entries.get(vm_id)
+            if entry is not None and entry.version == old_version:
+                entry.version = new_version
 
     def remove_cell(self, vm_id: str) -> None:
-        """Drop a cell and free its allocation; removing twice is harmless."""
-        with self.lock:
-            self._cells.pop(vm_id, None)
-            self._allocations.pop(vm_id, None)
+        """Forget a VM's cell (destroyed, or changed and not saved); harmless if absent."""
+        with self._lock:
+            self._entries.pop(vm_id, None)
 
     @property
     def vm_ids(self) -> list[str]:
-        return list(self._cells)
-
-    # ---- allocations ----------------------------------------------------------------
-    def allocate_atp(self, vm_id: str, percent: float) -> Allocation:
-        """Cap a VM's energy supply at `percent` (0 < p <= 100) of its organism's maximum."""
-        if not _is_number(percent) or not 0 < percent <= 100:
-            raise ValueError(f"ATP allocation must be a percentage in (0, 100], got {percent!r}")
-        with self.lock:
-            current = self._allocation(vm_id)
-            used = sum(a.atp_percent or 0.0 for k, a in self._allocations.items() if k != vm_id)
-            if used + percent > self.atp_budget_percent + 1e-9:
-                raise ValueError(
-                    f"ATP allocation of {percent} % exceeds the host budget: "
-                    f"{self.atp_budget_percent - used:g} % available"
-                )
-            self._cells[vm_id].set_caps(atp_percent=float(percent))
-            new = Allocation(float(percent), current.ribosomes)
-            self._allocations[vm_id] = new
-            return new
-
-    def allocate_ribosomes(self, vm_id: str, count: int) -> Allocation:
-        """Cap the ribosomes (free + translating) a VM's cell may hold."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"ribosome allocation must be a positive integer, got {count!r}")
-        with self.lock:
-            current = self._allocation(vm_id)
-            used = sum(a.ribosomes or 0 for k, a in self._allocations.items() if k != vm_id)
-            if used + count > self.ribosome_budget:
-                raise ValueError(
-                    f"ribosome allocation of {count} exceeds the host budget: "
-                    f"{self.ribosome_budget - used} available"
-                )
-            self._cells[vm_id].set_caps(ribosomes=count)
-            new = Allocation(current.atp_percent, count)
-            self._allocations[vm_id] = new
-            return new
-
-    def release(self, vm_id: str) -> None:
-        """Lift a VM's caps and return its share to the budget."""
-        with self.lock:
-            self._allocation(vm_id)
-            self._cells[vm_id].set_caps(atp_percent=FULL_ATP_PERCENT, ribosomes=UNCAPPED_RIBOSOMES)
-            self._allocations[vm_id] = Allocation()
-
-    def allocation(self, vm_id: str) -> Allocation:
-        with self.lock:
-            return self._allocation(vm_id)
-
-    def _allocation(self, vm_id: str) -> Allocation:
-        if vm_id not in self._allocations:
-            raise ValueError(f"no cell for VM {vm_id!r} on this hypervisor")
-        return self._allocations[vm_id]
-
-    def usage(self) -> dict[str, float]:
-        """Budget in use and still available (ribosomes; ATP in % of one cell's maximum)."""
-        with self.lock:
-            ribosomes = sum(a.ribosomes or 0 for a in self._allocations.values())
-            atp = sum(a.atp_percent or 0.0 for a in self._allocations.values())
-        return {
-            "ribosomes_allocated": ribosomes,
-            "ribosomes_available": self.ribosome_budget - ribosomes,
-            "atp_percent_allocated": atp,
-            "atp_percent_available": self.atp_budget_percent - atp,
-        }
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        with self._lock:
+            return list(self._entries)
 
 
 _default: Hypervisor | None = None

@@ -8,6 +8,7 @@ from Antimony or SBML files (see `load_user_module`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -48,6 +49,11 @@ class Package:
     operon_leak: float = 0.01  # transcription of a repressed operon, fraction of induced
     antimony: str = ""  # extra model statements (user modules only)
     source: str = "built-in"
+
+    @property
+    def sha256(self) -> str:
+        """Content hash of a user module's model text (what a VM stores it under)."""
+        return hashlib.sha256(self.antimony.encode("utf-8")).hexdigest()
 
     @property
     def operons(self) -> tuple[str, ...]:
@@ -117,6 +123,7 @@ def load_user_module(path: Path) -> Package:
     e.g. repression by another guest protein `p_H`) and further reactions on its proteins.
     It may read host symbols (a, r, lam, elong, ...) but not define them.
     """
+    path = path.resolve()  # a relative path means where the user stood when installing
     if not path.is_file():
         raise ValueError(f"package file not found: {path}")
     text = path.read_text(encoding="utf-8")
@@ -126,6 +133,13 @@ def load_user_module(path: Path) -> Package:
         body = sbml_to_antimony_body(text, source=str(path))
     else:
         body = _strip_model_wrapper(text)
+    return user_module(path.stem, body, source=str(path))
+
+
+def user_module(name: str, body: str, source: str) -> Package:
+    """A user module from its Antimony statements (read once, at install; stored with the
+    VM by content, so later loads never read the user's file again)."""
+    path = source
     for lineno, line in enumerate(body.splitlines(), start=1):
         match = _ASSIGNED.match(line.split("//")[0])
         if match and match.group(1) in HOST_SYMBOLS:
@@ -146,11 +160,11 @@ def load_user_module(path: Path) -> Package:
             f"{path}: no genes found; declare each gene G with w_G (molecules/min) and n_G (aa)"
         )
     return Package(
-        name=path.stem,
-        description=f"user module from {path.name}",
+        name=name,
+        description=f"user module from {Path(source).name}",
         genes=tuple(genes),
         antimony=body,
-        source=str(path),
+        source=source,
     )
 
 

@@ -73,10 +73,9 @@ class BioResourceManager:
         }
 
     def get_available_resources(self) -> dict[str, Any]:
-        """The VM's caps and what the host budget still has to give."""
-        from bioxen_flows.engine.hypervisor import get_hypervisor
-
-        return {**get_hypervisor().usage(), "allocations": dict(self.vm.record.allocations)}
+        """The VM's caps and what the host budget (the store's ledger) still has to give."""
+        self.vm.refresh()
+        return {**self.vm.store.budget(), "allocations": dict(self.vm.record.allocations)}
 
     # ---- monitoring -------------------------------------------------------------------
     def start_monitoring(self, interval_seconds: float = 5.0) -> None:

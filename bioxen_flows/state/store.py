@@ -1,12 +1,25 @@
-"""SQLite-backed store of bio-VMs, so one process can resume what another created.
+"""The state store: versioned bio-VM records, per-VM leases, the budget ledger, the audit log.
 
-Every operation opens a short-lived connection: no connection is shared across threads or
-processes, and WAL plus ``BEGIN IMMEDIATE`` transactions mean concurrent writers queue on
-the lock instead of corrupting the file, and a crash mid-write loses only that write.
+Two backends behind one interface (SQLAlchemy 2 Core): an SQLite file under
+``BIOXEN_HOME`` (the embedded default) and PostgreSQL (``BIOXEN_DATABASE_URL``) for
+flows that run on several workers or machines.
+
+Concurrency, the rules every caller relies on:
+
+- **Versioned records.** Every write is a compare-and-swap on the VM's ``version`` in one
+  transaction that re-reads the row; a write whose version or lease no longer matches
+  raises `ConflictError` and changes nothing. Nothing that returned success is overwritten.
+- **Leases serialize work on one VM.** A caller that runs a program takes the VM's lease
+  (waiting up to ``wait`` seconds), runs, and releases it in the write that saves the result.
+  A lease expires after its TTL, or at once when its holder was a process on this host that
+  no longer exists (``kill -9``).
+- **The ledger is in the same transaction.** A write that changes allocations locks the
+  budget (``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL) and sums the
+  other VMs' allocations before it commits, so the host budget holds across processes and
+  machines.
 
 Secrets are never stored: ``config`` and audit ``detail`` dicts containing a non-empty
-``password``, ``secret``, ``token`` or ``private_key`` key (at any depth) are refused. Such
-values must come from the environment or a Prefect Secret block at run time.
+``password``, ``secret``, ``token`` or ``private_key`` key (at any depth) are refused.
 """
 
 from __future__ import annotations
@@ -14,37 +27,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import socket
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
-_JSON_FIELDS = ("config", "allocations", "snapshot")
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS vms(
-        vm_id TEXT PRIMARY KEY,
-        biological_type TEXT NOT NULL,
-        vm_type TEXT NOT NULL,
-        state TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        config TEXT NOT NULL,
-        allocations TEXT NOT NULL,
-        snapshot TEXT,
-        uptime_seconds REAL NOT NULL DEFAULT 0,
-        running_since REAL,
-        updated_at REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS vms_created ON vms(created_at)",
-    """CREATE TABLE IF NOT EXISTS audit(
-        id INTEGER PRIMARY KEY, ts REAL, vm_id TEXT, action TEXT, detail TEXT)""",
-    "CREATE INDEX IF NOT EXISTS audit_vm ON audit(vm_id, id)",
-    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT)",
-)
+from bioxen_flows.errors import BudgetError, ConflictError, InputError, NotFoundError, StoreError
+from bioxen_flows.state import schema
+from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, vms
+
+SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
+STATES = ("created", "running", "paused", "stopped")
+VM_TYPES = ("basic", "xcpng")
+LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
+LEASE_WAIT_SECONDS = 120.0  # how long a caller queues for a busy VM before a ConflictError
+_HOST = socket.gethostname()
 
 
 def bioxen_home() -> Path:
@@ -52,9 +59,15 @@ def bioxen_home() -> Path:
     return Path(os.environ.get("BIOXEN_HOME", "~/.bioxen")).expanduser()
 
 
+def database_url() -> str:
+    """``BIOXEN_DATABASE_URL`` when set (``postgresql://USER@HOST:5432/DB``), else SQLite."""
+    url = os.environ.get("BIOXEN_DATABASE_URL", "").strip()
+    return url or f"sqlite:///{bioxen_home() / 'state.db'}"
+
+
 @dataclass
 class VMRecord:
-    """One bio-VM as persisted; JSON columns round-trip as plain dicts."""
+    """One bio-VM as persisted. ``damaged`` names why a row could not be read (else None)."""
 
     vm_id: str
     biological_type: str
@@ -67,10 +80,13 @@ class VMRecord:
     uptime_seconds: float = 0.0  # running time accumulated before ``running_since``
     running_since: float | None = None
     updated_at: float = field(default_factory=time.time)
+    version: int = 1
+    damaged: str | None = None
 
 
-_COLUMNS = tuple(f.name for f in dataclasses.fields(VMRecord))
-_UPDATABLE = frozenset(_COLUMNS) - {"vm_id"}
+_UPDATABLE = frozenset({
+    "state", "config", "allocations", "snapshot", "uptime_seconds", "running_since",
+})
 
 
 def _check_no_secrets(value: Any, where: str) -> None:
@@ -78,7 +94,7 @@ def _check_no_secrets(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if str(key).lower() in SECRET_KEYS and item not in (None, ""):
-                raise ValueError(
+                raise InputError(
                     f"refusing to store {key!r} in {where}: secrets are never persisted; "
                     "the password must come from the environment or a Prefect Secret block"
                 )
@@ -88,153 +104,524 @@ def _check_no_secrets(value: Any, where: str) -> None:
             _check_no_secrets(item, where)
 
 
-def _to_row(record: VMRecord) -> tuple:
+def _dump(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, allow_nan=False)
+
+
+def _row_values(record: VMRecord) -> dict[str, Any]:
     _check_no_secrets(record.config, "VM config")
-    values = dataclasses.asdict(record)
-    for name in _JSON_FIELDS:
-        if values[name] is not None:
-            values[name] = json.dumps(values[name], sort_keys=True)
-    return tuple(values[name] for name in _COLUMNS)
+    return {
+        "vm_id": record.vm_id,
+        "biological_type": record.biological_type,
+        "vm_type": record.vm_type,
+        "state": record.state,
+        "created_at": record.created_at,
+        "config": _dump(record.config),
+        "snapshot": _dump(record.snapshot),
+        "uptime_seconds": record.uptime_seconds,
+        "running_since": record.running_since,
+        "updated_at": record.updated_at,
+        "version": record.version,
+        "ribosomes": record.allocations.get("ribosomes"),
+        "atp_percent": record.allocations.get("atp_percent"),
+    }
 
 
-def _from_row(row: sqlite3.Row) -> VMRecord:
-    values = {name: row[name] for name in _COLUMNS}
-    for name in _JSON_FIELDS:
-        if values[name] is not None:
-            values[name] = json.loads(values[name])
-    return VMRecord(**values)
+def _from_row(row: Any) -> VMRecord:
+    """A record, or one marked ``damaged`` (state 'damaged') naming what is wrong with it."""
+    allocations = {
+        k: v for k, v in (("atp_percent", row.atp_percent), ("ribosomes", row.ribosomes))
+        if v is not None
+    }
+    base = dict(
+        vm_id=row.vm_id, biological_type=row.biological_type, vm_type=row.vm_type,
+        state=row.state, created_at=row.created_at, allocations=allocations,
+        uptime_seconds=row.uptime_seconds or 0.0, running_since=row.running_since,
+        updated_at=row.updated_at, version=row.version,
+    )
+    try:
+        config = json.loads(row.config) if row.config is not None else None
+        snapshot = json.loads(row.snapshot) if row.snapshot is not None else None
+        if not isinstance(config, dict):
+            raise ValueError(f"config is {type(config).__name__}, not a mapping")
+        if snapshot is not None and not isinstance(snapshot, dict):
+            raise ValueError(f"snapshot is {type(snapshot).__name__}, not a mapping")
+        if row.state not in STATES:
+            raise ValueError(f"unknown state {row.state!r}")
+        if row.vm_type not in VM_TYPES:
+            raise ValueError(f"unknown vm_type {row.vm_type!r}")
+    except ValueError as exc:
+        return VMRecord(**{**base, "state": "damaged", "config": {}, "damaged": str(exc)})
+    return VMRecord(**base, config=config, snapshot=snapshot)
+
+
+def new_lease_holder() -> str:
+    """A lease holder id: host and pid (so a dead local holder is noticed) plus a nonce."""
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def _holder_is_dead(holder: str | None) -> bool:
+    if not holder:
+        return False
+    host, _, rest = holder.partition(":")
+    pid = rest.partition(":")[0]
+    if host != _HOST or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+_engines: dict[tuple[str, int], Engine] = {}
+_upgraded: set[tuple[str, int]] = set()
+_engines_lock = threading.Lock()
+
+
+def _engine_for(url: str) -> Engine:
+    """One engine (and connection pool) per database per process; forks get their own."""
+    key = (url, os.getpid())
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _create_engine(url)
+            _engines[key] = engine
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database or "")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # SQLAlchemy issues BEGIN itself (below)
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            _enable_wal(cursor)
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            # IMMEDIATE takes the write lock up front: read-check-write cannot interleave
+            immediate = conn.get_execution_options().get("immediate", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":  # the user's plain URL: use psycopg 3
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=8)
+    raise InputError(
+        f"unsupported BIOXEN_DATABASE_URL scheme {parsed.drivername!r}: use sqlite:///PATH "
+        "or postgresql://USER@HOST:5432/DB"
+    )
+
+
+def _enable_wal(cursor: Any) -> None:
+    """WAL is a property of the database file, set once. Switching needs a moment with no
+    other connection, and SQLite reports 'locked' at once instead of waiting, so processes
+    racing to create the store retry briefly."""
+    deadline = time.monotonic() + 30
+    while cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 class StateStore:
-    """Persistent VM registry plus audit log in ``bioxen_home() / "state.db"``."""
+    """Persistent VM registry, budget ledger and audit log (SQLite or PostgreSQL)."""
 
-    def __init__(self, path: Path | None = None) -> None:
-        self.path = Path(path) if path is not None else bioxen_home() / "state.db"
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._enable_wal()
-        with self._write() as conn:
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
-
-    def _enable_wal(self) -> None:
-        """WAL is a property of the database file, set once. Switching needs a moment with no
-        other connection, and SQLite reports 'locked' at once instead of waiting for it, so
-        processes racing to create the store retry briefly."""
-        deadline = time.monotonic() + 30
-        while True:
-            with self._connect() as conn:
-                try:
-                    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
-                        return
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    return
-                except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-            time.sleep(0.05)
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        """A short connection per operation: nothing is shared across threads/processes."""
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+    def __init__(self, url: str | Path | None = None) -> None:
+        if isinstance(url, Path) or (url is not None and "://" not in str(url)):
+            url = f"sqlite:///{Path(url)}"
+        self.url = url or database_url()
         try:
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            self.engine = _engine_for(self.url)
+            key = (self.url, os.getpid())
+            if key not in _upgraded:
+                self.upgrade()
+                _upgraded.add(key)
+        except (OperationalError, DBAPIError) as exc:
+            raise StoreError(f"cannot open the state store at {self.display_url}: "
+                             f"{_first_line(exc)}") from exc
+
+    # ---- where it is ---------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return make_url(self.url).get_backend_name()
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file (None on PostgreSQL)."""
+        return Path(make_url(self.url).database or "") if self.backend == "sqlite" else None
+
+    @property
+    def display_url(self) -> str:
+        """The URL with any password masked (for messages and logs)."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    # ---- transactions ---------------------------------------------------------------
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self._errors(), self.engine.connect() as conn:
             yield conn
-        finally:
-            conn.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """IMMEDIATE takes the write lock up front, so read-modify-write cannot interleave."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+    def _write(self) -> Iterator[Connection]:
+        """One transaction holding the write lock (SQLite) from its first statement."""
+        with self._errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(immediate=True)
+            with conn.begin():
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
 
-    def insert_vm(self, record: VMRecord) -> None:
-        row = _to_row(record)
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except OperationalError as exc:
+            raise StoreError(f"state store {self.display_url}: {_first_line(exc)}") from exc
+
+    # ---- schema ---------------------------------------------------------------------
+    def upgrade(self) -> list[int]:
+        """Apply pending migrations (one transaction, one process at a time)."""
+        with self._write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727001)")
+            version = schema.current_version(conn)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"the state store {self.display_url} is at schema {version}, newer than "
+                    f"this BioXen ({SCHEMA_VERSION}); upgrade bioxen-flows"
+                )
+            return schema.upgrade(conn)
+
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return schema.current_version(conn)
+
+    # ---- VM records -----------------------------------------------------------------
+    def insert_vm(self, record: VMRecord, *, lease: str | None = None) -> VMRecord:
+        """Insert a new VM (its allocations are checked against the budget in the same
+        transaction), optionally leased to its creator; a duplicate id changes nothing."""
+        values = _row_values(dataclasses.replace(record, version=1))
+        if lease is not None:
+            values.update(lease_holder=lease, lease_expires=time.time() + LEASE_TTL_SECONDS)
         try:
             with self._write() as conn:
-                conn.execute(
-                    f"INSERT INTO vms({', '.join(_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                    row,
-                )
-        except sqlite3.IntegrityError as exc:  # PRIMARY KEY: no check-then-insert race
-            raise ValueError(f"VM {record.vm_id!r} already exists") from exc
+                if record.allocations:
+                    self._check_budget(conn, record.vm_id, record.allocations)
+                conn.execute(vms.insert().values(**values))
+        except IntegrityError as exc:  # PRIMARY KEY: no check-then-insert race
+            raise InputError(f"VM {record.vm_id!r} already exists") from exc
+        return dataclasses.replace(record, version=1)
 
     def find_vm(self, vm_id: str) -> VMRecord | None:
-        with self._connect() as conn:
-            row = conn.execute("SELECT * FROM vms WHERE vm_id = ?", (vm_id,)).fetchone()
+        with self._read() as conn:
+            row = conn.execute(select(vms).where(vms.c.vm_id == vm_id)).first()
         return None if row is None else _from_row(row)
 
     def get_vm(self, vm_id: str) -> VMRecord:
         record = self.find_vm(vm_id)
         if record is None:
-            raise ValueError(self._unknown(vm_id))
+            raise NotFoundError(self._unknown(vm_id))
         return record
 
     def _unknown(self, vm_id: str) -> str:
-        with self._connect() as conn:
-            ids = [r[0] for r in conn.execute("SELECT vm_id FROM vms ORDER BY created_at")]
-        known = ", ".join(ids[:10]) + (f", ... ({len(ids)} total)" if len(ids) > 10 else "")
+        with self._read() as conn:
+            ids = list(conn.execute(
+                select(vms.c.vm_id).order_by(vms.c.created_at).limit(11)).scalars())
+            total = conn.execute(select(func.count()).select_from(vms)).scalar()
+        known = ", ".join(ids[:10]) + (f", ... ({total} total)" if total and total > 10 else "")
         return f"no VM {vm_id!r}; known VMs: {known or 'none'}"
 
     def list_vms(self) -> list[VMRecord]:
-        with self._connect() as conn:
-            rows = conn.execute("SELECT * FROM vms ORDER BY created_at, vm_id").fetchall()
+        with self._read() as conn:
+            rows = conn.execute(select(vms).order_by(vms.c.created_at, vms.c.vm_id)).all()
         return [_from_row(row) for row in rows]
 
     def update_vm(
-        self, vm_id: str, *, expected_state: str | None = None, **fields: Any
+        self,
+        vm_id: str,
+        *,
+        expected_version: int | None = None,
+        expected_state: str | None = None,
+        lease: str | None = None,
+        keep_lease: bool = False,
+        **fields: Any,
     ) -> VMRecord:
-        """Atomic read-modify-write; ``expected_state`` makes lifecycle transitions race-safe."""
+        """Compare-and-swap: write ``fields`` and bump the version, in one transaction that
+        re-reads the row. Refused with `ConflictError` when the version or state moved on, or
+        another caller holds the VM's lease; ``lease`` (the caller's) is released unless
+        ``keep_lease``."""
+        with self._write() as conn:
+            current = self._locked_row(conn, vm_id)
+            now = time.time()
+            if lease is not None and current.lease_holder != lease:
+                raise ConflictError(
+                    f"VM {vm_id!r} changed hands: this caller's lease expired and "
+                    f"{current.lease_holder or 'no one'} holds it now; nothing was written"
+                )
+            if lease is None and _busy(current, now):
+                raise ConflictError(
+                    f"VM {vm_id!r} is busy: {current.lease_holder} is running on it; "
+                    "nothing was written"
+                )
+            if expected_version is not None and current.version != expected_version:
+                raise ConflictError(
+                    f"VM {vm_id!r} changed under this caller: version {current.version} "
+                    f"(state {current.state}), expected {expected_version}; nothing was written"
+                )
+            if expected_state is not None and current.state != expected_state:
+                raise ConflictError(
+                    f"VM {vm_id!r} is {current.state}, expected {expected_state}; "
+                    "nothing was written"
+                )
+            updated = self._apply(conn, current, fields,
+                                  release=not (lease is not None and keep_lease))
+        return updated
+
+    def modify(
+        self,
+        vm_id: str,
+        change: Callable[[VMRecord], dict[str, Any]],
+        *,
+        wait: float = LEASE_WAIT_SECONDS,
+    ) -> VMRecord:
+        """Read-modify-write in one transaction: ``change(current)`` returns the fields to
+        write (or raises, writing nothing). Queues up to ``wait`` s behind a lease holder."""
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            with self._write() as conn:
+                row = self._locked_row(conn, vm_id)
+                if not _busy(row, time.time()):
+                    return self._apply(conn, row, change(self._readable(row)))
+                holder = row.lease_holder
+            if time.monotonic() >= deadline:
+                raise ConflictError(f"VM {vm_id!r} is busy: {holder} has held it for longer "
+                                    f"than {wait:g} s; nothing was written")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def _apply(
+        self, conn: Connection, row: Any, fields: dict[str, Any], *, release: bool = True
+    ) -> VMRecord:
+        """Write ``fields`` over ``row`` as the next version (caller's transaction)."""
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise TypeError(f"unknown VM field(s): {', '.join(sorted(unknown))}")
-        with self._write() as conn:
-            row = conn.execute("SELECT * FROM vms WHERE vm_id = ?", (vm_id,)).fetchone()
-            if row is None:
-                raise ValueError(f"no VM {vm_id!r}")
-            current = _from_row(row)
-            if expected_state is not None and current.state != expected_state:
-                raise ValueError(f"VM {vm_id!r} is {current.state!r}, expected {expected_state!r}")
-            updated = dataclasses.replace(current, **{"updated_at": time.time(), **fields})
-            values = dict(zip(_COLUMNS, _to_row(updated), strict=True))
-            del values["vm_id"]
-            conn.execute(
-                f"UPDATE vms SET {', '.join(f'{name} = ?' for name in values)} WHERE vm_id = ?",
-                (*values.values(), vm_id),
-            )
+        record = self._readable(row)
+        updated = dataclasses.replace(
+            record, **fields, updated_at=time.time(), version=row.version + 1
+        )
+        if "allocations" in fields and fields["allocations"] != record.allocations:
+            self._check_budget(conn, row.vm_id, updated.allocations)
+        values = _row_values(updated)
+        del values["vm_id"], values["created_at"]
+        if release:
+            values.update(lease_holder=None, lease_expires=None)
+        conn.execute(vms.update().where(vms.c.vm_id == row.vm_id).values(**values))
         return updated
 
-    def delete_vm(self, vm_id: str) -> bool:
-        with self._write() as conn:
-            return conn.execute("DELETE FROM vms WHERE vm_id = ?", (vm_id,)).rowcount > 0
+    @staticmethod
+    def _readable(row: Any) -> VMRecord:
+        record = _from_row(row)
+        if record.damaged:
+            raise StoreError(f"VM {row.vm_id!r} is damaged ({record.damaged}); "
+                             f"remove it with `bioxen destroy --force {row.vm_id}`")
+        return record
 
+    def _locked_row(self, conn: Connection, vm_id: str) -> Any:
+        query = select(vms).where(vms.c.vm_id == vm_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(f"no VM {vm_id!r} (destroyed by another caller?)")
+        return row
+
+    def acquire_lease(
+        self,
+        vm_id: str,
+        holder: str,
+        *,
+        ttl: float = LEASE_TTL_SECONDS,
+        wait: float = LEASE_WAIT_SECONDS,
+    ) -> VMRecord:
+        """Take the VM's lease, queueing up to ``wait`` s while another caller holds it.
+        Returns the record as it is now (the caller's view of state and version)."""
+        deadline = time.monotonic() + wait
+        delay = 0.005
+        while True:
+            with self._write() as conn:
+                row = self._locked_row(conn, vm_id)
+                now = time.time()
+                if not _busy(row, now) or row.lease_holder == holder:
+                    conn.execute(vms.update().where(vms.c.vm_id == vm_id).values(
+                        lease_holder=holder, lease_expires=now + ttl))
+                    record = _from_row(row)
+                    break
+                holder_now = row.lease_holder
+            if time.monotonic() >= deadline:
+                raise ConflictError(
+                    f"VM {vm_id!r} is busy: {holder_now} has held it for longer than "
+                    f"{wait:g} s; try again later"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        if record.damaged:
+            self.release_lease(vm_id, holder)
+            raise StoreError(f"VM {vm_id!r} is damaged ({record.damaged}); "
+                             f"remove it with `bioxen destroy --force {vm_id}`")
+        return record
+
+    def release_lease(self, vm_id: str, holder: str) -> None:
+        """Give the lease back without writing anything (a failed or read-only operation)."""
+        with self._write() as conn:
+            conn.execute(vms.update().where(vms.c.vm_id == vm_id)
+                         .where(vms.c.lease_holder == holder)
+                         .values(lease_holder=None, lease_expires=None))
+
+    def delete_vm(
+        self, vm_id: str, *, lease: str | None = None, force: bool = False
+    ) -> bool:
+        """Forget a VM (its allocations return to the budget). Refused while another caller
+        holds its lease, unless ``force``; deleting twice returns False."""
+        with self._write() as conn:
+            query = select(vms.c.lease_holder, vms.c.lease_expires).where(vms.c.vm_id == vm_id)
+            row = conn.execute(query).first()
+            if row is None:
+                return False
+            if not force and row.lease_holder != lease and _busy(row, time.time()):
+                raise ConflictError(f"VM {vm_id!r} is busy: {row.lease_holder} is running on "
+                                    "it; nothing was destroyed")
+            return conn.execute(vms.delete().where(vms.c.vm_id == vm_id)).rowcount > 0
+
+    # ---- the budget ledger ----------------------------------------------------------
+    def _check_budget(self, conn: Connection, vm_id: str, allocations: dict) -> None:
+        """Refuse allocations that would exceed the host budget (caller's transaction)."""
+        query = select(budget).where(budget.c.id == 1)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()  # serializes every ledger change on the pool
+        limits = conn.execute(query).one()
+        used = conn.execute(
+            select(func.coalesce(func.sum(vms.c.ribosomes), 0),
+                   func.coalesce(func.sum(vms.c.atp_percent), 0.0))
+            .where(vms.c.vm_id != vm_id)
+        ).one()
+        ribosomes = allocations.get("ribosomes")
+        if ribosomes is not None and used[0] + ribosomes > limits.ribosomes:
+            raise BudgetError(
+                f"ribosome allocation of {ribosomes} exceeds the host budget: "
+                f"{limits.ribosomes - used[0]} of {limits.ribosomes} available"
+            )
+        atp = allocations.get("atp_percent")
+        if atp is not None and used[1] + atp > limits.atp_percent + 1e-9:
+            raise BudgetError(
+                f"ATP allocation of {atp:g} % exceeds the host budget: "
+                f"{limits.atp_percent - used[1]:g} % of {limits.atp_percent:g} % available"
+            )
+
+    def budget(self) -> dict[str, float]:
+        """The host budget, what live VMs hold, and what is left (ribosomes; ATP in % of one
+        cell's maximum)."""
+        with self._read() as conn:
+            limits = conn.execute(select(budget).where(budget.c.id == 1)).one()
+            used = conn.execute(select(
+                func.coalesce(func.sum(vms.c.ribosomes), 0),
+                func.coalesce(func.sum(vms.c.atp_percent), 0.0))).one()
+        return {
+            "ribosome_budget": int(limits.ribosomes),
+            "ribosomes_allocated": int(used[0]),
+            "ribosomes_available": int(limits.ribosomes - used[0]),
+            "atp_budget_percent": float(limits.atp_percent),
+            "atp_percent_allocated": float(used[1]),
+            "atp_percent_available": float(limits.atp_percent - used[1]),
+        }
+
+    def set_budget(self, ribosomes: int | None = None, atp_percent: float | None = None) -> dict:
+        """Change the host budget; refused below what live VMs already hold."""
+        if ribosomes is not None and (isinstance(ribosomes, bool) or not isinstance(
+                ribosomes, int) or not 1 <= ribosomes <= 10**12):
+            raise InputError(f"ribosome budget must be an integer in 1..1e12, got {ribosomes!r}")
+        if atp_percent is not None and (isinstance(atp_percent, bool) or not isinstance(
+                atp_percent, (int, float)) or not 0 < atp_percent <= 1e9):
+            raise InputError(f"ATP budget must be a percentage in (0, 1e9], got {atp_percent!r}")
+        with self._write() as conn:
+            query = select(budget).where(budget.c.id == 1)
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update()
+            conn.execute(query).one()
+            used = conn.execute(select(
+                func.coalesce(func.sum(vms.c.ribosomes), 0),
+                func.coalesce(func.sum(vms.c.atp_percent), 0.0))).one()
+            changes: dict[str, Any] = {}
+            if ribosomes is not None:
+                if ribosomes < used[0]:
+                    raise BudgetError(f"ribosome budget {ribosomes} is below the {used[0]} "
+                                      "ribosomes live VMs hold; free some first")
+                changes["ribosomes"] = ribosomes
+            if atp_percent is not None:
+                if atp_percent < used[1] - 1e-9:
+                    raise BudgetError(f"ATP budget {atp_percent:g} % is below the {used[1]:g} % "
+                                      "live VMs hold; free some first")
+                changes["atp_percent"] = float(atp_percent)
+            if changes:
+                conn.execute(budget.update().where(budget.c.id == 1).values(**changes))
+        return self.budget()
+
+    # ---- metadata -------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self._read() as conn:
+            return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta_if_absent(self, key: str, value: str) -> str:
+        """Store ``value`` under ``key`` unless one is there; returns the value that is."""
+        with self._write() as conn:
+            current = conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar()
+            if current is not None:
+                return current
+            conn.execute(meta.insert().values(key=key, value=value))
+            return value
+
+    # ---- audit ----------------------------------------------------------------------
     def audit(self, vm_id: str, action: str, detail: dict | None = None) -> None:
         _check_no_secrets(detail, "audit detail")
         with self._write() as conn:
-            conn.execute(
-                "INSERT INTO audit(ts, vm_id, action, detail) VALUES (?, ?, ?, ?)",
-                (time.time(), vm_id, action, json.dumps(detail or {}, sort_keys=True)),
-            )
+            conn.execute(audit.insert().values(
+                ts=time.time(), vm_id=vm_id, action=action, detail=_dump(detail or {})))
 
     def audit_log(self, vm_id: str | None = None, limit: int = 100) -> list[dict]:
         """The most recent ``limit`` entries, oldest first."""
-        where, args = ("WHERE vm_id = ?", (vm_id,)) if vm_id is not None else ("", ())
-        with self._connect() as conn:
-            rows = conn.execute(
-                f"SELECT * FROM audit {where} ORDER BY id DESC LIMIT ?", (*args, limit)
-            ).fetchall()
-        return [{**dict(row), "detail": json.loads(row["detail"])} for row in reversed(rows)]
+        query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+        if vm_id is not None:
+            query = query.where(audit.c.vm_id == vm_id)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [{**row._asdict(), "detail": json.loads(row.detail)} for row in reversed(rows)]
+
+
+def _busy(row: Any, now: float) -> bool:
+    """Another caller holds the lease: it has not expired and its holder is not a dead
+    process of this host."""
+    return (
+        row.lease_holder is not None
+        and (row.lease_expires or 0.0) > now
+        and not _holder_is_dead(row.lease_holder)
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -5,6 +5,7 @@ from bioxen_flows.vm.base import BiologicalVM
 from bioxen_flows.vm.factory import (
     create_bio_vm,
     destroy_labelled_vms,
+    force_destroy_vm,
     get_supported_vm_types,
     list_bio_vms,
     load_bio_vm,
@@ -14,6 +15,7 @@ __all__ = [
     "BiologicalVM",
     "create_bio_vm",
     "destroy_labelled_vms",
+    "force_destroy_vm",
     "get_supported_biological_types",
     "get_supported_vm_types",
     "list_bio_vms",

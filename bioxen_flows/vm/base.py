@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import abc
 import json
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from bioxen_flows.errors import TransientInfrastructureError  # noqa: F401 (re-exported)
+from bioxen_flows.errors import InputError, NotFoundError
 from bioxen_flows.performance import performance_monitor
-from bioxen_flows.state import StateStore, VMRecord
-
+from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
 
 # state -> states reachable from it (destroy is allowed from every state and is idempotent)
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -49,6 +50,7 @@ class BiologicalVM(abc.ABC):
     """A simulated cell with a VM lifecycle; every change is written to the state store."""
 
     vm_type: str = ""
+    stores_snapshot = True  # the record carries the cell's state (else the infrastructure does)
 
     def __init__(self, record: VMRecord, store: StateStore) -> None:
         self.record = record
@@ -87,80 +89,150 @@ class BiologicalVM(abc.ABC):
         self._transition("stop")
 
     def destroy(self) -> None:
-        """Free the cell and its allocations and forget the VM; calling it again is a no-op."""
+        """Free the cell and its allocations and forget the VM; calling it again is a no-op.
+
+        Waits for a program another caller is running on the VM to finish first."""
         if self.record.state == "destroyed":
             return
+        holder = new_lease_holder()
+        try:
+            self.record = self.store.acquire_lease(self.vm_id, holder)
+        except NotFoundError:  # destroyed by another caller: the outcome asked for
+            self.record.state = "destroyed"
+            return
         with performance_monitor.track("destroy"):
-            self._release_cell()
-            self.store.delete_vm(self.vm_id)
+            try:
+                self._release_cell()
+            except BaseException:
+                self.store.release_lease(self.vm_id, holder)
+                raise
+            self.store.delete_vm(self.vm_id, lease=holder)
             self.store.audit(self.vm_id, "destroy")
             self.record.state = "destroyed"
 
     def _transition(self, action: str) -> None:
+        """One compare-and-swap on the VM's current state (re-read in the transaction)."""
         allowed = TRANSITIONS[action]
         self._require_live()
-        if self.state not in allowed:
-            sources = " or ".join(allowed)
-            raise ValueError(
-                f"cannot {action} VM {self.vm_id!r}: it is {self.state} (needs {sources})"
-            )
-        now = time.time()
-        fields: dict[str, Any] = {"state": allowed[self.state]}
-        if fields["state"] == "running":
-            fields["running_since"] = now
-        elif self.record.running_since is not None:
-            fields["uptime_seconds"] = self.record.uptime_seconds + now - self.record.running_since
-            fields["running_since"] = None
+
+        def change(current: VMRecord) -> dict[str, Any]:
+            if current.state not in allowed:
+                raise InputError(
+                    f"cannot {action} VM {self.vm_id!r}: it is {current.state} "
+                    f"(needs {' or '.join(allowed)})"
+                )
+            now = time.time()
+            fields: dict[str, Any] = {"state": allowed[current.state]}
+            if fields["state"] == "running":
+                fields["running_since"] = now
+            elif current.running_since is not None:
+                fields["uptime_seconds"] = current.uptime_seconds + now - current.running_since
+                fields["running_since"] = None
+            return fields
+
         with performance_monitor.track(action):
-            self.record = self.store.update_vm(self.vm_id, expected_state=self.state, **fields)
+            old = self.record.version
+            self.record = self.store.modify(self.vm_id, change)
+            self._committed(old)
             self.store.audit(self.vm_id, action)
+
+    @contextmanager
+    def _exclusive(self, what: str) -> Iterator[str]:
+        """Hold the VM's lease while changing its cell: other callers queue behind it.
+
+        Re-reads the record (state, version) first, so a stale VM object acts on the VM as
+        it is now. A failure of any kind gives the lease back and drops the changed cell."""
+        self._require_live()
+        holder = new_lease_holder()
+        try:
+            self.record = self.store.acquire_lease(self.vm_id, holder)
+        except NotFoundError:
+            self.record.state = "destroyed"
+            raise InputError(f"cannot {what}: VM {self.vm_id!r} is destroyed") from None
+        try:
+            yield holder
+        except BaseException:
+            self._discard_changes()
+            self.store.release_lease(self.vm_id, holder)
+            raise
+
+    def _commit(self, lease: str, **fields: Any) -> None:
+        """Write the cell's state (and ``fields``) as the VM's next version; frees the lease."""
+        if self.stores_snapshot:
+            fields["snapshot"] = self._cell_snapshot()
+        self._write(lease, **fields)
+
+    def _write(self, lease: str, keep_lease: bool = False, **fields: Any) -> None:
+        old = self.record.version
+        self.record = self.store.update_vm(self.vm_id, lease=lease, keep_lease=keep_lease,
+                                           **fields)
+        self._committed(old)
 
     def _require_live(self) -> None:
         if self.state == "destroyed":
-            raise ValueError(f"VM {self.vm_id!r} is destroyed")
+            raise InputError(f"VM {self.vm_id!r} is destroyed")
 
     def _require_running(self, what: str) -> None:
         self._require_live()
         if self.state != "running":
-            raise ValueError(f"cannot {what} on VM {self.vm_id!r}: it is {self.state}, not running")
+            raise InputError(
+                f"cannot {what} on VM {self.vm_id!r}: it is {self.state}, not running"
+            )
+
+    def refresh(self) -> None:
+        """Re-read the record, so reads reflect what other callers wrote since."""
+        self._require_live()
+        try:
+            self.record = self.store.get_vm(self.vm_id)
+        except NotFoundError:
+            self.record.state = "destroyed"
+            raise InputError(f"VM {self.vm_id!r} is destroyed") from None
 
     # ---- biology ----------------------------------------------------------------------
     def execute_biological_process(self, code: str) -> dict[str, Any]:
-        """Run a process program (see engine.process_language); the VM must be running."""
-        self._require_running("execute a process")
-        with performance_monitor.track("execute_biological_process"):
-            result = self._run_program(code)
-            self.save()
+        """Run a process program (see engine.process_language); the VM must be running.
+        All or nothing: a program that fails anywhere leaves the VM as it was."""
+        with self._exclusive("execute a process") as lease:
+            self._require_running("execute a process")
+            with performance_monitor.track("execute_biological_process"):
+                result = self._run_program(code)
+                self._commit(lease)
+        self.store.audit(self.vm_id, "execute", {"calls": len(result.get("calls") or [])})
         return result
 
     def install_biological_package(self, name_or_path: str, copies: int | None = None) -> dict:
-        """Install a built-in package or a user module; returns what was installed."""
-        self._require_live()
-        with performance_monitor.track("install_biological_package"):
-            installed = self._install(name_or_path, copies)
-            self.save()
+        """Install a built-in package or a user module; returns what was installed.
+
+        A user module's text is stored with the VM: later loads never read the file again."""
+        with self._exclusive("install a package") as lease:
+            with performance_monitor.track("install_biological_package"):
+                installed = self._install(name_or_path, copies)
+                self._commit(lease)
+        self.store.audit(self.vm_id, "install", {"package": installed.get("package")})
         return installed
 
     def get_biological_metrics(self) -> dict[str, Any]:
-        self._require_live()
+        self.refresh()
         with performance_monitor.track("get_biological_metrics"):
             return self._metrics()
 
     def get_status(self) -> dict[str, Any]:
-        self._require_live()
-        metrics = self._metrics()
+        """Lifecycle, clock, allocations and packages, from the record alone (no model)."""
+        self.refresh()
         uptime = self.record.uptime_seconds
         if self.record.running_since is not None:
             uptime += time.time() - self.record.running_since
+        snapshot = self.record.snapshot or {}
         return {
             "vm_id": self.vm_id,
             "state": self.state,
             "biological_type": self.get_biological_type(),
             "vm_type": self.get_vm_type(),
+            "version": self.record.version,
             "uptime_seconds": uptime,
-            "simulated_time_min": metrics["simulated_time_min"],
+            "simulated_time_min": float(snapshot.get("time", 0.0)),
             "allocations": dict(self.record.allocations),
-            "installed_packages": metrics["installed_packages"],
+            "installed_packages": [p.get("name") for p in snapshot.get("packages") or []],
         }
 
     # organism-specific ------------------------------------------------------------------
@@ -200,11 +272,13 @@ class BiologicalVM(abc.ABC):
         genome = load_genbank(genbank_file)
         if essentiality_file:
             genome = genome.with_essentiality(load_essentiality_csv(essentiality_file))
-        config = {**self.record.config, "genome": {
+        config = {"genome": {
             "genbank_file": str(genbank_file),
             "essentiality_file": str(essentiality_file) if essentiality_file else None,
         }}
-        self.record = self.store.update_vm(self.vm_id, config=config)
+        self.record = self.store.modify(self.vm_id, lambda current: {
+            "config": {**current.config, "genome": config["genome"]}
+        })
         return genome.summary()
 
     def manage_operons(self, operon_ids: list[str], action: str) -> dict[str, Any]:
@@ -220,7 +294,7 @@ class BiologicalVM(abc.ABC):
     def _require_capability(self, capability: str, method: str) -> None:
         if not getattr(self.capabilities, capability):
             supported = [o for o, c in CAPABILITIES.items() if getattr(c, capability)]
-            raise ValueError(
+            raise InputError(
                 f"{method} is supported by {', '.join(supported)}; "
                 f"VM {self.vm_id!r} is {self.get_biological_type()}"
             )
@@ -229,31 +303,57 @@ class BiologicalVM(abc.ABC):
     def allocate(
         self, atp_percent: float | None = None, ribosomes: int | None = None, reset: bool = False
     ) -> dict:
-        """Set caps on the cell (`reset` lifts earlier ones first); the host budget is checked
-        before anything changes."""
-        self._require_live()
-        with performance_monitor.track("allocate"):
-            allocations = self._allocate(atp_percent, ribosomes, reset)
-            self.record = self.store.update_vm(self.vm_id, allocations=allocations)
-            self.save()
+        """Set caps on the cell (`reset` lifts earlier ones first). The host budget is checked
+        in the store, in the same transaction that records the allocation; a refusal changes
+        nothing."""
+        check_allocation(atp_percent, ribosomes)
+        with self._exclusive("allocate") as lease:
+            with performance_monitor.track("allocate"):
+                previous = dict(self.record.allocations)
+                allocations = {} if reset else dict(previous)
+                if atp_percent is not None:
+                    allocations["atp_percent"] = float(atp_percent)
+                if ribosomes is not None:
+                    allocations["ribosomes"] = int(ribosomes)
+                self._set_allocations(lease, allocations, previous)
+                self._commit(lease)
+        self.store.audit(self.vm_id, "allocate", dict(allocations))
         return allocations
+
+    def _set_allocations(self, lease: str, allocations: dict, previous: dict) -> None:
+        """Record the allocation (budget-checked), then apply it to the cell; if the cell
+        refuses, the ledger gets the previous allocation back."""
+        self._write(lease, keep_lease=True, allocations=allocations)
+        try:
+            self._apply_caps(allocations)
+        except BaseException:
+            self._write(lease, keep_lease=True, allocations=previous)
+            raise
 
     def snapshot_state(self) -> dict[str, Any]:
         """The cell's full simulation state plus allocations (JSON-ready)."""
-        self._require_live()
+        self.refresh()
         return {"cell": self._cell_snapshot(), "allocations": dict(self.record.allocations)}
 
     def restore_state(self, snapshot: dict[str, Any]) -> None:
-        self._require_live()
-        self._restore_cell(snapshot["cell"])
+        """Return the VM to a snapshot taken by `snapshot_state` (cell and allocations)."""
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("cell"), dict):
+            raise InputError("a snapshot is a mapping with a 'cell' mapping (see snapshot_state)")
         allocations = snapshot.get("allocations") or {}
-        self._allocate(allocations.get("atp_percent"), allocations.get("ribosomes"), reset=True)
-        self.record = self.store.update_vm(self.vm_id, allocations=allocations)
-        self.save()
+        if not isinstance(allocations, dict):
+            raise InputError("snapshot 'allocations' must be a mapping")
+        check_allocation(allocations.get("atp_percent"), allocations.get("ribosomes"))
+        with self._exclusive("restore a snapshot") as lease:
+            previous = dict(self.record.allocations)
+            self._restore_cell(snapshot["cell"])
+            self._set_allocations(lease, dict(allocations), previous)
+            self._commit(lease)
+        self.store.audit(self.vm_id, "restore")
 
     def save(self) -> None:
         """Write the cell's simulation state to the store (other processes load it from there)."""
-        self.record = self.store.update_vm(self.vm_id, snapshot=self._cell_snapshot())
+        with self._exclusive("save") as lease:
+            self._commit(lease)
 
     # ---- what an infrastructure provides --------------------------------------------------
     @abc.abstractmethod
@@ -266,9 +366,8 @@ class BiologicalVM(abc.ABC):
     def _metrics(self) -> dict[str, Any]: ...
 
     @abc.abstractmethod
-    def _allocate(
-        self, atp_percent: float | None, ribosomes: int | None, reset: bool = False
-    ) -> dict[str, Any]: ...
+    def _apply_caps(self, allocations: dict[str, Any]) -> None:
+        """Make the cell's caps equal ``allocations`` (absent keys: uncapped)."""
 
     @abc.abstractmethod
     def _cell_snapshot(self) -> dict[str, Any]: ...
@@ -286,6 +385,30 @@ class BiologicalVM(abc.ABC):
 
     @abc.abstractmethod
     def _release_cell(self) -> None: ...
+
+    @abc.abstractmethod
+    def _committed(self, old_version: int) -> None:
+        """The record moved from ``old_version`` to ``self.record.version`` by this caller."""
+
+    @abc.abstractmethod
+    def _discard_changes(self) -> None:
+        """An operation failed after it may have changed the cell: forget those changes."""
+
+
+def check_allocation(atp_percent: float | None, ribosomes: int | None) -> None:
+    """Refuse allocation values the model cannot take, before anything changes."""
+    if atp_percent is not None and (
+        isinstance(atp_percent, bool) or not isinstance(atp_percent, (int, float))
+        or not math.isfinite(atp_percent) or not 0 < atp_percent <= 100
+    ):
+        raise InputError(f"ATP allocation must be a percentage in (0, 100], got {atp_percent!r}")
+    if ribosomes is not None and (
+        isinstance(ribosomes, bool) or not isinstance(ribosomes, int)
+        or not 1 <= ribosomes <= 10**9
+    ):
+        raise InputError(
+            f"ribosome allocation must be a positive integer (at most 1e9), got {ribosomes!r}"
+        )
 
 
 def _as_list(ids: list[str] | str) -> list[str]:

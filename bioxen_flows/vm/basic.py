@@ -1,11 +1,17 @@
-"""`basic` bio-VMs: the cell runs in this process on the embedded hypervisor."""
+"""`basic` bio-VMs: the cell runs in this process on the embedded hypervisor.
+
+The cell is built lazily, from the record's snapshot, only when a call needs the model;
+state-only calls (status, start, stop, destroy) never compile one. The hypervisor keeps it
+warm while the record's version is unchanged.
+"""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
+from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
 from bioxen_flows.engine.cell import Cell
 from bioxen_flows.engine.hypervisor import Hypervisor, get_hypervisor
 from bioxen_flows.engine.programs import run_program
@@ -25,8 +31,17 @@ class BasicBiologicalVM(BiologicalVM):
     ) -> None:
         super().__init__(record, store)
         self.hypervisor = hypervisor or get_hypervisor()
-        # roadrunner instances are not thread-safe: one caller at a time per cell
-        self._lock = threading.RLock()
+
+    @contextmanager
+    def _cell(self) -> Iterator[Cell]:
+        """The cell at this record's version, locked for the caller."""
+        with self.hypervisor.use(self.vm_id, self.record.version, self._build) as cell:
+            yield cell
+
+    def _build(self) -> Cell:
+        """The cell as the record says: from its snapshot, or new (balanced growth), with
+        the recorded caps. Loading never re-checks or changes allocations."""
+        record = self.record
         if record.snapshot:
             cell = Cell.from_snapshot(record.snapshot)
         else:
@@ -38,22 +53,22 @@ class BasicBiologicalVM(BiologicalVM):
             )
             if simulation.get("nutrient") is not None:
                 cell.set_nutrient(float(simulation["nutrient"]))
-        self.hypervisor.adopt_cell(record.vm_id, cell)
-        self._allocate(
-            record.allocations.get("atp_percent"), record.allocations.get("ribosomes"), reset=True
-        )
+        _set_caps(cell, record.allocations)
+        return cell
 
     @property
     def cell(self) -> Cell:
-        return self.hypervisor.cell(self.vm_id)
+        """The live cell (for inspection; use the VM's methods to change it)."""
+        with self._cell() as cell:
+            return cell
 
     def _run_program(self, code: str) -> dict[str, Any]:
-        with self._lock:
-            return run_program(self.cell, code)
+        with self._cell() as cell:
+            return run_program(cell, code)
 
     def _install(self, name_or_path: str, copies: int | None) -> dict[str, Any]:
-        with self._lock:
-            package = self.cell.install(name_or_path, copies=copies)
+        with self._cell() as cell:
+            package = cell.install(name_or_path, copies=copies)
         return {
             "package": package.name,
             "genes": [g.gene_id for g in package.genes],
@@ -62,49 +77,25 @@ class BasicBiologicalVM(BiologicalVM):
         }
 
     def _metrics(self) -> dict[str, Any]:
-        with self._lock:
-            return self.cell.metrics()
+        with self._cell() as cell:
+            return cell.metrics()
 
-    def _allocate(
-        self, atp_percent: float | None, ribosomes: int | None, reset: bool = False
-    ) -> dict[str, Any]:
-        hv = self.hypervisor
-        with self._lock, hv.lock:  # both caps or neither
-            previous = hv.allocation(self.vm_id)
-            try:
-                if reset:
-                    hv.release(self.vm_id)
-                if ribosomes is not None:
-                    hv.allocate_ribosomes(self.vm_id, ribosomes)
-                if atp_percent is not None:
-                    hv.allocate_atp(self.vm_id, atp_percent)
-            except ValueError:
-                hv.release(self.vm_id)
-                if previous.ribosomes is not None:
-                    hv.allocate_ribosomes(self.vm_id, previous.ribosomes)
-                if previous.atp_percent is not None:
-                    hv.allocate_atp(self.vm_id, previous.atp_percent)
-                raise
-            allocation = hv.allocation(self.vm_id)
-        return {
-            key: value
-            for key, value in (("atp_percent", allocation.atp_percent),
-                               ("ribosomes", allocation.ribosomes))
-            if value is not None
-        }
+    def _apply_caps(self, allocations: dict[str, Any]) -> None:
+        with self._cell() as cell:
+            _set_caps(cell, allocations)
 
     def _cell_snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return self.cell.snapshot()
+        with self._cell() as cell:
+            return cell.snapshot()
 
     def _restore_cell(self, snapshot: dict[str, Any]) -> None:
-        with self._lock:
-            self.cell.restore(snapshot)
+        with self._cell() as cell:
+            cell.restore(snapshot)
 
     def probe_growth(self, caps: Sequence[tuple[float, float]]) -> list[float]:
         """Balanced growth (1/min) of a copy of this cell under each (atp %, ribosomes) cap."""
-        with self._lock:
-            snap = self.cell.snapshot()
+        self.refresh()
+        snap = self._cell_snapshot()
         probe = Cell.from_snapshot({**snap, "stochastic": False})
         start = probe.snapshot()
         growth = []
@@ -117,3 +108,16 @@ class BasicBiologicalVM(BiologicalVM):
 
     def _release_cell(self) -> None:
         self.hypervisor.remove_cell(self.vm_id)
+
+    def _committed(self, old_version: int) -> None:
+        self.hypervisor.retag(self.vm_id, old_version, self.record.version)
+
+    def _discard_changes(self) -> None:
+        self.hypervisor.remove_cell(self.vm_id)
+
+
+def _set_caps(cell: Cell, allocations: dict[str, Any]) -> None:
+    cell.set_caps(
+        atp_percent=allocations.get("atp_percent", FULL_ATP_PERCENT),
+        ribosomes=allocations.get("ribosomes", UNCAPPED_RIBOSOMES),
+    )

@@ -11,12 +11,13 @@ import re
 import time
 from typing import Any
 
+from bioxen_flows.errors import InputError, StoreError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
-from bioxen_flows.state import StateStore, VMRecord
-from bioxen_flows.vm.base import BiologicalVM
+from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
+from bioxen_flows.vm.base import BiologicalVM, check_allocation
 
 log = logging.getLogger(__name__)
-VM_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+VM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 VM_TYPES = ("basic", "xcpng")
 
 
@@ -35,21 +36,27 @@ def create_bio_vm(
     """Create a VM in state `created`; its cell starts in balanced growth."""
     from bioxen_flows.config import ConfigManager
 
-    if not isinstance(vm_id, str) or not VM_ID.match(vm_id):
-        raise ValueError(f"invalid vm_id {vm_id!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
+    if not isinstance(vm_id, str) or not VM_ID.fullmatch(vm_id):
+        raise InputError(f"invalid vm_id {vm_id!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
     if biological_type not in get_supported_biological_types():
-        raise ValueError(
+        raise InputError(
             f"unknown biological_type {biological_type!r}; "
             f"choose one of: {', '.join(get_supported_biological_types())}"
         )
     if vm_type not in VM_TYPES:
-        raise ValueError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
+        raise InputError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
     manager = ConfigManager()
     config = manager.merge_configs(manager.load_defaults(biological_type), config or {})
     config = {**config, "biological_type": biological_type, "vm_type": vm_type}
     ok, errors = manager.validate_config(config, vm_type, biological_type)
     if not ok:
-        raise ValueError("invalid config: " + "; ".join(errors))
+        raise InputError("invalid config: " + "; ".join(errors))
+    resources = config.get("resources") or {}
+    allocations = {
+        key: resources[key] for key in ("atp_percent", "ribosomes")
+        if resources.get(key) is not None
+    }
+    check_allocation(allocations.get("atp_percent"), allocations.get("ribosomes"))
     store = store or StateStore()
     now = time.time()
     record = VMRecord(
@@ -59,21 +66,23 @@ def create_bio_vm(
         state="created",
         created_at=now,
         config=config,
-        allocations={},
+        allocations=allocations,
         snapshot=None,
         updated_at=now,
     )
-    store.insert_vm(record)  # the primary key makes duplicate ids fail atomically
+    lease = new_lease_holder()
+    # the primary key makes duplicate ids fail atomically; the budget is checked in the
+    # same transaction; the creator holds the lease until the VM is complete
+    record = store.insert_vm(record, lease=lease)
     try:
         if vm_type == "xcpng":
-            record = _provision_xcpng(record, store)
+            record = _provision_xcpng(record, store, lease)
         vm = _instantiate(record, store)
-        resources = config.get("resources") or {}
-        if resources.get("atp_percent") is not None or resources.get("ribosomes") is not None:
-            vm.allocate(resources.get("atp_percent"), resources.get("ribosomes"))
+        if vm_type == "xcpng" and allocations:
+            vm._apply_caps(allocations)
         for package in config.get("packages") or []:
-            vm.install_biological_package(package)
-        vm.save()
+            vm._install(package, None)
+        vm._commit(lease)
     except BaseException:
         _forget(vm_id, store)
         raise
@@ -84,7 +93,11 @@ def create_bio_vm(
 def load_bio_vm(vm_id: str, *, store: StateStore | None = None) -> BiologicalVM:
     """A VM created by this or another process, with its cell state restored."""
     store = store or StateStore()
-    return _instantiate(store.get_vm(vm_id), store)
+    record = store.get_vm(vm_id)
+    if record.damaged:
+        raise StoreError(f"VM {vm_id!r} is damaged ({record.damaged}); "
+                         f"remove it with `bioxen destroy --force {vm_id}`")
+    return _instantiate(record, store)
 
 
 def list_bio_vms(*, store: StateStore | None = None) -> list[dict[str, Any]]:
@@ -93,16 +106,18 @@ def list_bio_vms(*, store: StateStore | None = None) -> list[dict[str, Any]]:
     rows = []
     for r in (store or StateStore()).list_vms():
         uptime = r.uptime_seconds + (now - r.running_since if r.running_since else 0.0)
+        snapshot = r.snapshot or {}
         rows.append({
             "vm_id": r.vm_id,
             "biological_type": r.biological_type,
             "vm_type": r.vm_type,
             "state": r.state,
             "uptime_seconds": uptime,
-            "simulated_time_min": (r.snapshot or {}).get("time", 0.0),
+            "simulated_time_min": snapshot.get("time", 0.0) if isinstance(snapshot, dict) else 0,
             "allocations": r.allocations,
             "labels": r.config.get("labels") or {},
             "created_at": r.created_at,
+            "damaged": r.damaged,
         })
     return rows
 
@@ -125,7 +140,18 @@ def destroy_labelled_vms(
     return destroyed
 
 
-def _provision_xcpng(record: VMRecord, store: StateStore) -> VMRecord:
+def force_destroy_vm(vm_id: str, *, store: StateStore | None = None) -> bool:
+    """Remove a VM's record whatever its state (damaged, busy, unbuildable); best effort on
+    its cell or XCP-ng VM. Returns False when there was no such VM."""
+    store = store or StateStore()
+    if store.find_vm(vm_id) is None:
+        return False
+    _forget(vm_id, store)
+    store.audit(vm_id, "destroy", {"forced": True})
+    return True
+
+
+def _provision_xcpng(record: VMRecord, store: StateStore, lease: str) -> VMRecord:
     """Provision the guest VM (unless a flow already did, step by step) and its cell."""
     from bioxen_flows.vm.xcpng import XCPngBiologicalVM
     from bioxen_flows.xcpng.backend import provision_vm
@@ -133,7 +159,8 @@ def _provision_xcpng(record: VMRecord, store: StateStore) -> VMRecord:
     config = record.config
     owner = (config.get("labels") or {}).get("flow_run_id", "local")
     placement = config.get("placement") or provision_vm(config["xcpng_config"], record.vm_id, owner)
-    record = store.update_vm(record.vm_id, config={**config, "placement": placement})
+    record = store.update_vm(record.vm_id, lease=lease, keep_lease=True,
+                             config={**config, "placement": placement})
     XCPngBiologicalVM(record, store).create_guest_cell()
     return record
 
@@ -144,10 +171,8 @@ def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
         from bioxen_flows.vm.xcpng import XCPngBiologicalVM
 
         return XCPngBiologicalVM(record, store)
-    from bioxen_flows.engine.hypervisor import get_hypervisor
     from bioxen_flows.vm.basic import BasicBiologicalVM
 
-    get_hypervisor().remove_cell(record.vm_id)
     return BasicBiologicalVM(record, store)
 
 
@@ -157,7 +182,7 @@ def _forget(vm_id: str, store: StateStore) -> None:
 
     record = store.find_vm(vm_id)
     try:
-        if record is not None and record.vm_type == "xcpng":
+        if record is not None and record.vm_type == "xcpng" and not record.damaged:
             from bioxen_flows.xcpng.backend import reap_vms
 
             reap_vms(record.config["xcpng_config"], keep=lambda tags: tags.get("vm_id") != vm_id)
@@ -165,4 +190,4 @@ def _forget(vm_id: str, store: StateStore) -> None:
         log.warning("could not clean up XCP-ng VM %s now (%s); `reap-xcpng-vms` will", vm_id, exc)
     finally:
         get_hypervisor().remove_cell(vm_id)
-        store.delete_vm(vm_id)
+        store.delete_vm(vm_id, force=True)

@@ -23,6 +23,7 @@ class XCPngBiologicalVM(BiologicalVM):
     """A bio-VM whose cell lives in an XCP-ng guest provisioned for it."""
 
     vm_type = "xcpng"
+    stores_snapshot = False  # the guest keeps the cell's state in its own store
 
     def __init__(self, record: VMRecord, store: StateStore) -> None:
         from bioxen_flows.xcpng.ssh import SSHTarget
@@ -71,10 +72,18 @@ class XCPngBiologicalVM(BiologicalVM):
     def _metrics(self) -> dict[str, Any]:
         return _with_infinity(self.guest("metrics"))
 
-    def _allocate(
-        self, atp_percent: float | None, ribosomes: int | None, reset: bool = False
-    ) -> dict[str, Any]:
-        return self.guest("allocate", atp_percent=atp_percent, ribosomes=ribosomes, reset=reset)
+    def get_status(self) -> dict[str, Any]:
+        """The record's status; clock and packages from the guest, which holds the cell."""
+        status = super().get_status()
+        if self.target is not None:
+            metrics = self._metrics()
+            status["simulated_time_min"] = metrics["simulated_time_min"]
+            status["installed_packages"] = metrics["installed_packages"]
+        return status
+
+    def _apply_caps(self, allocations: dict[str, Any]) -> None:
+        self.guest("allocate", atp_percent=allocations.get("atp_percent"),
+                   ribosomes=allocations.get("ribosomes"), reset=True)
 
     def _cell_snapshot(self) -> dict[str, Any]:
         return self.guest("snapshot")
@@ -100,8 +109,11 @@ class XCPngBiologicalVM(BiologicalVM):
         else:  # never fully provisioned: find the clone by its tag
             reap_vms(self.xcpng_config, keep=lambda tags: tags.get("vm_id") != self.vm_id)
 
-    def save(self) -> None:
-        """The guest keeps the cell's state in its own store; the host keeps only the record."""
+    def _committed(self, old_version: int) -> None:
+        """Nothing is cached on the host: the guest holds the live cell."""
+
+    def _discard_changes(self) -> None:
+        """The guest runs each request all or nothing; the host holds nothing to drop."""
 
 
 def _with_infinity(metrics: dict[str, Any]) -> dict[str, Any]:
