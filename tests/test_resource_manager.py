@@ -11,6 +11,8 @@ from bioxen_flows.resources import BioResourceManager
 from bioxen_flows.resources.manager import HISTORY_LIMIT
 from bioxen_flows.vm import create_bio_vm
 
+pytestmark = pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
+
 
 @pytest.fixture
 def ecoli():

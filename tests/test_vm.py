@@ -23,6 +23,8 @@ from bioxen_flows.vm import (
 from bioxen_flows.vm.basic import BasicBiologicalVM
 from tests.conftest import SYN3A_GENBANK
 
+pytestmark = pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
+
 
 def test_supported_types():
     assert get_supported_biological_types() == ["syn3a", "ecoli", "minimal_cell"]
@@ -89,9 +91,9 @@ def test_lifecycle_and_illegal_transitions():
 def test_destroy_frees_allocations():
     vm = create_bio_vm("alloc", "ecoli")
     vm.allocate(atp_percent=50, ribosomes=2000)
-    before = get_hypervisor().usage()["ribosomes_allocated"]
+    before = StateStore().budget()["ribosomes_allocated"]
     vm.destroy()
-    assert get_hypervisor().usage()["ribosomes_allocated"] == before - 2000
+    assert StateStore().budget()["ribosomes_allocated"] == before - 2000
 
 
 def test_status_and_metrics():

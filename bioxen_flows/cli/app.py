@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows import __version__
-from bioxen_flows.cli import tools, vms
+from bioxen_flows.cli import store, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
 
@@ -96,9 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("start", "start a created or stopped VM"),
                          ("stop", "stop a running or paused VM"),
                          ("pause", "pause a running VM (its simulated clock stops)"),
-                         ("resume", "resume a paused VM"),
-                         ("destroy", "destroy a VM: frees its cell and allocations, forgets it")):
+                         ("resume", "resume a paused VM")):
         vm_id(add(action, vms.cmd_lifecycle, text))
+    destroy = add("destroy", vms.cmd_destroy,
+                  "destroy a VM: frees its cell and allocations, forgets it")
+    vm_id(destroy)
+    destroy.add_argument("--force", action="store_true",
+                         help="remove the record even if it is damaged or busy")
     vm_id(add("status", vms.cmd_status, "state, allocations and metrics of a VM"))
 
     execute = add("execute", vms.cmd_execute, "run a process program on a running VM")
@@ -131,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     vm_id(optimize)
     optimize.add_argument("--keep-growth", type=float, default=0.95, metavar="F",
                           help="fraction of uncapped growth to keep (default 0.95)")
+
+    # ---- the store ------------------------------------------------------------------------
+    budget = add("budget", store.cmd_budget, "show (or set) the host budget all VMs share")
+    budget.add_argument("--ribosomes", type=int, metavar="N", help="set the ribosome budget")
+    budget.add_argument("--atp", type=float, metavar="P",
+                        help="set the ATP budget (%% of one cell's maximum)")
+    db = add("db", store.cmd_db, "the state store's schema: status, upgrade")
+    db.add_argument("db_command", choices=("status", "upgrade"), metavar="{status,upgrade}")
 
     # ---- configuration, genome --------------------------------------------------------
     config = add("config", tools.cmd_config_help, "configuration templates and validation",

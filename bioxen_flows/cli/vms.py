@@ -75,7 +75,8 @@ def vms_table(vms: list[dict[str, Any]]) -> Any:
     """The VM list as people read it (shared with the interactive session)."""
     return output.table(None, ("VM", "organism", "infra", "state", "uptime", "simulated",
                                "allocations"), [
-        (vm["vm_id"], vm["biological_type"], vm["vm_type"], vm["state"],
+        (vm["vm_id"], vm["biological_type"], vm["vm_type"],
+         vm["state"] if not vm.get("damaged") else f"damaged: {vm['damaged']}",
          output.duration(vm["uptime_seconds"]),
          f"{output.number(vm['simulated_time_min'])} min", output.allocations(vm["allocations"]))
         for vm in vms
@@ -90,6 +91,22 @@ def cmd_lifecycle(args: argparse.Namespace) -> int:
         output.print_json({"vm_id": vm.vm_id, "state": vm.state})
     else:
         print(f"VM {vm.vm_id}: {vm.state}")
+    return 0
+
+
+def cmd_destroy(args: argparse.Namespace) -> int:
+    """Destroy a VM; --force removes a record that cannot be loaded (damaged or stuck)."""
+    from bioxen_flows.vm import force_destroy_vm
+
+    if args.force:
+        if not force_destroy_vm(args.vm_id):
+            raise ValueError(f"no VM {args.vm_id!r}")
+    else:
+        load_vm(args.vm_id).destroy()
+    if args.json:
+        output.print_json({"vm_id": args.vm_id, "state": "destroyed"})
+    else:
+        print(f"VM {args.vm_id}: destroyed")
     return 0
 
 

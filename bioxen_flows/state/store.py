@@ -253,7 +253,7 @@ class StateStore:
                 self.upgrade()
                 _upgraded.add(key)
         except (OperationalError, DBAPIError) as exc:
-            raise StoreError(f"cannot open the state store at {self.display_url}: "
+            raise StoreError(f"cannot use the state store at {self.display_url}: "
                              f"{_first_line(exc)}") from exc
 
     # ---- where it is ---------------------------------------------------------------
@@ -290,7 +290,8 @@ class StateStore:
         try:
             yield
         except OperationalError as exc:
-            raise StoreError(f"state store {self.display_url}: {_first_line(exc)}") from exc
+            raise StoreError(f"cannot use the state store at {self.display_url}: "
+                             f"{_first_line(exc)}") from exc
 
     # ---- schema ---------------------------------------------------------------------
     def upgrade(self) -> list[int]:
@@ -625,3 +626,12 @@ def _busy(row: Any, now: float) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection of this process (before dropping a database)."""
+    with _engines_lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _upgraded.clear()
