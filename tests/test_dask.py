@@ -1,9 +1,19 @@
-"""Scale-out: the same comparison flow on a Dask cluster (local here, many machines in a lab)."""
+"""Scale-out: the comparison on a Dask cluster whose workers share nothing but the database.
+
+Each worker process gets its own empty BIOXEN_HOME, as a worker on another machine would
+have; only BIOXEN_DATABASE_URL (PostgreSQL) is common. Results must equal the thread
+runner's, and no VM may remain."""
 
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from distributed import Client, LocalCluster
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from bioxen_flows.orchestration.flows import compare_organisms
 from bioxen_flows.vm import list_bio_vms
@@ -11,20 +21,45 @@ from bioxen_flows.vm import list_bio_vms
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
 
-def test_comparison_on_a_dask_cluster_matches_the_thread_runner(tmp_path):
+class OwnHome(WorkerPlugin):
+    """Give each worker a BIOXEN_HOME of its own (empty): the URL is all they share."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def setup(self, worker) -> None:  # noqa: ANN001 (distributed's hook)
+        home = Path(self.root) / re.sub(r"\W", "_", str(worker.name))
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["BIOXEN_HOME"] = str(home)
+
+
+def test_comparison_on_workers_sharing_only_the_database(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from prefect_dask import DaskTaskRunner
 
+    from tests.conftest import _empty_postgres
+
+    _empty_postgres(postgres_url)
+    monkeypatch.setenv("BIOXEN_DATABASE_URL", postgres_url)
     params = {"organisms": ["syn3a", "ecoli"], "replicates": 2, "hours": 0.25,
               "package": "rfp_plasmid", "batch_size": 1}
-    runner = DaskTaskRunner(
-        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True}
-    )
-    on_dask = compare_organisms.with_options(task_runner=runner)(
-        **params, out_dir=str(tmp_path / "dask")
-    )
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        client.register_plugin(OwnHome(str(tmp_path / "workers")))
+        homes = client.run(lambda: os.environ["BIOXEN_HOME"])
+        assert len(set(homes.values())) == 2
+        runner = DaskTaskRunner(address=cluster.scheduler_address)
+        on_dask = compare_organisms.with_options(task_runner=runner)(
+            **params, out_dir=str(tmp_path / "dask")
+        )
+        ran_tasks = client.run(lambda: os.environ["BIOXEN_HOME"])
+        assert ran_tasks == homes
     on_threads = compare_organisms(**params, out_dir=str(tmp_path / "threads"))
     pd.testing.assert_frame_equal(
         pd.DataFrame(on_dask["summary"]), pd.DataFrame(on_threads["summary"]), rtol=1e-9
     )
     assert on_dask["vms"] == 6
     assert list_bio_vms() == []
+    for home in homes.values():  # the workers kept no state of their own
+        assert not (Path(home) / "state.db").exists()
