@@ -25,10 +25,14 @@ def heterologous_module(tmp_path: Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def bioxen_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test gets its own state database; nothing touches ~/.bioxen."""
+    """Every test gets its own state database (and no cells cached from another test's);
+    nothing touches ~/.bioxen."""
+    from bioxen_flows.engine.hypervisor import get_hypervisor
+
     home = tmp_path / "bioxen_home"
     monkeypatch.setenv("BIOXEN_HOME", str(home))
     monkeypatch.delenv("BIOXEN_DATABASE_URL", raising=False)
+    get_hypervisor().clear()
     return home
 
 

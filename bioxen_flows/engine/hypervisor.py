@@ -4,7 +4,9 @@ Cells are expensive (a model compile), records are cheap. The state store is the
 the hypervisor holds each VM's cell tagged with the record version it matches and hands
 it out again while the version is unchanged, so a flow's tasks reuse one cell instead of
 rebuilding it from the snapshot. A changed version (another process wrote the VM)
-rebuilds it. The host budget is not kept here: it lives in the store, where every process
+rebuilds it. Cells are keyed by the VM's incarnation (store, id and creation time), so a
+VM destroyed and created again under the same id never meets its predecessor's cell. The
+host budget is not kept here: it lives in the store, where every process
 and machine sees the same ledger.
 """
 
@@ -39,46 +41,53 @@ class Hypervisor:
         self.builds = 0  # cells built from a record (the warm cache's misses)
 
     @contextmanager
-    def use(self, vm_id: str, version: int, build: Callable[[], Cell]) -> Iterator[Cell]:
-        """The VM's cell at ``version``, locked for the caller; built only on a miss."""
-        entry = self._entry(vm_id, version, build)
+    def use(self, key: str, version: int, build: Callable[[], Cell]) -> Iterator[Cell]:
+        """The cell of VM incarnation ``key`` at ``version``, locked for the caller; built
+        only on a miss."""
+        entry = self._entry(key, version, build)
         with entry.lock:
             yield entry.cell
 
-    def _entry(self, vm_id: str, version: int, build: Callable[[], Cell]) -> _Entry:
+    def _entry(self, key: str, version: int, build: Callable[[], Cell]) -> _Entry:
         with self._lock:
-            entry = self._entries.get(vm_id)
+            entry = self._entries.get(key)
             if entry is not None and entry.version == version:
-                self._entries.move_to_end(vm_id)
+                self._entries.move_to_end(key)
                 return entry
         cell = build()  # outside the lock: other VMs' callers need not wait for a compile
         with self._lock:
             self.builds += 1
-            entry = self._entries.get(vm_id)
+            entry = self._entries.get(key)
             if entry is None or entry.version != version:
                 entry = _Entry(version, cell)
-                self._entries[vm_id] = entry
-            self._entries.move_to_end(vm_id)
+                self._entries[key] = entry
+            self._entries.move_to_end(key)
             while len(self._entries) > self.max_cells:
                 self._entries.popitem(last=False)
             return entry
 
-    def retag(self, vm_id: str, old_version: int, new_version: int) -> None:
+    def retag(self, key: str, old_version: int, new_version: int) -> None:
         """The caller wrote the cell's state as ``new_version``: keep it warm under that."""
         with self._lock:
-            entry = self._entries.get(vm_id)
+            entry = self._entries.get(key)
             if entry is not None and entry.version == old_version:
                 entry.version = new_version
 
-    def remove_cell(self, vm_id: str) -> None:
+    def remove_cell(self, key: str) -> None:
         """Forget a VM's cell (destroyed, or changed and not saved); harmless if absent."""
         with self._lock:
-            self._entries.pop(vm_id, None)
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every cell (e.g. when switching to another store)."""
+        with self._lock:
+            self._entries.clear()
 
     @property
     def vm_ids(self) -> list[str]:
+        """The ids of the VMs whose cells are live here."""
         with self._lock:
-            return list(self._entries)
+            return [key.split("|")[1] for key in self._entries]
 
 
 _default: Hypervisor | None = None

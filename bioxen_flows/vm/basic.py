@@ -35,8 +35,13 @@ class BasicBiologicalVM(BiologicalVM):
     @contextmanager
     def _cell(self) -> Iterator[Cell]:
         """The cell at this record's version, locked for the caller."""
-        with self.hypervisor.use(self.vm_id, self.record.version, self._build) as cell:
+        with self.hypervisor.use(self.cache_key, self.record.version, self._build) as cell:
             yield cell
+
+    @property
+    def cache_key(self) -> str:
+        """This VM's incarnation: the same id created again is another VM."""
+        return cell_key(self.store.url, self.vm_id, self.record.created_at)
 
     def _build(self) -> Cell:
         """The cell as the record says: from its snapshot, or new (balanced growth), with
@@ -107,13 +112,17 @@ class BasicBiologicalVM(BiologicalVM):
         return growth
 
     def _release_cell(self) -> None:
-        self.hypervisor.remove_cell(self.vm_id)
+        self.hypervisor.remove_cell(self.cache_key)
 
     def _committed(self, old_version: int) -> None:
-        self.hypervisor.retag(self.vm_id, old_version, self.record.version)
+        self.hypervisor.retag(self.cache_key, old_version, self.record.version)
 
     def _discard_changes(self) -> None:
-        self.hypervisor.remove_cell(self.vm_id)
+        self.hypervisor.remove_cell(self.cache_key)
+
+
+def cell_key(store_url: str, vm_id: str, created_at: float) -> str:
+    return f"{store_url}|{vm_id}|{created_at!r}"
 
 
 def _set_caps(cell: Cell, allocations: dict[str, Any]) -> None:

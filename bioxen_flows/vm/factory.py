@@ -189,5 +189,8 @@ def _forget(vm_id: str, store: StateStore) -> None:
     except Exception as exc:  # e.g. the pool refuses us: its tags still let the reaper find it
         log.warning("could not clean up XCP-ng VM %s now (%s); `reap-xcpng-vms` will", vm_id, exc)
     finally:
-        get_hypervisor().remove_cell(vm_id)
+        if record is not None:
+            from bioxen_flows.vm.basic import cell_key
+
+            get_hypervisor().remove_cell(cell_key(store.url, vm_id, record.created_at))
         store.delete_vm(vm_id, force=True)
