@@ -12,9 +12,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
-from bioxen_flows.errors import TransientInfrastructureError
 
 OWNER_LABEL = "flow_run_id"
 

@@ -18,7 +18,6 @@ from bioxen_flows.errors import TransientInfrastructureError  # noqa: F401 (re-e
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord
 
-
 # state -> states reachable from it (destroy is allowed from every state and is idempotent)
 TRANSITIONS: dict[str, dict[str, str]] = {
     "start": {"created": "running", "stopped": "running"},
