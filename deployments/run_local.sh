@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Demo of the BioXen deployments on this machine, everything on loopback:
 #   1. `prefect server start` (API + UI at http://127.0.0.1:$PREFECT_PORT)
-#   2. the `bioxen-process` work pool (type process)
-#   3. `prefect deploy --all` from the repository root (reads prefect.yaml)
+#   2-3. deployments/setup.sh: the `bioxen-process` work pool (type process),
+#        `prefect deploy --all` from the repository root (reads prefect.yaml), automations
 #   4. `prefect worker start --pool bioxen-process`
 #   5. a vm-lifecycle run and a small comparison run, watched until they finish
 # then keeps serving until Ctrl-C (or, with --exit, stops right away); on the way out it stops
@@ -85,11 +85,7 @@ for _ in $(seq 1 180); do
 done
 healthy || { echo "the server is not healthy after 180 s" >&2; exit 1; }
 
-if ! prefect work-pool inspect bioxen-process >/dev/null 2>&1; then
-    prefect work-pool create bioxen-process --type process
-fi
-
-(cd -- "$repo_dir" && prefect --no-prompt deploy --all)
+"$repo_dir/deployments/setup.sh"
 
 echo "Starting a worker on the bioxen-process pool (log: $demo_dir/worker.log)"
 prefect worker start --pool bioxen-process >"$demo_dir/worker.log" 2>&1 &
@@ -103,7 +99,7 @@ if (( trigger )); then
         "package": "gfp_reporter", "out_dir": sys.argv[1]}))' "$demo_dir/results")"
     prefect deployment run compare-organisms/nightly-comparison --params "$params" \
         --watch --watch-timeout 600
-    echo "Results: $demo_dir/results (summary.csv, timeseries.parquet, growth.png)"
+    echo "Results: $demo_dir/results/latest (summary.csv, timeseries.parquet, growth.png)"
 fi
 
 echo "Prefect UI: http://127.0.0.1:${port}   (runs, logs and the compare-organisms artifacts)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,20 +25,32 @@ def test_compare_prints_a_table_and_writes_results(tmp_path):
     run = bioxen("compare", "--hours", "0.5", cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     assert "ecoli" in run.stdout and "doubling_time_min" in run.stdout
-    summary = pd.read_csv(tmp_path / "bioxen_results" / "summary.csv").set_index("organism")
+    run_dir = results_dir(run.stdout, tmp_path / "bioxen_results", tmp_path)
+    summary = pd.read_csv(run_dir / "summary.csv").set_index("organism")
     assert list(summary.index) == ["syn3a", "ecoli", "minimal_cell"]
     assert summary.loc["ecoli", "doubling_time_min"] == pytest.approx(28.7, abs=0.1)
     assert summary.loc["syn3a", "doubling_time_min"] == pytest.approx(105, rel=0.1)
-    series = pd.read_parquet(tmp_path / "bioxen_results" / "timeseries.parquet")
+    series = pd.read_parquet(run_dir / "timeseries.parquet")
     assert len(series) == 3 * 31
-    assert (tmp_path / "bioxen_results" / "growth.png").exists()
+    assert (run_dir / "growth.png").exists()
+    assert (tmp_path / "bioxen_results" / "latest" / "summary.csv").exists()
+
+
+def results_dir(stdout: str, out: Path, cwd: Path) -> Path:
+    """The run directory the command says it wrote (a new one under `out` per run)."""
+    [line] = [line for line in stdout.splitlines() if line.startswith("results in ")]
+    run_dir = Path(line.removeprefix("results in ").split(" (")[0])
+    if not run_dir.is_absolute():  # relative to the command's working directory
+        run_dir = cwd / run_dir
+    assert run_dir.parent == out
+    return run_dir
 
 
 def test_compare_with_a_package_reports_its_burden(tmp_path, prefect_api_url):
     run = bioxen("compare", "syn3a", "--hours", "1", "--package", "gfp_reporter",
                  "--out", "out", cwd=tmp_path, env={"PREFECT_API_URL": prefect_api_url})
     assert run.returncode == 0, run.stderr
-    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    summary = pd.read_csv(results_dir(run.stdout, tmp_path / "out", tmp_path) / "summary.csv")
     assert summary.loc[0, "burden_percent"] > 1
     assert summary.loc[0, "protein_gfp"] > 0
 

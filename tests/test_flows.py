@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -36,29 +39,87 @@ def test_comparison_agrees_with_the_engine_and_publishes_results(tmp_path):
         organisms=["ecoli", "syn3a"], replicates=2, hours=0.5,
         package="gfp_reporter", out_dir=str(tmp_path / "out"),
     )
-    summary = pd.read_parquet(tmp_path / "out" / "summary.parquet").set_index("organism")
+    run_dir = Path(result["out_dir"])
+    assert run_dir.parent == tmp_path / "out"
+    assert run_dir.name.endswith(result_run_suffix(result))
+    assert (tmp_path / "out" / "latest").resolve() == run_dir.resolve()
+    summary = pd.read_parquet(run_dir / "summary.parquet").set_index("organism")
     assert list(summary.index) == ["ecoli", "syn3a"]
     assert summary.loc["ecoli", "replicates"] == 2
     control = summary.loc["ecoli", "control_growth_rate_per_min"]
     assert control == pytest.approx(0.02411, rel=1e-3)  # doubling 28.7 min, as the engine says
     assert 0 < summary.loc["syn3a", "burden_percent"] < summary.loc["ecoli", "burden_percent"]
     assert summary.loc["ecoli", "growth_rate_sd_per_min"] == pytest.approx(0, abs=1e-12)
-    series = pd.read_parquet(tmp_path / "out" / "timeseries.parquet")
+    series = pd.read_parquet(run_dir / "timeseries.parquet")
     assert len(series) == 6 * 31  # (2 replicates + 1 control) x 2 organisms x 31 minutes
     assert list(series.columns[:5]) == ["organism", "replicate", "vm_id", "role", "package"]
     assert {"time_min", "growth_rate_per_min", "atp_percent", "protein_gfp"} <= set(series)
-    assert (tmp_path / "out" / "growth.png").read_bytes()[:4] == b"\x89PNG"
-    assert pd.read_csv(tmp_path / "out" / "summary.csv").shape[0] == 2
+    assert (run_dir / "growth.png").read_bytes()[:4] == b"\x89PNG"
+    assert pd.read_csv(run_dir / "summary.csv").shape[0] == 2
     assert result["vms"] == 6
     artifacts = read_artifacts(["compare-organisms-summary", "compare-organisms-report"])
     assert set(artifacts) == {"compare-organisms-summary", "compare-organisms-report"}
     assert "data:image/png;base64," in artifacts["compare-organisms-report"].data
+    table = json.loads(artifacts["compare-organisms-summary"].data)
+    assert list(table[0])[:2] == ["organism", "burden_percent"]  # the key number first
+    for row in table:
+        for value in row.values():
+            if isinstance(value, float) and value:
+                assert float(f"{value:.4g}") == value  # 4 significant figures
+    assert list_bio_vms() == []
+
+
+def result_run_suffix(result: dict) -> str:
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(limit=1, sort="START_TIME_DESC")
+    return f"{run.name}-{str(run.id).replace('-', '')[:8]}"
+
+
+def test_runs_are_named_and_described_for_the_ui(tmp_path):
+    """Flow and task run names say what runs; the parameter form has descriptions."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    compare_organisms(organisms=["ecoli", "syn3a"], replicates=1, hours=0.25,
+                      package="gfp_reporter", out_dir=str(tmp_path))
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["ecoli-syn3a-x1-0.25h"])), limit=1)
+        names = {t.name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
+            id={"any_": [run.id]}))}
+    assert {"create-bio-vms-ecoli-batch1", "execute-biological-process-syn3a-batch1",
+            "collect-biological-metrics-ecoli-control-batch1"} <= names, names
+    assert any(n.startswith("teardown-bio-vms-") for n in names), names
+    properties = compare_organisms.parameters.properties
+    assert "control cell" in properties["package"]["description"]
+    assert properties["out_dir"]["description"]
+    assert vm_lifecycle.parameters.properties["program"]["description"]
+
+
+def test_two_comparisons_at_once_with_one_out_dir_both_keep_their_results(tmp_path):
+    """Two runs started together into the same out_dir: two directories, both complete."""
+    out = tmp_path / "shared"
+    params = [dict(organisms=["syn3a", "ecoli"], replicates=1, hours=0.25),
+              dict(organisms=["minimal_cell"], replicates=1, hours=0.25)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda p: compare_organisms(**p, out_dir=str(out)), params))
+    dirs = [Path(r["out_dir"]) for r in results]
+    assert len(set(dirs)) == 2 and all(d.parent == out for d in dirs)
+    for run_dir, p in zip(dirs, params, strict=True):
+        summary = pd.read_csv(run_dir / "summary.csv")
+        assert list(summary["organism"]) == p["organisms"]
+        assert (run_dir / "growth.png").stat().st_size > 0
+    assert (out / "latest").resolve() in {d.resolve() for d in dirs}
+    assert sorted(p.name for p in out.iterdir()) == sorted([*(d.name for d in dirs), "latest"])
     assert list_bio_vms() == []
 
 
 def test_comparison_without_package_reports_engine_doubling(tmp_path):
     result = compare_organisms(organisms=["ecoli"], hours=0.25, out_dir=str(tmp_path))
     (row,) = result["summary"]
+    assert Path(result["out_dir"]).parent == tmp_path
     assert row["doubling_time_min"] == pytest.approx(28.7, abs=0.1)
     assert "burden_percent" not in row
 

@@ -1,18 +1,28 @@
-"""End to end on a real Prefect server: `prefect deploy --all`, a process worker, real runs.
+"""End to end on a real Prefect server: setup, the scheduler, a process worker, real runs.
 
-Slow (about 95 s on 2 cores; set BIOXEN_SKIP_SERVER_E2E=1 to skip). One module-scoped
-fixture starts `prefect server start` on a free loopback port with a temporary PREFECT_HOME
-and database, creates the `bioxen-process` work pool, deploys prefect.yaml from the
-repository root exactly as deployments/README.md tells a user to, and starts
+Slow (about 4 minutes on 2 cores, 2 of them waiting for a zombie run to be detected; set
+BIOXEN_SKIP_SERVER_E2E=1 to skip). One module-scoped fixture starts `prefect server start`
+on a free loopback port with a temporary PREFECT_HOME, on a PostgreSQL database of its own
+(created here, dropped after; as Prefect runs in production), with the scheduler's loop
+shortened to 2 s. It runs deployments/setup.sh twice (pool, `prefect deploy --all` from the
+repository root, automations; the second run must change nothing), deploys a test-only
+copy of the nightly comparison whose schedule fires once, ~20 s later, and starts
 `prefect worker start --pool bioxen-process`. The worker's flow run processes inherit its
 BIOXEN_HOME (a temporary directory) and BIOXEN_PROJECT_DIR (the pull step's target).
-Teardown stops the worker, then the server, then anything they left behind.
+Every test fails on an ERROR line or a traceback in the server's log. Teardown stops the
+worker, then the server, then anything they left behind, and drops the database.
+
+PostgreSQL: 127.0.0.1:5432, user postgres (BIOXEN_TEST_PG_DSN overrides). Unreachable, the
+module is skipped, except with CI=true, where it fails.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
+import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -21,18 +31,25 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import psutil
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = "bioxen-process"
 COMPARE = "compare-organisms/nightly-comparison"
 LIFECYCLE = "vm-lifecycle/vm-lifecycle"
+SCHEDULED = "compare-organisms/nightly-comparison-e2e"  # test-only, see _deploy_e2e_copy
+CLEANUP = "cleanup-crashed-run/cleanup-crashed-run"
+ZOMBIE_AUTOMATION = "bioxen-crash-zombie-runs"
+PG_DSN = os.environ.get("BIOXEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+SCHEDULER_LOOP_S = 2
 SERVER_START_TIMEOUT = 180.0  # measured 9-20 s on 2 cores; other test sessions share them
 CLI_TIMEOUT = 180.0
 RUN_TIMEOUT = 300.0
@@ -50,6 +67,10 @@ class LocalPrefect:
     bioxen_home: Path
     tmp: Path
     logs: dict[str, Path]
+    scheduled_home: Path = Path()
+    scheduled_out: Path = Path()
+    setup_outputs: list[str] = field(default_factory=list)
+    worker: subprocess.Popen | None = None
 
     def log_text(self, name: str) -> str:
         path = self.logs[name]
@@ -131,9 +152,98 @@ def _cli(local: LocalPrefect, *args: str) -> str:
     return output
 
 
+async def _pg(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(PG_DSN, timeout=10)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="module")
-def local_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPrefect]:
-    """A Prefect server on loopback with both deployments and a process worker polling."""
+def prefect_database() -> Iterator[str]:
+    """A PostgreSQL database of this module's own for the Prefect server; dropped after."""
+    name = f"bioxen_prefect_e2e_{secrets.token_hex(6)}"  # [a-z0-9_] only: safe to quote
+    try:
+        asyncio.run(_pg(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncio.TimeoutError) as exc:  # refused, unreachable, timed out
+        message = f"PostgreSQL unreachable at {PG_DSN}: {exc!r}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_pg(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _server_errors(local: LocalPrefect) -> list[str]:
+    """ERROR lines and tracebacks in the server's log (the scheduler's failures went there)."""
+    return [line for line in local.log_text("server").splitlines()
+            if " ERROR " in line or "| ERROR" in line or "Traceback" in line]
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test here: the server logged no error."""
+    yield
+    if "local_prefect" in request.fixturenames:
+        local = request.getfixturevalue("local_prefect")
+        errors = _server_errors(local)
+        assert not errors, "the Prefect server logged errors:\n" + "\n".join(errors[:40])
+
+
+def _setup(local: LocalPrefect) -> str:
+    """deployments/setup.sh, as the README runs it (pool, deploy --all, automations)."""
+    done = subprocess.run(
+        [str(REPO / "deployments" / "setup.sh")], cwd=local.tmp, env=local.env,
+        capture_output=True, encoding="utf-8", timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"deployments/setup.sh failed:\n{output}"
+    return output
+
+
+def _deploy_e2e_copy(local: LocalPrefect, first_run: datetime) -> None:
+    """A test-only copy of the nightly comparison, deployed from a copy of prefect.yaml.
+
+    Same flow, entrypoint, pool, pull step and concurrency limit; small parameters, its own
+    BIOXEN_HOME and out_dir, and an hourly schedule anchored at `first_run`, so the server's
+    scheduler creates a run the worker picks up during this test (and no other).
+    """
+    project = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    [nightly] = [d for d in project["deployments"] if d["name"] == "nightly-comparison"]
+    pool = dict(nightly["work_pool"])
+    env = {**pool["job_variables"].get("env", {}), "BIOXEN_HOME": str(local.scheduled_home)}
+    copy = {
+        **nightly,
+        "name": "nightly-comparison-e2e",
+        "parameters": {"organisms": ["syn3a", "ecoli"], "replicates": 1, "hours": 0.5,
+                       "package": "gfp_reporter", "out_dir": str(local.scheduled_out)},
+        "schedules": [{"interval": 3600, "anchor_date": first_run.isoformat(),
+                       "timezone": "UTC", "active": True}],
+        "work_pool": {**pool, "job_variables": {**pool["job_variables"], "env": env}},
+    }
+    project["deployments"] = [copy]
+    path = local.tmp / "prefect.e2e.yaml"
+    path.write_text(yaml.safe_dump(project, sort_keys=False))
+    _cli(local, "--no-prompt", "deploy", "--prefect-file", str(path), "--all")
+
+
+def _start_worker(local: LocalPrefect) -> subprocess.Popen:
+    local.worker = _spawn(_prefect("worker", "start", "--pool", POOL), local.env,
+                          local.logs["worker"])
+    return local.worker
+
+
+@pytest.fixture(scope="module")
+def local_prefect(
+    tmp_path_factory: pytest.TempPathFactory, prefect_database: str
+) -> Iterator[LocalPrefect]:
+    """A Prefect server on loopback (PostgreSQL) set up by deployments/setup.sh, a worker."""
     tmp = tmp_path_factory.mktemp("prefect_e2e")
     prefect_home, bioxen_home = tmp / "prefect_home", tmp / "bioxen_home"
     prefect_home.mkdir()
@@ -143,7 +253,8 @@ def local_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPre
     env.update({
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_API_URL": api_url,
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{tmp / 'prefect.db'}",
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database,
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(SCHEDULER_LOOP_S),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_CLI_PROMPT": "false",
@@ -151,25 +262,30 @@ def local_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPre
         "BIOXEN_HOME": str(bioxen_home),
         "BIOXEN_PROJECT_DIR": str(REPO),
         "PYTHONUNBUFFERED": "1",
+        # setup.sh's `prefect` and `python3`: this interpreter (and PYTHONPATH's checkout)
+        "PREFECT_BIN": str(Path(sys.executable).parent / "prefect"),
+        "PYTHON_BIN": sys.executable,
     })
     logs = {"server": tmp / "server.log", "worker": tmp / "worker.log"}
-    local = LocalPrefect(api_url, env, bioxen_home, tmp, logs)
-    procs: list[subprocess.Popen] = []
+    local = LocalPrefect(api_url, env, bioxen_home, tmp, logs,
+                         scheduled_home=tmp / "scheduled_home",
+                         scheduled_out=tmp / "scheduled_out")
+    server = None
     try:
         server = _spawn(
             _prefect("server", "start", "--host", "127.0.0.1", "--port", str(port)),
             env, logs["server"],
         )
-        procs.append(server)
         _wait_healthy(api_url, server, lambda: local.log_tail("server"))
-        _cli(local, "work-pool", "create", POOL, "--type", "process")
-        _cli(local, "--no-prompt", "deploy", "--all")
-        worker = _spawn(_prefect("worker", "start", "--pool", POOL), env, logs["worker"])
-        procs.append(worker)
+        local.setup_outputs = [_setup(local), _setup(local)]  # the README's setup, twice
+        _deploy_e2e_copy(local, datetime.now(timezone.utc) + timedelta(seconds=20))
+        _start_worker(local)
         yield local
     finally:
-        for proc in reversed(procs):  # the worker first, while the server still answers it
-            _stop(proc)
+        # the worker first, while the server still answers it
+        for proc in (local.worker, server):
+            if proc is not None:
+                _stop(proc)
 
 
 @pytest.fixture
@@ -209,9 +325,19 @@ def _eventually(check: Callable[[], bool], timeout: float) -> bool:
     return check()
 
 
-def test_deploy_all_registers_both_deployments(local_prefect: LocalPrefect, client) -> None:
+def test_setup_registers_the_deployments_and_can_run_twice(
+    local_prefect: LocalPrefect, client
+) -> None:
+    first, second = local_prefect.setup_outputs
+    assert "created automation bioxen-crash-zombie-runs" in first
+    assert f"work pool {POOL} exists" in second  # the second run creates nothing twice
+    assert "updated automation bioxen-crash-zombie-runs" in second
+
     pool = client.read_work_pool(POOL)
     assert pool.type == "process"
+    [zombie] = client.read_automations_by_name(ZOMBIE_AUTOMATION)
+    assert zombie.enabled and zombie.trigger.posture == "Proactive"
+    assert zombie.trigger.after == {"prefect.flow-run.heartbeat"}
 
     nightly = client.read_deployment_by_name(COMPARE)
     assert nightly.work_pool_name == POOL
@@ -225,6 +351,16 @@ def test_deploy_all_registers_both_deployments(local_prefect: LocalPrefect, clie
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
     assert {"bioxen", "nightly"} <= set(nightly.tags)
     assert nightly.description
+    assert nightly.global_concurrency_limit.limit == 1
+    assert nightly.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+    form = nightly.parameter_openapi_schema["properties"]
+    assert "burden_percent" in form["package"]["description"]  # the UI form's help text
+    assert form["replicates"]["description"]
+
+    cleanup = client.read_deployment_by_name(CLEANUP)
+    assert "bioxen" not in cleanup.tags
+    [trigger] = client.read_resource_related_automations(f"prefect.deployment.{cleanup.id}")
+    assert trigger.trigger.expect == {"prefect.flow-run.Crashed"}
 
     lifecycle = client.read_deployment_by_name(LIFECYCLE)
     assert lifecycle.work_pool_name == POOL
@@ -236,8 +372,57 @@ def test_deploy_all_registers_both_deployments(local_prefect: LocalPrefect, clie
     }]
 
 
+def test_scheduler_creates_nightly_runs_and_the_worker_completes_one(
+    local_prefect: LocalPrefect, client
+) -> None:
+    """The bug this guards: with SQLAlchemy 2.1 every scheduler cycle failed (bulk DML) and
+    no scheduled run was ever created, while the deployment looked active in the UI."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+
+    def scheduled(deployment: str) -> list[Any]:
+        deployment_id = client.read_deployment_by_name(deployment).id
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+            sort="EXPECTED_START_TIME_ASC",
+        )
+
+    assert _eventually(lambda: len(scheduled(COMPARE)) >= 3, timeout=60), (
+        f"no scheduled runs of the nightly comparison:\n{local_prefect.log_tail('server')}"
+    )
+    nightly_runs = scheduled(COMPARE)
+    times = [run.expected_start_time for run in nightly_runs]
+    assert all((t.hour, t.minute) == (2, 0) for t in times), times
+    assert times == sorted(times) and len(set(times)) == len(times)
+
+    # the test-only copy's first run is due ~20 s after setup: the worker must complete it
+    assert _eventually(lambda: bool(scheduled(SCHEDULED)), timeout=60)
+    first = scheduled(SCHEDULED)[0]
+    assert first.auto_scheduled
+    run = _wait_final(client, first.id, local_prefect)
+    assert run.state.is_completed(), f"{run.state}\n{local_prefect.log_tail('worker')}"
+    assert run.name == "syn3a-ecoli-x1-0.5h"
+    latest = local_prefect.scheduled_out / "latest"
+    assert latest.resolve().name.endswith(str(run.id).replace("-", "")[:8])
+    with (latest / "summary.csv").open(newline="") as f:
+        assert [row["organism"] for row in csv.DictReader(f)] == ["syn3a", "ecoli"]
+
+
 def test_worker_runs_lifecycle_and_comparison(local_prefect: LocalPrefect, client) -> None:
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+    )
 
     from bioxen_flows.vm import list_bio_vms
 
@@ -262,11 +447,18 @@ def test_worker_runs_lifecycle_and_comparison(local_prefect: LocalPrefect, clien
     assert by_key["compare-organisms-report"].type == "markdown"
     assert "syn3a" in str(by_key["compare-organisms-summary"].data)
 
-    with (out_dir / "summary.csv").open(newline="") as f:
+    result_dir = out_dir / "latest"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d-syn3a-ecoli-x1-0\.5h-[0-9a-f]{8}",
+                        result_dir.resolve().name)
+    with (result_dir / "summary.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert sorted(row["organism"] for row in rows) == ["ecoli", "syn3a"]
-    assert (out_dir / "growth.png").stat().st_size > 0
-    assert (out_dir / "timeseries.parquet").exists()
+    assert list(rows[0])[:2] == ["organism", "burden_percent"]
+    assert (result_dir / "growth.png").stat().st_size > 0
+    assert (result_dir / "timeseries.parquet").exists()
+    task_names = {t.name for t in client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[compare_id])))}
+    assert "execute-biological-process-syn3a-batch1" in task_names, task_names
 
     assert local_prefect.bioxen_home.exists(), "the flow runs did not use the worker's store"
     assert list_bio_vms() == []
@@ -308,3 +500,44 @@ def test_cancelling_a_running_comparison_destroys_its_vms(
         f"VMs leaked after cancellation: {[vm['vm_id'] for vm in list_bio_vms()]}\n"
         f"{local_prefect.log_tail('worker')}"
     )
+
+
+def test_a_run_killed_with_its_worker_is_crashed_and_its_vms_destroyed(
+    local_prefect: LocalPrefect, client
+) -> None:
+    """kill -9 of the worker and the flow run process: no hook can run. The server's
+    bioxen-crash-zombie-runs automation marks the run Crashed once its heartbeats (30 s)
+    stop for 90 s; that state triggers the cleanup-crashed-run deployment, which a
+    restarted worker (systemd's Restart=) runs, and the VMs are destroyed.
+    """
+    from bioxen_flows.vm import list_bio_vms
+
+    run_id = _start(client, COMPARE, {
+        "organisms": ["syn3a", "ecoli", "minimal_cell"], "replicates": 100, "hours": 168,
+        "package": "gfp_reporter", "out_dir": str(local_prefect.tmp / "zombie_out"),
+    })
+    assert _eventually(lambda: bool(list_bio_vms()), timeout=RUN_TIMEOUT), (
+        f"no VM appeared:\n{local_prefect.log_tail('worker')}"
+    )
+    assert client.read_flow_run(run_id).state.is_running()
+    worker = psutil.Process(local_prefect.worker.pid)
+    victims = [worker, *worker.children(recursive=True)]
+    for proc in victims:
+        proc.kill()  # SIGKILL: no hook, no final state, no goodbye
+    psutil.wait_procs(victims, timeout=30)
+    local_prefect.worker.wait(timeout=30)
+    leaked = len(list_bio_vms())
+    assert leaked > 0
+    assert client.read_flow_run(run_id).state.is_running()  # the zombie
+
+    _start_worker(local_prefect)  # what Restart=on-failure does
+    assert _eventually(lambda: client.read_flow_run(run_id).state.is_crashed(), timeout=300), (
+        f"still {client.read_flow_run(run_id).state}\n{local_prefect.log_tail('server')}"
+    )
+    assert "heartbeat" in client.read_flow_run(run_id).state.message
+    assert _eventually(lambda: list_bio_vms() == [], timeout=RUN_TIMEOUT), (
+        f"{len(list_bio_vms())} of {leaked} VMs left\n{local_prefect.log_tail('worker')}"
+    )
+    [cleanup] = [r for r in client.read_flow_runs()
+                 if r.parameters.get("flow_run") == f"prefect.flow-run.{run_id}"]
+    assert _wait_final(client, cleanup.id, local_prefect).state.is_completed()

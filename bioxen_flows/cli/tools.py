@@ -210,7 +210,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary = pd.DataFrame(result["summary"])
     with pd.option_context("display.width", 160, "display.float_format", "{:,.4g}".format):
         print(summary.to_string(index=False))
-    print("\n" + "\n".join(f"wrote {path}" for path in result["paths"].values()))
+    print(f"\nresults in {result['out_dir']} ({result['latest']} points there):")
+    print("\n".join(f"  {Path(path).name}" for path in result["paths"].values()))
     return 0
 
 

@@ -3,7 +3,14 @@
 Teardown is guaranteed three ways: a `finally` in the flow body (failures), and
 `on_crashed` / `on_cancellation` hooks (a killed or cancelled run). All three destroy
 the VMs labelled with the flow run's id, so none is leaked even if the task that
-created it never returned.
+created it never returned. A run whose process died with its worker (kill -9, a lost
+machine) runs no hook: the server marks it Crashed when its heartbeats stop
+(deployments/automations.yaml) and the `cleanup-crashed-run` deployment, triggered by that
+state, runs `cleanup_crashed_run` to destroy its VMs.
+
+Each comparison writes to a directory of its own under `out_dir`
+(`<UTC date>-<flow run name>-<run id prefix>`) and points `<out_dir>/latest` at it, so
+runs that share an `out_dir` never overwrite each other.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import re
 from itertools import islice
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, tags
 from prefect.futures import PrefectFuture
@@ -42,6 +50,23 @@ from bioxen_flows.vm import destroy_labelled_vms
 
 DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
 MAX_WORKERS = 4
+# A whole run's upper bound; the nightly comparison (12 VMs, 24 simulated hours) takes
+# well under a minute, 100 replicates x 3 organisms x 168 hours about an hour.
+COMPARE_TIMEOUT_S = 6 * 60 * 60
+LIFECYCLE_TIMEOUT_S = 2 * 60 * 60
+
+
+def _compare_run_name() -> str:
+    """`syn3a-ecoli-x3-24h`: organisms, replicates and simulated hours, readable in the UI."""
+    params = current_run.parameters or {}
+    organisms = params.get("organisms") or DEFAULT_ORGANISMS
+    return (f"{'-'.join(map(str, organisms))}-x{params.get('replicates', 1)}"
+            f"-{float(params.get('hours', 2.0)):g}h")
+
+
+def _lifecycle_run_name() -> str:
+    params = current_run.parameters or {}
+    return f"lifecycle-{params.get('organism', 'syn3a')}-{params.get('vm_type', 'basic')}"
 
 
 def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
@@ -78,6 +103,8 @@ def _owner() -> str:
 
 @flow(
     name="compare-organisms",
+    flow_run_name=_compare_run_name,
+    timeout_seconds=COMPARE_TIMEOUT_S,
     task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS),
     on_crashed=[_teardown_hook],
     on_cancellation=[_teardown_hook],
@@ -96,13 +123,35 @@ def compare_organisms(
     batch_size: int = 3,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Grow `replicates` cells of each organism (default: all three) for `hours`, compare.
+    """Grow `replicates` cells of each organism for `hours` and compare them.
 
-    With a `package`, each organism also gets a control VM without it (same caps, same
-    seed) and the summary reports the package's burden. A `seed` switches on the
-    stochastic mode (replicate r uses seed + r). `config` is merged into every VM's config
-    (e.g. `{"xcpng_config": {...}}` for vm_type "xcpng"). Results: tidy time series and
-    summary as Parquet + CSV, a PNG plot, and Prefect artifacts.
+    Results go to a new directory `<out_dir>/<UTC date>-<flow run name>-<run id prefix>`
+    (tidy time series and summary as Parquet + CSV, growth.png), `<out_dir>/latest` points
+    at it, and the run publishes the compare-organisms-summary (table) and
+    compare-organisms-report (markdown with the plot) artifacts.
+
+    Args:
+        organisms: Organisms to compare, among syn3a, ecoli and minimal_cell (default: all
+            three).
+        replicates: Cells per organism (1-100); the summary gives their mean and sd.
+        hours: Simulated hours each cell grows (> 0, at most 168).
+        package: Guest package installed in every cell (e.g. gfp_reporter). Each organism
+            then also gets a control cell without it, and the summary reports the
+            package's burden_percent (growth lost relative to the control).
+        atp_percent: Energy supply cap, % of the organism's maximum (default: uncapped).
+        ribosomes: Ribosome cap per cell, molecules (default: uncapped).
+        seed: Stochastic (Gillespie) mode with this seed; replicate r uses seed + r.
+            Default: deterministic ODE.
+        out_dir: Folder for the results; each run writes a subdirectory of its own.
+            Relative paths are relative to the working directory (for deployments, the
+            checkout).
+        vm_type: Infrastructure: basic (in-process engine) or xcpng (a VM on an XCP-ng
+            pool).
+        batch_size: VMs per task run (1-100).
+        config: Merged into every VM's config, e.g. {"xcpng_config": {...}} for xcpng.
+
+    Returns:
+        The summary rows, the run directory (out_dir), the file paths and the VM count.
     """
     organisms = list(organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, replicates, hours, batch_size)
@@ -126,12 +175,17 @@ def compare_organisms(
     submitted: list[PrefectFuture] = []
     try:
         futures = []
-        for batch in _batches(specs, batch_size):
+        for batch, label in _labelled(_batches(specs, batch_size)):
+            create, start, execute, collect = (
+                t.with_options(task_run_name=f"{t.name}-{label}") for t in
+                (create_bio_vms, start_bio_vms, execute_biological_process,
+                 collect_biological_metrics)
+            )
             with tags(batch[0]["organism"], vm_type):
-                created = create_bio_vms.submit(batch, owner)
-                started = start_bio_vms.submit(created)
-                ran = execute_biological_process.submit(started, _program(batch[0], hours))
-                collected = collect_biological_metrics.submit(started, wait_for=[ran])
+                created = create.submit(batch, owner)
+                started = start.submit(created)
+                ran = execute.submit(started, _program(batch[0], hours))
+                collected = collect.submit(started, wait_for=[ran])
             submitted += [created, started, ran, collected]
             futures.append((ran, collected))
         results, metrics = {}, {}
@@ -141,14 +195,20 @@ def compare_organisms(
         series = reporting.timeseries_frame(specs, results)
         summary = reporting.summary_frame(specs, metrics)
         png = reporting.plot_png(series)
-        paths = reporting.write_results(series, summary, png, Path(out_dir))
+        run_dir = reporting.run_directory(
+            Path(out_dir), current_run.get_name() or "compare-organisms", owner
+        )
+        paths = reporting.write_results(series, summary, png, run_dir)
+        latest = reporting.point_latest(Path(out_dir), run_dir)
         reporting.publish_artifacts(summary, png, key="compare-organisms")
     finally:
         _settle(submitted)  # a batch still creating VMs must not outlive the teardown
         _teardown(owner, vm_type, config)
-    log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    log.info("results in %s (%s now points there)", run_dir, latest)
     return {
         "summary": summary.astype(object).where(summary.notna(), None).to_dict("records"),
+        "out_dir": str(run_dir),
+        "latest": str(latest),
         "paths": {k: str(v) for k, v in paths.items()},
         "vms": len(specs),
     }
@@ -156,6 +216,8 @@ def compare_organisms(
 
 @flow(
     name="vm-lifecycle",
+    flow_run_name=_lifecycle_run_name,
+    timeout_seconds=LIFECYCLE_TIMEOUT_S,
     on_crashed=[_teardown_hook],
     on_cancellation=[_teardown_hook],
 )
@@ -166,7 +228,16 @@ def vm_lifecycle(
     vm_id: str | None = None,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One VM through create -> start -> process program -> metrics -> teardown."""
+    """One VM through create -> start -> process program -> metrics -> teardown.
+
+    Args:
+        organism: syn3a, ecoli or minimal_cell.
+        program: Process program, one call per line, e.g. grow(minutes=60) or
+            install("gfp_reporter").
+        vm_type: Infrastructure: basic (in-process engine) or xcpng.
+        vm_id: The VM's id (default: derived from the flow run id).
+        config: The VM's config, e.g. {"xcpng_config": {...}} for xcpng.
+    """
     owner = _owner()
     vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
@@ -183,6 +254,32 @@ def vm_lifecycle(
     finally:
         _teardown(owner, vm_type, config)
     return {"vm_id": vm_id, "metrics": metrics, "timeseries": result["timeseries"]}
+
+
+@flow(name="cleanup-crashed-run", flow_run_name="cleanup-{flow_run}",
+      timeout_seconds=30 * 60)
+def cleanup_crashed_run(flow_run: str) -> list[str]:
+    """Destroy the VMs of a flow run that died without running its hooks.
+
+    Triggered by the `cleanup-crashed-run` deployment when a bioxen run becomes Crashed
+    (prefect.yaml); idempotent, so a run whose own hook already cleaned up costs nothing.
+
+    Args:
+        flow_run: The crashed flow run's id, or its event resource id
+            (prefect.flow-run.<id>).
+    """
+    from prefect.client.orchestration import get_client
+
+    run_id = flow_run.rsplit(".", 1)[-1]
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+    if run.state is not None and not run.state.is_final():
+        raise RuntimeError(f"flow run {run_id} is {run.state.name}, not finished: keeping its VMs")
+    destroyed = destroy_labelled_vms(OWNER_LABEL, str(run.id))
+    _teardown_hook(None, run, run.state)  # XCP-ng clones it never registered, if any
+    get_run_logger().info("destroyed %d VM(s) of flow run %s: %s",
+                          len(destroyed), run.id, ", ".join(destroyed))
+    return destroyed
 
 
 @flow(name="reap-xcpng-vms")
@@ -211,6 +308,19 @@ def _program(spec: dict[str, Any], hours: float) -> str:
     """The process program for a batch (json.dumps escapes the package name as a literal)."""
     lines = [f"install({json.dumps(spec['package'])})"] if spec["package"] else []
     return "\n".join([*lines, f"grow(minutes={hours * 60!r})"])
+
+
+def _labelled(batches: list[list[dict[str, Any]]]) -> list[tuple[list[dict[str, Any]], str]]:
+    """Each batch with a label for its task runs: organism, role, batch number
+    (`syn3a-batch1`, `ecoli-control-batch1`)."""
+    counts: dict[tuple, int] = {}
+    out = []
+    for batch in batches:
+        key = (batch[0]["organism"], batch[0]["role"])
+        counts[key] = counts.get(key, 0) + 1
+        role = "" if key[1] == "cell" else f"-{key[1]}"
+        out.append((batch, f"{key[0]}{role}-batch{counts[key]}"))
+    return out
 
 
 def _batches(specs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import base64
 import io
+import math
+import os
+import re
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -52,12 +57,52 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
         control_growth = controls["growth_rate_per_min"].reindex(summary.index)
         summary["control_growth_rate_per_min"] = control_growth
         summary["burden_percent"] = 100.0 * (1 - summary["growth_rate_per_min"] / control_growth)
-    return summary.reset_index()
+    summary = summary.reset_index()
+    if "burden_percent" in summary:  # the key number, next to the organism it belongs to
+        summary.insert(1, "burden_percent", summary.pop("burden_percent"))
+    return summary
+
+
+LATEST = "latest"
+
+
+def run_directory(out_dir: Path, run_name: str, run_id: str, now: datetime | None = None) -> Path:
+    """`<out_dir>/<UTC date>-<flow run name>-<run id prefix>`: one directory per run.
+
+    The run id makes it unique (two runs may share a name); the date and the name make it
+    findable next to the run in the Prefect UI. Characters outside [A-Za-z0-9._+-] become
+    '_', so a name can never leave `out_dir`.
+    """
+    day = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
+    name = re.sub(r"[^A-Za-z0-9._+-]", "_", run_name).strip("._") or "run"
+    short_id = re.sub(r"[^A-Za-z0-9]", "", run_id)[:8] or "local"
+    return out_dir / f"{day}-{name[:80]}-{short_id}"
+
+
+def point_latest(out_dir: Path, run_dir: Path) -> Path:
+    """Make `<out_dir>/latest` point at `run_dir`, atomically (readers never see it missing).
+
+    A relative symlink, replaced with rename(2); where symlinks are not possible, a text
+    file holding the directory's name, also replaced atomically.
+    """
+    latest = out_dir / LATEST
+    tmp = out_dir / f".{LATEST}-{uuid.uuid4().hex}"
+    try:
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+    except OSError:
+        tmp.write_text(run_dir.name + "\n")
+    try:
+        os.replace(tmp, latest)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return latest
 
 
 def write_results(
     series: pd.DataFrame, summary: pd.DataFrame, png: bytes, out_dir: Path
 ) -> dict[str, Path]:
+    """Write the run's files into `out_dir` (a run directory of its own, see run_directory)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "timeseries_parquet": out_dir / "timeseries.parquet",
@@ -116,12 +161,28 @@ def markdown_summary(summary: pd.DataFrame, png: bytes, title: str) -> str:
     return "\n".join(lines)
 
 
+def significant(value: Any, digits: int = 4) -> Any:
+    """A float rounded to `digits` significant figures (other values unchanged)."""
+    if isinstance(value, float) and math.isfinite(value) and value != 0:
+        return round(value, digits - 1 - math.floor(math.log10(abs(value))))
+    return value
+
+
+def artifact_records(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    """The summary as table rows for the UI: 4 significant figures, missing values None."""
+    records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
+    return [{k: significant(v) for k, v in row.items()} for row in records]
+
+
 def publish_artifacts(summary: pd.DataFrame, png: bytes, key: str) -> None:
     """Table and markdown artifacts, shown on the flow run's page in the Prefect UI."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    records = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
-    create_table_artifact(records, key=f"{key}-summary", description="Per-organism summary")
+    create_table_artifact(
+        artifact_records(summary), key=f"{key}-summary",
+        description="Per-organism summary (4 significant figures; burden_percent = growth "
+                    "lost to the package relative to the control cell)",
+    )
     create_markdown_artifact(
         markdown_summary(summary, png, "BioXen organism comparison"),
         key=f"{key}-report", description="Summary table and growth plot",

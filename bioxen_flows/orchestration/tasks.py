@@ -4,6 +4,11 @@ Tasks take and return VM ids (strings), never VM objects: every task loads its V
 from the state store, so the same tasks run on threads, processes or Dask workers.
 A task handles a batch of VMs, because one simulation step is often cheaper than a
 task run's own overhead.
+
+Every task changes or reads live VM state, so none is cached (`NO_CACHE`): Prefect's
+default policy would return a stored result for a second call with the same inputs in
+the same run (a second teardown would destroy nothing). Each has a timeout, so a stuck
+step fails the run instead of holding it (and its VMs) forever.
 """
 
 from __future__ import annotations
@@ -11,12 +16,32 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
 from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
 
 OWNER_LABEL = "flow_run_id"
+# Upper bounds for one batch (the default batch is 3 VMs): a whole-cell simulation of 168
+# simulated hours takes well under a minute per VM; XCP-ng provisioning a few minutes.
+SETUP_TIMEOUT_S = 30 * 60
+PROCESS_TIMEOUT_S = 2 * 60 * 60
+
+
+def batch_run_name() -> str:
+    """Task run name: the task, the organism(s) and the VMs of its batch, e.g.
+    `start-bio-vms-syn3a-cmp-1a2b3c4d-syn3a-0..2` (shown in the UI instead of `-1eb`)."""
+    from prefect.runtime import task_run
+
+    params = task_run.parameters or {}
+    specs = params.get("specs") or []
+    ids = [s["vm_id"] for s in specs] if specs else list(params.get("vm_ids") or [])
+    organisms = sorted({s["organism"] for s in specs})
+    head = "-".join([task_run.task_name or "task", *organisms])
+    if not ids:
+        return f"{head}-{params.get('owner', '')}".rstrip("-")
+    return f"{head}-{ids[0]}" + (f"..{ids[-1].rsplit('-', 1)[-1]}" if len(ids) > 1 else "")
 
 
 def retry_transient_only(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect hook)
@@ -66,6 +91,9 @@ def vm_spec(
 
 @task(
     name="create-bio-vms",
+    task_run_name=batch_run_name,
+    cache_policy=NO_CACHE,
+    timeout_seconds=SETUP_TIMEOUT_S,
     retries=3,
     retry_delay_seconds=[2, 10, 30],
     retry_condition_fn=retry_transient_only,
@@ -86,7 +114,8 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
     return created
 
 
-@task(name="start-bio-vms", retries=3, retry_delay_seconds=[2, 10, 30],
+@task(name="start-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
+      timeout_seconds=SETUP_TIMEOUT_S, retries=3, retry_delay_seconds=[2, 10, 30],
       retry_condition_fn=retry_transient_only)
 def start_bio_vms(vm_ids: list[str]) -> list[str]:
     for vm_id in vm_ids:
@@ -97,7 +126,8 @@ def start_bio_vms(vm_ids: list[str]) -> list[str]:
     return vm_ids
 
 
-@task(name="execute-biological-process")
+@task(name="execute-biological-process", task_run_name=batch_run_name, cache_policy=NO_CACHE,
+      timeout_seconds=PROCESS_TIMEOUT_S)
 def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[str, Any]]:
     """Run one process program on each VM; returns each VM's time series and summary."""
     log = get_run_logger()
@@ -113,13 +143,15 @@ def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[s
     return results
 
 
-@task(name="collect-biological-metrics")
+@task(name="collect-biological-metrics", task_run_name=batch_run_name, cache_policy=NO_CACHE,
+      timeout_seconds=SETUP_TIMEOUT_S)
 def collect_biological_metrics(vm_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Each VM's current metrics (JSON-ready: infinities become None)."""
     return {vm_id: json_safe(load_bio_vm(vm_id).get_biological_metrics()) for vm_id in vm_ids}
 
 
-@task(name="teardown-bio-vms", retries=3, retry_delay_seconds=[2, 10, 30],
+@task(name="teardown-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
+      timeout_seconds=SETUP_TIMEOUT_S, retries=3, retry_delay_seconds=[2, 10, 30],
       retry_condition_fn=retry_transient_only)
 def teardown_bio_vms(owner: str) -> list[str]:
     """Destroy every VM the owner created, whatever state it is in."""

@@ -9,12 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
-from bioxen_flows.orchestration.tasks import retry_transient_only
+from bioxen_flows.orchestration.tasks import SETUP_TIMEOUT_S, retry_transient_only
 from bioxen_flows.xcpng import backend
 
+# Every step changes the pool: never cached; bounded, so a hung XAPI call fails the run.
 RETRIES = {"retries": 4, "retry_delay_seconds": [2, 5, 15, 30],
-           "retry_condition_fn": retry_transient_only}
+           "retry_condition_fn": retry_transient_only,
+           "cache_policy": NO_CACHE, "timeout_seconds": SETUP_TIMEOUT_S}
 
 
 @task(name="xcpng-clone-template", **RETRIES)
