@@ -34,6 +34,7 @@ def read_artifacts(keys: list[str]) -> dict[str, object]:
     return {a.key: a for a in found}
 
 
+@pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 def test_comparison_agrees_with_the_engine_and_publishes_results(tmp_path):
     result = compare_organisms(
         organisms=["ecoli", "syn3a"], replicates=2, hours=0.5,
@@ -98,6 +99,7 @@ def test_runs_are_named_and_described_for_the_ui(tmp_path):
     assert vm_lifecycle.parameters.properties["program"]["description"]
 
 
+@pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 def test_two_comparisons_at_once_with_one_out_dir_both_keep_their_results(tmp_path):
     """Two runs started together into the same out_dir: two directories, both complete."""
     out = tmp_path / "shared"
@@ -124,6 +126,7 @@ def test_comparison_without_package_reports_engine_doubling(tmp_path):
     assert "burden_percent" not in row
 
 
+@pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 def test_lifecycle_flow_runs_one_vm_and_tears_it_down():
     out = vm_lifecycle(
         organism="ecoli",
@@ -134,6 +137,7 @@ def test_lifecycle_flow_runs_one_vm_and_tears_it_down():
     assert list_bio_vms() == []
 
 
+@pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 def test_process_error_still_tears_down(tmp_path):
     with pytest.raises(ValueError, match="unknown package"):
         compare_organisms(organisms=["syn3a", "ecoli"], hours=0.25,
@@ -182,6 +186,7 @@ def test_transient_faults_retry_and_bad_input_does_not(monkeypatch):
     assert list_bio_vms() == []
 
 
+@pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 def test_killed_flow_run_leaves_no_vm(prefect_api_url, bioxen_home):
     """SIGTERM mid-run: Prefect marks the run Crashed and the on_crashed hook tears down."""
     code = (
