@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bioxen_flows.cli import output
+from bioxen_flows.errors import InputError
 
 if TYPE_CHECKING:
     from bioxen_flows.vm import BiologicalVM
@@ -32,7 +33,7 @@ def _config_from_file(path: Path, bio_type: str, vm_type: str | None) -> tuple[d
     config = ConfigManager().load_from_file(path)
     named = config.pop("biological_type", None)
     if named is not None and named != bio_type:
-        raise ValueError(f"{path} is a config for {named!r}, but {bio_type!r} was requested")
+        raise InputError(f"{path} is a config for {named!r}, but {bio_type!r} was requested")
     file_vm_type = config.pop("vm_type", "basic")
     return config, vm_type or file_vm_type
 
@@ -242,9 +243,9 @@ def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Sample until Ctrl-C (exit 0) or --count: a live table on a terminal, lines otherwise."""
     if args.interval <= 0:
-        raise ValueError(f"--interval must be > 0 seconds, got {args.interval:g}")
+        raise InputError(f"--interval must be > 0 seconds, got {args.interval:g}")
     if args.count is not None and args.count < 1:
-        raise ValueError(f"--count must be >= 1, got {args.count}")
+        raise InputError(f"--count must be >= 1, got {args.count}")
     samples: list[dict[str, Any]] = []
 
     def take() -> bool:

@@ -13,13 +13,14 @@ import yaml
 from pydantic import ValidationError
 
 from bioxen_flows.config.models import VMConfig
+from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_profile, get_supported_biological_types
 
 VM_TYPES = ("basic", "xcpng")
 _SUFFIX_FORMAT = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(InputError):
     """A config file that cannot be parsed; the message starts with 'path:line:'."""
 
 
@@ -41,7 +42,7 @@ def _has_password(value: Any) -> bool:
 def _format_of(path: Path, fmt: str | None = None) -> str:
     fmt = fmt or _SUFFIX_FORMAT.get(path.suffix.lower())
     if fmt not in ("json", "yaml"):
-        raise ValueError(f"{path}: cannot tell the format; use .json/.yaml/.yml or format=")
+        raise InputError(f"{path}: cannot tell the format; use .json/.yaml/.yml or format=")
     return fmt
 
 
@@ -77,7 +78,7 @@ class ConfigManager:
             found = [p for p in self.search_paths if p.is_file()]
             if not found:
                 searched = ", ".join(str(p) for p in self.search_paths)
-                raise ValueError(f"no configuration file found; searched: {searched}")
+                raise InputError(f"no configuration file found; searched: {searched}")
             path = found[0]
         path = Path(path).expanduser()
         text = path.read_text(encoding="utf-8")
@@ -105,11 +106,11 @@ class ConfigManager:
     ) -> Path:
         """Write atomically (never a half-written config) and never a password."""
         if _has_password(config):
-            raise ValueError("refusing to save a 'password' key; use password_env or a Secret")
+            raise InputError("refusing to save a 'password' key; use password_env or a Secret")
         try:
             VMConfig.model_validate(config)
         except ValidationError as exc:
-            raise ValueError("invalid configuration: " + "; ".join(_error_strings(exc))) from exc
+            raise InputError("invalid configuration: " + "; ".join(_error_strings(exc))) from exc
         path = Path(path).expanduser()
         fmt = _format_of(path, format)
         if fmt == "json":
@@ -168,7 +169,7 @@ class ConfigManager:
                 "known_hosts_path": "~/.ssh/known_hosts",
             }
         elif vm_type not in VM_TYPES:
-            raise ValueError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
+            raise InputError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
         return VMConfig.model_validate(config).model_dump(exclude_none=True)
 
     def merge_configs(self, base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

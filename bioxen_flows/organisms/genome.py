@@ -15,6 +15,8 @@ from types import MappingProxyType
 from Bio import SeqIO
 from Bio.SeqFeature import SeqFeature
 
+from bioxen_flows.errors import InputError
+
 RNA_TYPES = ("tRNA", "rRNA", "ncRNA", "tmRNA", "misc_RNA")
 _ESSENTIALITY_ALIASES = {
     "essential": "essential",
@@ -25,7 +27,7 @@ _ESSENTIALITY_ALIASES = {
 }
 
 
-class EssentialityUnavailableError(ValueError):
+class EssentialityUnavailableError(InputError):
     """Raised when essentiality is requested but no essentiality data was loaded."""
 
 
@@ -95,13 +97,13 @@ class Genome:
         known = {g.locus_tag for g in self.genes}
         unknown = sorted(tag for tag in mapping if tag not in known)
         if unknown:
-            raise ValueError(f"{len(unknown)} locus tag(s) not in {self.accession}: "
+            raise InputError(f"{len(unknown)} locus tag(s) not in {self.accession}: "
                              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
         clean = {}
         for tag, value in mapping.items():
             norm = _normalize_essentiality(value)
             if norm is None:
-                raise ValueError(f"bad essentiality value {value!r} for {tag}")
+                raise InputError(f"bad essentiality value {value!r} for {tag}")
             clean[tag] = norm
         return replace(self, essentiality=MappingProxyType(clean))
 
@@ -137,13 +139,13 @@ def load_genbank(path: str | Path) -> Genome:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"GenBank file not found: {path}")
+        raise InputError(f"GenBank file not found: {path}")
     try:
         record = next(SeqIO.parse(path, "genbank"), None)
     except Exception as exc:  # Biopython raises various parser errors
-        raise ValueError(f"{path} is not a valid GenBank file: {exc}") from exc
+        raise InputError(f"{path} is not a valid GenBank file: {exc}") from exc
     if record is None:
-        raise ValueError(f"{path} is not a GenBank file (no LOCUS record found)")
+        raise InputError(f"{path} is not a GenBank file (no LOCUS record found)")
 
     gene_feats: dict[str, SeqFeature] = {}
     product_feats: dict[str, SeqFeature] = {}
@@ -187,12 +189,12 @@ def load_essentiality_csv(path: str | Path) -> dict[str, str]:
     """Read a CSV with `locus_tag` and `essentiality` columns into a normalized mapping."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"essentiality CSV not found: {path}")
+        raise InputError(f"essentiality CSV not found: {path}")
     with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
         if "locus_tag" not in columns or "essentiality" not in columns:
-            raise ValueError(f"{path}: header must contain 'locus_tag' and 'essentiality' "
+            raise InputError(f"{path}: header must contain 'locus_tag' and 'essentiality' "
                              f"columns, got {reader.fieldnames}")
         mapping = {}
         for row in reader:
@@ -201,7 +203,7 @@ def load_essentiality_csv(path: str | Path) -> dict[str, str]:
             value = _normalize_essentiality(raw) if raw is not None else None
             if not tag or value is None:
                 what = "empty locus_tag" if not tag else f"bad essentiality value {raw!r}"
-                raise ValueError(f"{path}, line {reader.line_num}: {what} (expected essential, "
+                raise InputError(f"{path}, line {reader.line_num}: {what} (expected essential, "
                                  "quasiessential or nonessential)")
             mapping[tag] = value
     return mapping
