@@ -30,6 +30,8 @@ def read_bytes_file(path: str | Path, *, max_bytes: int, what: str = "file") -> 
     path = Path(path).expanduser()
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}: No such file or directory") from None
     except OSError as exc:
         raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
     try:

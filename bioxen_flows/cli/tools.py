@@ -45,23 +45,12 @@ def cmd_config_template(args: argparse.Namespace) -> int:
 
 
 def _raw_config(path: Path) -> dict[str, Any]:
-    """The mapping as written in the file; syntax errors come from ConfigManager (path:line)."""
-    import json
+    """The mapping as written in the file; errors are one line ('path:line: ...')."""
+    from bioxen_flows.config.manager import ConfigFileError, read_config_file
 
-    import yaml
-
-    from bioxen_flows.config import ConfigManager
-
-    data: Any = None
-    if path.suffix.lower() in CONFIG_SUFFIXES:
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError):
-            data = None
+    data = read_config_file(path)
     if not isinstance(data, dict):
-        ConfigManager().load_from_file(path)  # raises the one-line 'path:line: ...' error
-        raise InputError(f"{path}: not a configuration mapping")  # pragma: no cover
+        raise ConfigFileError(f"{path}:1: top level must be a mapping")
     return data
 
 

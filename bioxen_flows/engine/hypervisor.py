@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
 from bioxen_flows.engine.cell import Cell
+from bioxen_flows.errors import BudgetError, InputError
 
 DEFAULT_RIBOSOME_BUDGET = 100_000  # ribosomes the host can hand out (~30 E. coli cells' worth)
 DEFAULT_ATP_BUDGET_PERCENT = 1_000.0  # energy share: ten cells at 100 % of their maximum
@@ -35,7 +36,7 @@ class Hypervisor:
         atp_budget_percent: float = DEFAULT_ATP_BUDGET_PERCENT,
     ) -> None:
         if ribosome_budget < 1 or atp_budget_percent <= 0:
-            raise ValueError("host budgets must be positive")
+            raise InputError("host budgets must be positive")
         self.ribosome_budget = int(ribosome_budget)
         self.atp_budget_percent = float(atp_budget_percent)
         self.lock = threading.RLock()  # held by callers that change several caps at once
@@ -53,7 +54,7 @@ class Hypervisor:
         """Register a cell built elsewhere (e.g. restored from a snapshot)."""
         with self.lock:
             if vm_id in self._cells:
-                raise ValueError(f"a cell for VM {vm_id!r} already exists on this hypervisor")
+                raise InputError(f"a cell for VM {vm_id!r} already exists on this hypervisor")
             self._cells[vm_id] = cell
             self._allocations[vm_id] = Allocation()
         return cell
@@ -62,7 +63,7 @@ class Hypervisor:
         try:
             return self._cells[vm_id]
         except KeyError:
-            raise ValueError(f"no cell for VM {vm_id!r} on this hypervisor") from None
+            raise InputError(f"no cell for VM {vm_id!r} on this hypervisor") from None
 
     def remove_cell(self, vm_id: str) -> None:
         """Drop a cell and free its allocation; removing twice is harmless."""
@@ -78,12 +79,12 @@ class Hypervisor:
     def allocate_atp(self, vm_id: str, percent: float) -> Allocation:
         """Cap a VM's energy supply at `percent` (0 < p <= 100) of its organism's maximum."""
         if not _is_number(percent) or not 0 < percent <= 100:
-            raise ValueError(f"ATP allocation must be a percentage in (0, 100], got {percent!r}")
+            raise InputError(f"ATP allocation must be a percentage in (0, 100], got {percent!r}")
         with self.lock:
             current = self._allocation(vm_id)
             used = sum(a.atp_percent or 0.0 for k, a in self._allocations.items() if k != vm_id)
             if used + percent > self.atp_budget_percent + 1e-9:
-                raise ValueError(
+                raise BudgetError(
                     f"ATP allocation of {percent} % exceeds the host budget: "
                     f"{self.atp_budget_percent - used:g} % available"
                 )
@@ -95,12 +96,12 @@ class Hypervisor:
     def allocate_ribosomes(self, vm_id: str, count: int) -> Allocation:
         """Cap the ribosomes (free + translating) a VM's cell may hold."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"ribosome allocation must be a positive integer, got {count!r}")
+            raise InputError(f"ribosome allocation must be a positive integer, got {count!r}")
         with self.lock:
             current = self._allocation(vm_id)
             used = sum(a.ribosomes or 0 for k, a in self._allocations.items() if k != vm_id)
             if used + count > self.ribosome_budget:
-                raise ValueError(
+                raise BudgetError(
                     f"ribosome allocation of {count} exceeds the host budget: "
                     f"{self.ribosome_budget - used} available"
                 )
@@ -122,7 +123,7 @@ class Hypervisor:
 
     def _allocation(self, vm_id: str) -> Allocation:
         if vm_id not in self._allocations:
-            raise ValueError(f"no cell for VM {vm_id!r} on this hypervisor")
+            raise InputError(f"no cell for VM {vm_id!r} on this hypervisor")
         return self._allocations[vm_id]
 
     def usage(self) -> dict[str, float]:

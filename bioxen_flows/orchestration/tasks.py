@@ -12,9 +12,9 @@ from typing import Any
 
 from prefect import get_run_logger, task
 
+from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
-from bioxen_flows.errors import TransientInfrastructureError
 
 OWNER_LABEL = "flow_run_id"
 
@@ -78,9 +78,11 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
         if _exists(spec["vm_id"]):  # a retried task resumes instead of failing on duplicates
             created.append(spec["vm_id"])
             continue
-        config = spec["config"]
+        config = dict(spec["config"])
+        placement = config.pop("placement", None)  # the backend's, passed apart from config
         config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
-        create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config)
+        create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
+                      placement=placement)
         log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
         created.append(spec["vm_id"])
     return created

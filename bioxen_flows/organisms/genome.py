@@ -18,6 +18,8 @@ from Bio.SeqFeature import SeqFeature
 from bioxen_flows.errors import InputError
 
 RNA_TYPES = ("tRNA", "rRNA", "ncRNA", "tmRNA", "misc_RNA")
+MAX_GENBANK_BYTES = 32 * 1024 * 1024  # an E. coli K-12 record with sequence is ~12 MB
+MAX_ESSENTIALITY_BYTES = 8 * 1024 * 1024
 _ESSENTIALITY_ALIASES = {
     "essential": "essential",
     "quasiessential": "quasiessential",
@@ -137,16 +139,35 @@ def load_genbank(path: str | Path) -> Genome:
     Only the FIRST record is used for multi-record files. Genes are matched to their CDS or
     RNA feature by locus_tag; a CDS (or gene) marked /pseudo or /pseudogene is a pseudogene.
     """
+    import io
+    import warnings
+
+    from Bio import BiopythonParserWarning
+
+    from bioxen_flows.files import read_text_file
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"GenBank file not found: {path}")
+    text = read_text_file(path, max_bytes=MAX_GENBANK_BYTES, what="GenBank file")
     try:
-        record = next(SeqIO.parse(path, "genbank"), None)
+        with warnings.catch_warnings():
+            # a location Biopython cannot read is an error here, not a warning and a None
+            warnings.simplefilter("error", BiopythonParserWarning)
+            record = next(SeqIO.parse(io.StringIO(text), "genbank"), None)
     except Exception as exc:  # Biopython raises various parser errors
-        raise InputError(f"{path} is not a valid GenBank file: {exc}") from exc
+        raise InputError(f"{path} is not a valid GenBank file: {_one_line(exc)}") from None
     if record is None:
         raise InputError(f"{path} is not a GenBank file (no LOCUS record found)")
+    try:
+        return _genome_of(record)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: a feature cannot be read: {_one_line(exc)}") from None
 
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _genome_of(record) -> Genome:  # record: Bio.SeqRecord.SeqRecord
     gene_feats: dict[str, SeqFeature] = {}
     product_feats: dict[str, SeqFeature] = {}
     for feat in record.features:
@@ -162,6 +183,8 @@ def load_genbank(path: str | Path) -> Genome:
     for tag in dict.fromkeys([*gene_feats, *product_feats]):
         gfeat, pfeat = gene_feats.get(tag), product_feats.get(tag)
         feat = pfeat or gfeat
+        if feat.location is None:
+            raise InputError(f"feature {tag!r} has no readable location")
         gq = gfeat.qualifiers if gfeat is not None else {}
         pq = pfeat.qualifiers if pfeat is not None else {}
         length_bp = len(feat.location)
@@ -187,23 +210,32 @@ def load_genbank(path: str | Path) -> Genome:
 
 def load_essentiality_csv(path: str | Path) -> dict[str, str]:
     """Read a CSV with `locus_tag` and `essentiality` columns into a normalized mapping."""
+    import io
+
+    from bioxen_flows.files import read_text_file
+
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"essentiality CSV not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
-        if "locus_tag" not in columns or "essentiality" not in columns:
-            raise InputError(f"{path}: header must contain 'locus_tag' and 'essentiality' "
-                             f"columns, got {reader.fieldnames}")
-        mapping = {}
-        for row in reader:
-            tag = (row[columns["locus_tag"]] or "").strip()
-            raw = row[columns["essentiality"]]
-            value = _normalize_essentiality(raw) if raw is not None else None
-            if not tag or value is None:
-                what = "empty locus_tag" if not tag else f"bad essentiality value {raw!r}"
-                raise InputError(f"{path}, line {reader.line_num}: {what} (expected essential, "
-                                 "quasiessential or nonessential)")
-            mapping[tag] = value
+    text = read_text_file(path, max_bytes=MAX_ESSENTIALITY_BYTES, what="essentiality CSV")
+    try:
+        return _essentiality_rows(io.StringIO(text, newline=""), path)
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a CSV file: {exc}") from None
+
+
+def _essentiality_rows(fh, path: Path) -> dict[str, str]:
+    reader = csv.DictReader(fh)
+    columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
+    if "locus_tag" not in columns or "essentiality" not in columns:
+        raise InputError(f"{path}: header must contain 'locus_tag' and 'essentiality' "
+                         f"columns, got {reader.fieldnames}")
+    mapping = {}
+    for row in reader:
+        tag = (row[columns["locus_tag"]] or "").strip()
+        raw = row[columns["essentiality"]]
+        value = _normalize_essentiality(raw) if raw is not None else None
+        if not tag or value is None:
+            what = "empty locus_tag" if not tag else f"bad essentiality value {raw!r}"
+            raise InputError(f"{path}, line {reader.line_num}: {what} (expected essential, "
+                             "quasiessential or nonessential)")
+        mapping[tag] = value
     return mapping

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioxen_flows.errors import InputError, NotFoundError
+
 SCHEMA_VERSION = 1
 SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
 _JSON_FIELDS = ("config", "allocations", "snapshot")
@@ -78,7 +80,7 @@ def _check_no_secrets(value: Any, where: str) -> None:
     if isinstance(value, dict):
         for key, item in value.items():
             if str(key).lower() in SECRET_KEYS and item not in (None, ""):
-                raise ValueError(
+                raise InputError(
                     f"refusing to store {key!r} in {where}: secrets are never persisted; "
                     "the password must come from the environment or a Prefect Secret block"
                 )
@@ -171,7 +173,7 @@ class StateStore:
                     row,
                 )
         except sqlite3.IntegrityError as exc:  # PRIMARY KEY: no check-then-insert race
-            raise ValueError(f"VM {record.vm_id!r} already exists") from exc
+            raise InputError(f"VM {record.vm_id!r} already exists") from exc
 
     def find_vm(self, vm_id: str) -> VMRecord | None:
         with self._connect() as conn:
@@ -181,7 +183,7 @@ class StateStore:
     def get_vm(self, vm_id: str) -> VMRecord:
         record = self.find_vm(vm_id)
         if record is None:
-            raise ValueError(self._unknown(vm_id))
+            raise NotFoundError(self._unknown(vm_id))
         return record
 
     def _unknown(self, vm_id: str) -> str:
@@ -205,10 +207,10 @@ class StateStore:
         with self._write() as conn:
             row = conn.execute("SELECT * FROM vms WHERE vm_id = ?", (vm_id,)).fetchone()
             if row is None:
-                raise ValueError(f"no VM {vm_id!r}")
+                raise NotFoundError(f"no VM {vm_id!r}")
             current = _from_row(row)
             if expected_state is not None and current.state != expected_state:
-                raise ValueError(f"VM {vm_id!r} is {current.state!r}, expected {expected_state!r}")
+                raise InputError(f"VM {vm_id!r} is {current.state!r}, expected {expected_state!r}")
             updated = dataclasses.replace(current, **{"updated_at": time.time(), **fields})
             values = dict(zip(_COLUMNS, _to_row(updated), strict=True))
             del values["vm_id"]

@@ -14,10 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bioxen_flows.errors import TransientInfrastructureError  # noqa: F401 (re-exported)
+from bioxen_flows.errors import InputError, TransientInfrastructureError  # noqa: F401 (re-exported)
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord
-
 
 # state -> states reachable from it (destroy is allowed from every state and is idempotent)
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -101,7 +100,7 @@ class BiologicalVM(abc.ABC):
         self._require_live()
         if self.state not in allowed:
             sources = " or ".join(allowed)
-            raise ValueError(
+            raise InputError(
                 f"cannot {action} VM {self.vm_id!r}: it is {self.state} (needs {sources})"
             )
         now = time.time()
@@ -117,12 +116,12 @@ class BiologicalVM(abc.ABC):
 
     def _require_live(self) -> None:
         if self.state == "destroyed":
-            raise ValueError(f"VM {self.vm_id!r} is destroyed")
+            raise InputError(f"VM {self.vm_id!r} is destroyed")
 
     def _require_running(self, what: str) -> None:
         self._require_live()
         if self.state != "running":
-            raise ValueError(f"cannot {what} on VM {self.vm_id!r}: it is {self.state}, not running")
+            raise InputError(f"cannot {what} on VM {self.vm_id!r}: it is {self.state}, not running")
 
     # ---- biology ----------------------------------------------------------------------
     def execute_biological_process(self, code: str) -> dict[str, Any]:
@@ -220,7 +219,7 @@ class BiologicalVM(abc.ABC):
     def _require_capability(self, capability: str, method: str) -> None:
         if not getattr(self.capabilities, capability):
             supported = [o for o, c in CAPABILITIES.items() if getattr(c, capability)]
-            raise ValueError(
+            raise InputError(
                 f"{method} is supported by {', '.join(supported)}; "
                 f"VM {self.vm_id!r} is {self.get_biological_type()}"
             )
@@ -289,4 +288,7 @@ class BiologicalVM(abc.ABC):
 
 
 def _as_list(ids: list[str] | str) -> list[str]:
-    return [ids] if isinstance(ids, str) else list(ids)
+    items = [ids] if isinstance(ids, str) else ids
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise InputError(f"expected an id or a list of ids, got {type(ids).__name__}")
+    return list(items)

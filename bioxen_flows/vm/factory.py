@@ -11,6 +11,7 @@ import re
 import time
 from typing import Any
 
+from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.state import StateStore, VMRecord
 from bioxen_flows.vm.base import BiologicalVM
@@ -31,25 +32,30 @@ def create_bio_vm(
     config: dict[str, Any] | None = None,
     *,
     store: StateStore | None = None,
+    placement: dict[str, str] | None = None,
 ) -> BiologicalVM:
-    """Create a VM in state `created`; its cell starts in balanced growth."""
+    """Create a VM in state `created`; its cell starts in balanced growth.
+
+    `placement` (XCP-ng: a guest a flow has already provisioned) comes from the backend,
+    never from a config: a config carrying one is refused.
+    """
     from bioxen_flows.config import ConfigManager
 
     if not isinstance(vm_id, str) or not VM_ID.match(vm_id):
-        raise ValueError(f"invalid vm_id {vm_id!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
+        raise InputError(f"invalid vm_id {vm_id!r}: use 1-64 characters from A-Z a-z 0-9 _ . -")
     if biological_type not in get_supported_biological_types():
-        raise ValueError(
+        raise InputError(
             f"unknown biological_type {biological_type!r}; "
             f"choose one of: {', '.join(get_supported_biological_types())}"
         )
     if vm_type not in VM_TYPES:
-        raise ValueError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
+        raise InputError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
     manager = ConfigManager()
     config = manager.merge_configs(manager.load_defaults(biological_type), config or {})
     config = {**config, "biological_type": biological_type, "vm_type": vm_type}
     ok, errors = manager.validate_config(config, vm_type, biological_type)
     if not ok:
-        raise ValueError("invalid config: " + "; ".join(errors))
+        raise InputError("invalid config: " + "; ".join(errors))
     store = store or StateStore()
     now = time.time()
     record = VMRecord(
@@ -66,7 +72,7 @@ def create_bio_vm(
     store.insert_vm(record)  # the primary key makes duplicate ids fail atomically
     try:
         if vm_type == "xcpng":
-            record = _provision_xcpng(record, store)
+            record = _provision_xcpng(record, store, placement)
         vm = _instantiate(record, store)
         resources = config.get("resources") or {}
         if resources.get("atp_percent") is not None or resources.get("ribosomes") is not None:
@@ -125,14 +131,16 @@ def destroy_labelled_vms(
     return destroyed
 
 
-def _provision_xcpng(record: VMRecord, store: StateStore) -> VMRecord:
+def _provision_xcpng(
+    record: VMRecord, store: StateStore, placement: dict[str, str] | None
+) -> VMRecord:
     """Provision the guest VM (unless a flow already did, step by step) and its cell."""
     from bioxen_flows.vm.xcpng import XCPngBiologicalVM
     from bioxen_flows.xcpng.backend import provision_vm
 
     config = record.config
     owner = (config.get("labels") or {}).get("flow_run_id", "local")
-    placement = config.get("placement") or provision_vm(config["xcpng_config"], record.vm_id, owner)
+    placement = placement or provision_vm(config["xcpng_config"], record.vm_id, owner)
     record = store.update_vm(record.vm_id, config={**config, "placement": placement})
     XCPngBiologicalVM(record, store).create_guest_cell()
     return record
