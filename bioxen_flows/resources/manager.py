@@ -139,7 +139,9 @@ class BioResourceManager:
         spend half the allowed loss (keeps sqrt(keep_growth)); ribosomes are then capped as
         far as the combined growth still meets keep_growth. The result is applied.
         """
-        if not 0 < keep_growth <= 1:
+        if isinstance(keep_growth, bool) or not isinstance(keep_growth, (int, float)) or not (
+            0 < keep_growth <= 1
+        ):
             raise InputError(f"keep_growth must be in (0, 1], got {keep_growth}")
         (uncapped,) = self.vm.probe_growth([(FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES)])
         target = keep_growth * uncapped
