@@ -51,7 +51,13 @@ def create_bio_vm(
     if vm_type not in VM_TYPES:
         raise InputError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
     manager = ConfigManager()
-    config = manager.merge_configs(manager.load_defaults(biological_type), config or {})
+    config = manager.merge_configs(
+        manager.load_defaults(biological_type), {} if config is None else config
+    )
+    for key, wanted in (("biological_type", biological_type), ("vm_type", vm_type)):
+        if config.get(key, wanted) != wanted:
+            raise InputError(f"invalid config: {key}: config says {config[key]!r} "
+                             f"but {wanted!r} was requested")
     config = {**config, "biological_type": biological_type, "vm_type": vm_type}
     ok, errors = manager.validate_config(config, vm_type, biological_type)
     if not ok:
