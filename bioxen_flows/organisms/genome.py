@@ -185,6 +185,8 @@ def _genome_of(record) -> Genome:  # record: Bio.SeqRecord.SeqRecord
         feat = pfeat or gfeat
         if feat.location is None:
             raise InputError(f"feature {tag!r} has no readable location")
+        if not 0 <= int(feat.location.start) <= int(feat.location.end) <= len(record.seq):
+            raise InputError(f"feature {tag!r} lies outside the {len(record.seq):,} bp record")
         gq = gfeat.qualifiers if gfeat is not None else {}
         pq = pfeat.qualifiers if pfeat is not None else {}
         length_bp = len(feat.location)
