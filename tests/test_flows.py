@@ -11,10 +11,10 @@ import time
 import pandas as pd
 import pytest
 
+from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.orchestration import tasks as bioxen_tasks
 from bioxen_flows.orchestration.flows import compare_organisms, vm_lifecycle
 from bioxen_flows.vm import list_bio_vms
-from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.vm.basic import BasicBiologicalVM
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")

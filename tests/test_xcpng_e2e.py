@@ -9,9 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.orchestration.flows import reap_leaked_xcpng_vms, vm_lifecycle
 from bioxen_flows.vm import create_bio_vm, list_bio_vms, load_bio_vm
-from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.xcpng.simulator import XapiSimulator
 from bioxen_flows.xcpng.xapi import XapiError
 from tests.sshd import GuestSSHServer
