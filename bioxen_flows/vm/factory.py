@@ -53,11 +53,7 @@ def create_bio_vm(
     manager = ConfigManager()
     config = manager.merge_configs(
         manager.load_defaults(biological_type), {} if config is None else config
-    )
-    for key, wanted in (("biological_type", biological_type), ("vm_type", vm_type)):
-        if config.get(key, wanted) != wanted:
-            raise InputError(f"invalid config: {key}: config says {config[key]!r} "
-                             f"but {wanted!r} was requested")
+    ) if config is None else _checked_user_config(manager, config, biological_type, vm_type)
     config = {**config, "biological_type": biological_type, "vm_type": vm_type}
     ok, errors = manager.validate_config(config, vm_type, biological_type)
     if not ok:
@@ -91,6 +87,18 @@ def create_bio_vm(
         raise
     store.audit(vm_id, "create", {"biological_type": biological_type, "vm_type": vm_type})
     return vm
+
+
+def _checked_user_config(
+    manager: Any, config: Any, biological_type: str, vm_type: str
+) -> dict[str, Any]:
+    """The user's config over the defaults; it may not name another organism or vm_type."""
+    merged = manager.merge_configs(manager.load_defaults(biological_type), config)
+    for key, wanted in (("biological_type", biological_type), ("vm_type", vm_type)):
+        if key in config and config[key] != wanted:
+            raise InputError(f"invalid config: {key}: config says {config[key]!r} "
+                             f"but {wanted!r} was requested")
+    return merged
 
 
 def load_bio_vm(vm_id: str, *, store: StateStore | None = None) -> BiologicalVM:
