@@ -236,9 +236,42 @@ def _interactive(args: argparse.Namespace) -> int:
     return run()
 
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE: an exception BioXen did not mean (a bug; please report it)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The one mapping from errors to exit codes (docs/cli.md): 1 for every error BioXen
+    means (bad input, a lost race, the budget, the store, the XCP-ng pool) and for files
+    the OS refused; `EXIT_INTERNAL` for anything else."""
+    import sqlite3
+
+    if isinstance(exc, (BioXenError, ValueError, OSError, sqlite3.DatabaseError)):
+        return 1
+    return EXIT_INTERNAL
+
+
 def _error(exc: BaseException) -> int:
-    print(f"bioxen: error: {error_text(exc)}", file=sys.stderr)
-    return 1
+    import sqlite3
+
+    code = exit_code(exc)
+    text = error_text(exc)
+    if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, BioXenError):
+        text = f"the state store cannot be read ({text}); check $BIOXEN_HOME/state.db"
+    elif code == EXIT_INTERNAL:
+        text = (f"internal error: {type(exc).__name__}: {text} "
+                "(set BIOXEN_DEBUG=1 for the traceback)")
+    print(f"bioxen: error: {text}", file=sys.stderr)
+    return code
+
+
+def _json_anywhere(argv: list[str]) -> list[str]:
+    """`--json` may stand anywhere before `--`: move it to the end, where argparse takes it
+    after the positionals (`bioxen execute VM --json CODE` is the same as `... CODE --json`)."""
+    cut = argv.index("--") if "--" in argv else len(argv)
+    head = [a for a in argv[:cut] if a != "--json"]
+    if len(head) == cut:
+        return argv
+    return [*head, *argv[cut:], "--json"] if cut == len(argv) else [*head, "--json", *argv[cut:]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         import argcomplete
 
         argcomplete.autocomplete(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_json_anywhere(list(sys.argv[1:] if argv is None else argv)))
     _show_library_warnings()
     try:
         return args.handler(args)
@@ -258,7 +291,9 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
-    except (OSError, ValueError, BioXenError) as exc:  # files; every error the library means
+    except Exception as exc:  # one line, never a traceback (BIOXEN_DEBUG=1 shows it)
+        if os.environ.get("BIOXEN_DEBUG"):
+            raise
         return _error(exc)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows.cli import output
+from bioxen_flows.errors import InputError
 
 DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
@@ -44,23 +45,12 @@ def cmd_config_template(args: argparse.Namespace) -> int:
 
 
 def _raw_config(path: Path) -> dict[str, Any]:
-    """The mapping as written in the file; syntax errors come from ConfigManager (path:line)."""
-    import json
+    """The mapping as written in the file; errors are one line ('path:line: ...')."""
+    from bioxen_flows.config.manager import ConfigFileError, read_config_file
 
-    import yaml
-
-    from bioxen_flows.config import ConfigManager
-
-    data: Any = None
-    if path.suffix.lower() in CONFIG_SUFFIXES:
-        text = path.read_text(encoding="utf-8")
-        try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (ValueError, yaml.YAMLError):
-            data = None
+    data = read_config_file(path)
     if not isinstance(data, dict):
-        ConfigManager().load_from_file(path)  # raises the one-line 'path:line: ...' error
-        raise ValueError(f"{path}: not a configuration mapping")  # pragma: no cover
+        raise ConfigFileError(f"{path}:1: top level must be a mapping")
     return data
 
 
@@ -72,7 +62,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     vm_type = args.vm_type or data.get("vm_type") or "basic"
     bio_type = args.bio_type or data.get("biological_type")
     if not bio_type:
-        raise ValueError(f"{args.file} names no biological_type; pass --bio-type B")
+        raise InputError(f"{args.file} names no biological_type; pass --bio-type B")
     ok, errors = ConfigManager().validate_config(data, vm_type, bio_type)
     if args.json:
         output.print_json({"file": str(args.file), "vm_type": vm_type,
@@ -233,7 +223,7 @@ def cmd_xcpng_gc(args: argparse.Namespace) -> int:
 
     xcpng_config = (_flow_config(args.config) or {}).get("xcpng_config")
     if not xcpng_config:
-        raise ValueError(f"{args.config}: no xcpng_config section")
+        raise InputError(f"{args.config}: no xcpng_config section")
     reaped = reap_leaked_xcpng_vms(xcpng_config)
     if args.json:
         output.print_json({"reaped": reaped})
@@ -263,7 +253,7 @@ def cmd_performance(args: argparse.Namespace) -> int:
     from bioxen_flows.vm import create_bio_vm
 
     if not 0 < args.minutes <= 10080:
-        raise ValueError(f"--minutes must be > 0 and <= 10080, got {args.minutes:g}")
+        raise InputError(f"--minutes must be > 0 and <= 10080, got {args.minutes:g}")
     organisms = list(args.organisms or ["syn3a"])
     performance_monitor.reset()
     with tempfile.TemporaryDirectory(prefix="bioxen-performance-") as tmp:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bioxen_flows.cli import output
+from bioxen_flows.errors import InputError
 
 if TYPE_CHECKING:
     from bioxen_flows.vm import BiologicalVM
@@ -32,7 +33,7 @@ def _config_from_file(path: Path, bio_type: str, vm_type: str | None) -> tuple[d
     config = ConfigManager().load_from_file(path)
     named = config.pop("biological_type", None)
     if named is not None and named != bio_type:
-        raise ValueError(f"{path} is a config for {named!r}, but {bio_type!r} was requested")
+        raise InputError(f"{path} is a config for {named!r}, but {bio_type!r} was requested")
     file_vm_type = config.pop("vm_type", "basic")
     return config, vm_type or file_vm_type
 
@@ -137,7 +138,16 @@ def _program(args: argparse.Namespace) -> str:
     if args.file is not None and args.code:
         args.subparser.error("give the program as CODE or with --file, not both")
     if args.file is not None:
-        return sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+        from bioxen_flows.engine.process_language import MAX_CODE_CHARS
+        from bioxen_flows.files import read_text_file
+
+        limit = 4 * MAX_CODE_CHARS  # bytes: the parser then counts characters
+        if str(args.file) != "-":
+            return read_text_file(args.file, max_bytes=limit, what="program file")
+        text = sys.stdin.read(limit + 1)
+        if len(text) > limit:
+            raise InputError(f"the program on stdin is longer than {limit:,} characters")
+        return text
     if not args.code:
         args.subparser.error("give the program as CODE (one argument per line) or --file F")
     return "\n".join(args.code)
@@ -221,6 +231,8 @@ def cmd_allocate(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_MONITOR_INTERVAL = 86_400.0  # one sample a day at least
+
 MONITOR_COLUMNS = ("time", "simulated min", "atp %", "atp cap %", "ribosomes", "util %",
                    "growth 1/min", "alerts")
 
@@ -258,10 +270,11 @@ def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Sample until Ctrl-C (exit 0) or --count: a live table on a terminal, lines otherwise."""
-    if args.interval <= 0:
-        raise ValueError(f"--interval must be > 0 seconds, got {args.interval:g}")
+    if not 0 < args.interval <= MAX_MONITOR_INTERVAL:  # also refuses nan and inf
+        raise InputError(f"--interval must be > 0 and <= {MAX_MONITOR_INTERVAL:g} seconds, "
+                         f"got {args.interval:g}")
     if args.count is not None and args.count < 1:
-        raise ValueError(f"--count must be >= 1, got {args.count}")
+        raise InputError(f"--count must be >= 1, got {args.count}")
     samples: list[dict[str, Any]] = []
 
     def take() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,64 @@ import yaml
 from pydantic import ValidationError
 
 from bioxen_flows.config.models import VMConfig
+from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_profile, get_supported_biological_types
 
 VM_TYPES = ("basic", "xcpng")
 _SUFFIX_FORMAT = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
+MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a regular file of at most 1 MiB
 
 
-class ConfigFileError(ValueError):
+class _YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, with YAML 1.2 floats (`1e9` is a number, not a string) and
+    without aliases (`*name`), which could make a small file expand into a huge config."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a config", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def parse_config_text(text: str, fmt: str, path: Path | str) -> Any:
+    """JSON or YAML text to Python data; syntax errors are `ConfigFileError` 'path:line: ...'."""
+    if fmt == "json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigFileError(f"{path}:{exc.lineno}: {exc.msg}") from None
+        except RecursionError:
+            raise ConfigFileError(f"{path}:1: nested too deeply") from None
+    try:
+        return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigFileError(f"{path}:{line}: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigFileError(f"{path}:1: nested too deeply") from None
+
+
+def read_config_file(path: Path | str) -> Any:
+    """A config file's data: a regular file of at most 1 MiB, JSON or YAML by suffix."""
+    from bioxen_flows.files import read_text_file
+
+    path = Path(path).expanduser()
+    fmt = _format_of(path)
+    return parse_config_text(read_text_file(path, max_bytes=MAX_CONFIG_BYTES,
+                                            what="config file"), fmt, path)
+
+
+class ConfigFileError(InputError):
     """A config file that cannot be parsed; the message starts with 'path:line:'."""
 
 
@@ -41,7 +93,7 @@ def _has_password(value: Any) -> bool:
 def _format_of(path: Path, fmt: str | None = None) -> str:
     fmt = fmt or _SUFFIX_FORMAT.get(path.suffix.lower())
     if fmt not in ("json", "yaml"):
-        raise ValueError(f"{path}: cannot tell the format; use .json/.yaml/.yml or format=")
+        raise InputError(f"{path}: cannot tell the format; use .json/.yaml/.yml or format=")
     return fmt
 
 
@@ -77,22 +129,10 @@ class ConfigManager:
             found = [p for p in self.search_paths if p.is_file()]
             if not found:
                 searched = ", ".join(str(p) for p in self.search_paths)
-                raise ValueError(f"no configuration file found; searched: {searched}")
+                raise InputError(f"no configuration file found; searched: {searched}")
             path = found[0]
         path = Path(path).expanduser()
-        text = path.read_text(encoding="utf-8")
-        if _format_of(path) == "json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ConfigFileError(f"{path}:{exc.lineno}: {exc.msg}") from exc
-        else:
-            try:
-                data = yaml.safe_load(text)
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                line = mark.line + 1 if mark is not None else 1
-                raise ConfigFileError(f"{path}:{line}: {getattr(exc, 'problem', exc)}") from exc
+        data = read_config_file(path)
         if not isinstance(data, dict):
             raise ConfigFileError(f"{path}:1: top level must be a mapping")
         try:
@@ -105,11 +145,11 @@ class ConfigManager:
     ) -> Path:
         """Write atomically (never a half-written config) and never a password."""
         if _has_password(config):
-            raise ValueError("refusing to save a 'password' key; use password_env or a Secret")
+            raise InputError("refusing to save a 'password' key; use password_env or a Secret")
         try:
             VMConfig.model_validate(config)
         except ValidationError as exc:
-            raise ValueError("invalid configuration: " + "; ".join(_error_strings(exc))) from exc
+            raise InputError("invalid configuration: " + "; ".join(_error_strings(exc))) from exc
         path = Path(path).expanduser()
         fmt = _format_of(path, format)
         if fmt == "json":
@@ -168,11 +208,14 @@ class ConfigManager:
                 "known_hosts_path": "~/.ssh/known_hosts",
             }
         elif vm_type not in VM_TYPES:
-            raise ValueError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
+            raise InputError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
         return VMConfig.model_validate(config).model_dump(exclude_none=True)
 
     def merge_configs(self, base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
         """Deep merge: nested dicts merge, everything else (lists too) is replaced by override."""
+        for name, value in (("base", base), ("override", override)):
+            if not isinstance(value, dict):
+                raise InputError(f"config {name} must be a mapping, got {type(value).__name__}")
         merged = copy.deepcopy(base)
         for key, value in override.items():
             if isinstance(value, dict) and isinstance(merged.get(key), dict):

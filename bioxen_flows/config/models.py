@@ -17,6 +17,8 @@ _HOST_KEY = re.compile(
     r"|SHA256:[A-Za-z0-9+/]{43}=?"
 )
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_PACKAGES = 20  # packages a config may install at creation
+MAX_LABELS = 50
 
 
 class ResourceConfig(BaseModel):
@@ -32,7 +34,7 @@ class SimulationConfig(BaseModel):
 
     model_config = _STRICT
     stochastic: bool = False
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # a 64-bit Gillespie seed
     nutrient: float | None = Field(default=None, ge=0, le=1e9)  # molecules per cell
 
     @model_validator(mode="after")
@@ -117,13 +119,39 @@ class VMConfig(BaseModel):
     vm_type: Literal["basic", "xcpng"] = "basic"
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
-    packages: list[str] = Field(default_factory=list)
+    packages: list[str] = Field(default_factory=list, max_length=MAX_PACKAGES)
     xcpng_config: XCPngConfig | None = None
     genome: GenomeConfig | None = None
     # free-form tags, e.g. the Prefect flow run that owns the VM (so teardown can find it)
-    labels: dict[str, str] = Field(default_factory=dict)
-    # where the backend put the VM (XCP-ng: VM uuid and guest IP); set by the backend
-    placement: dict[str, str] | None = None
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_placement(cls, data: Any) -> Any:
+        # Where a VM runs (XCP-ng: its uuid and guest IP) is the backend's to record once it
+        # has provisioned the VM; a config naming it could make teardown destroy another VM.
+        if isinstance(data, dict) and "placement" in data:
+            raise ValueError(
+                "placement is set by the backend when it provisions the VM; "
+                "a config may not carry it"
+            )
+        return data
+
+    @field_validator("packages")
+    @classmethod
+    def _package_names(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not 0 < len(item) <= 4096:
+                raise ValueError("each package is a name or path of 1-4096 characters")
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _label_sizes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if not 0 < len(key) <= 256 or len(item) > 1024:
+                raise ValueError("label keys are 1-256 characters, values at most 1024")
+        return value
 
     @field_validator("biological_type")
     @classmethod

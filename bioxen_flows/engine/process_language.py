@@ -13,9 +13,16 @@ import math
 import re
 from dataclasses import dataclass
 
+from bioxen_flows.errors import InputError
+
 MAX_CODE_CHARS = 20_000
 MAX_LINES = 500
 MAX_LINE_CHARS = 500
+MAX_GROW_MINUTES = 10_080  # one grow() call: one week
+# Simulated minutes one program may ask for in total (docs/api.md, Limits): ten weeks of
+# deterministic time cost well under a second; Gillespie steps are far dearer per minute.
+MAX_PROGRAM_MINUTES = 100_800
+MAX_PROGRAM_MINUTES_STOCHASTIC = 1_440
 
 _ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _REQUIRED = object()
@@ -31,7 +38,7 @@ ALLOWED_CALLS: dict[str, frozenset[str]] = {
 }
 
 
-class ProcessLanguageError(ValueError):
+class ProcessLanguageError(InputError):
     """A program was rejected; ``line`` is the 1-based line number when known."""
 
     def __init__(self, message: str, line: int | None = None) -> None:
@@ -63,7 +70,7 @@ class _Param:
 
 
 _SPECS: dict[str, tuple[_Param, ...]] = {
-    "grow": (_Param("minutes", "float", low=0, low_inclusive=False, high=10080),),
+    "grow": (_Param("minutes", "float", low=0, low_inclusive=False, high=MAX_GROW_MINUTES),),
     # copies=None keeps the package's own copy number (e.g. 15 for rfp_plasmid)
     "install": (_Param("package", "str"), _Param("copies", "int", default=None, low=1, high=1000)),
     "start_transcription": (_Param("genes", "ids"),),
@@ -125,12 +132,13 @@ def _check(call: str, p: _Param, value: object) -> object:
         if isinstance(value, bool) or not isinstance(value, wanted):
             kind = "a number" if p.kind == "float" else "an integer"
             raise _Reject(f"{where} must be {kind}, got {value!r}")
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise _Reject(f"{where} must be finite, got {value!r}")
         low_ok = p.low is None or (value >= p.low if p.low_inclusive else value > p.low)
         if not low_ok or (p.high is not None and value > p.high):
             low_op = ">=" if p.low_inclusive else ">"
-            raise _Reject(f"{where} must be {low_op} {p.low} and <= {p.high}, got {value!r}")
+            shown = value if isinstance(value, float) or abs(value) < 10**20 else "a huge integer"
+            raise _Reject(f"{where} must be {low_op} {p.low} and <= {p.high}, got {shown!r}")
         return float(value) if p.kind == "float" else value
     if p.kind == "ids":
         ids = [value] if isinstance(value, str) else value
@@ -205,11 +213,17 @@ def _parse_line(text: str, biological_type: str) -> tuple[str, dict[str, object]
     return func.id, _bind(func.id, stmt.value)
 
 
-def parse_process(code: str, biological_type: str) -> list[ProcessCall]:
-    """Parse and validate a whole program; raise ProcessLanguageError on the first bad line."""
+def parse_process(
+    code: str, biological_type: str, *, stochastic: bool = False
+) -> list[ProcessCall]:
+    """Parse and validate a whole program; raise ProcessLanguageError on the first bad line.
+
+    The program's total simulated time is bounded too (`MAX_PROGRAM_MINUTES`, or
+    `MAX_PROGRAM_MINUTES_STOCHASTIC` for a Gillespie cell), so its cost is known up front.
+    """
     if biological_type not in ALLOWED_CALLS:
         valid = ", ".join(sorted(ALLOWED_CALLS))
-        raise ValueError(f"unknown biological_type {biological_type!r}; valid: {valid}")
+        raise InputError(f"unknown biological_type {biological_type!r}; valid: {valid}")
     if not isinstance(code, str):
         raise ProcessLanguageError(f"code must be a str, got {type(code).__name__}")
     if len(code) > MAX_CODE_CHARS:
@@ -233,4 +247,16 @@ def parse_process(code: str, biological_type: str) -> list[ProcessCall]:
         calls.append(ProcessCall(line=number, name=name, args=args, source=text))
     if not calls:
         raise ProcessLanguageError("no process calls")
+    limit = MAX_PROGRAM_MINUTES_STOCHASTIC if stochastic else MAX_PROGRAM_MINUTES
+    total = 0.0
+    for call in calls:
+        if call.name == "grow":
+            total += call.args["minutes"]  # type: ignore[operator]
+            if total > limit:
+                mode = "a stochastic cell" if stochastic else "a program"
+                raise ProcessLanguageError(
+                    f"{mode} may grow at most {limit:,} simulated minutes in total; "
+                    f"this one reaches {total:,.6g} here (split it into several programs)",
+                    call.line,
+                )
     return calls

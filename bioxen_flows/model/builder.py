@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from functools import cache, lru_cache
 from importlib import resources
 
+from bioxen_flows.errors import InputError
 from bioxen_flows.model.packages import Package
 
 MODEL_NAME = "whole_cell"
@@ -92,24 +93,126 @@ def antimony_to_sbml(text: str) -> str:
     with _ANTIMONY_LOCK:
         antimony.clearPreviousLoads()
         if antimony.loadAntimonyString(text) < 0:
-            raise ValueError(f"model text does not compile: {antimony.getLastError().strip()}")
+            raise InputError(f"model text does not compile: {antimony.getLastError().strip()}")
         return antimony.getSBMLString(MODEL_NAME)
 
 
 def sbml_to_antimony_body(sbml: str, source: str) -> str:
-    """The statements of an SBML model as Antimony, to splice into a cell's model."""
-    import antimony
+    """The statements of an SBML model as Antimony, to splice into a cell's model.
 
+    Every compartment of the module is the host's `cell` (amounts are molecules per cell),
+    so its species are moved there and its own compartments dropped; a compartment whose
+    size is not 1 would change what its amounts mean and is refused.
+    """
+    import antimony
+    import libsbml
+
+    doc = libsbml.readSBMLFromString(sbml)
+    if doc.getModel() is None or doc.getNumErrors(libsbml.LIBSBML_SEV_FATAL) or doc.getNumErrors(
+        libsbml.LIBSBML_SEV_ERROR
+    ):
+        first = doc.getError(0).getMessage().strip() if doc.getNumErrors() else "no model"
+        raise InputError(f"{source}: not valid SBML: {first}")
+    model = doc.getModel()
+    _check_size(model, source)
+    for comp in list(model.getListOfCompartments()):
+        if comp.isSetSize() and comp.getSize() != 1:
+            raise InputError(
+                f"{source}: compartment {comp.getId()!r} has size {comp.getSize():g}; a module's "
+                "species live in the host cell (size 1, amounts in molecules per cell)"
+            )
+        if model.getRule(comp.getId()) or model.getInitialAssignment(comp.getId()):
+            raise InputError(f"{source}: compartment {comp.getId()!r} may not change size")
+    for species in model.getListOfSpecies():
+        species.setCompartment(HOST_COMPARTMENT)
+    while model.getNumCompartments():
+        model.removeCompartment(0)
+    cell = model.createCompartment()
+    cell.setId(HOST_COMPARTMENT)
+    cell.setSize(1)
+    cell.setConstant(True)
+    cell.setSpatialDimensions(3)
     with _ANTIMONY_LOCK:
         antimony.clearPreviousLoads()
-        if antimony.loadSBMLString(sbml) < 0:
-            raise ValueError(f"{source}: not valid SBML: {antimony.getLastError().strip()}")
+        if antimony.loadSBMLString(libsbml.writeSBMLToString(doc)) < 0:
+            raise InputError(f"{source}: not valid SBML: {antimony.getLastError().strip()}")
         text = antimony.getAntimonyString(antimony.getMainModuleName())
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if re.match(r"^\s*model\b", line))
     end = max(i for i, line in enumerate(lines) if re.match(r"^\s*end\s*$", line))
-    body = [ln for ln in lines[start + 1 : end] if not re.match(r"^\s*compartment\b", ln)]
+    own_cell = re.compile(
+        rf"^\s*(compartment\s+{HOST_COMPARTMENT}|{HOST_COMPARTMENT}\s*=\s*1)\s*;\s*$"
+    )
+    body = [ln for ln in lines[start + 1 : end] if not own_cell.match(ln)]
     return "\n".join(body)
+
+
+HOST_COMPARTMENT = "cell"
+MAX_MODULE_ELEMENTS = 500  # species + parameters + reactions + rules + events + ... per module
+
+
+def _check_size(model, source: str) -> None:  # model: libsbml.Model
+    count = sum(
+        getattr(model, f"getNum{kind}")()
+        for kind in (
+            "Species", "Parameters", "Reactions", "Rules", "Events", "Compartments",
+            "InitialAssignments", "FunctionDefinitions", "Constraints",
+        )
+    )
+    if count > MAX_MODULE_ELEMENTS:
+        raise InputError(
+            f"{source}: the module has {count:,} elements (species, parameters, reactions, "
+            f"rules, events...); the limit is {MAX_MODULE_ELEMENTS:,}"
+        )
+
+
+def compile_module(body: str, source: str):  # -> libsbml.Model (lazy import)
+    """A module's statements compiled on their own (Antimony -> SBML -> libsbml).
+
+    Symbols the module only reads (host species, its genes' proteins) come out as
+    parameters without a value; what it defines carries a value, a rule, an event
+    assignment, an initial assignment, or is a species, reaction or compartment.
+    """
+    import antimony
+    import libsbml
+
+    with _ANTIMONY_LOCK:
+        antimony.clearPreviousLoads()
+        if antimony.loadAntimonyString(f"model {_MODULE_NAME}\n{body}\nend\n") < 0:
+            raise InputError(f"{source}: does not compile: {antimony.getLastError().strip()}")
+        names = list(antimony.getModuleNames())
+        if names != ["__main", _MODULE_NAME]:
+            raise InputError(f"{source}: a module must be one list of statements")
+        sbml = antimony.getSBMLString(_MODULE_NAME)
+    doc = libsbml.readSBMLFromString(sbml)
+    model = doc.getModel()
+    if model is None:
+        raise InputError(f"{source}: does not compile to SBML")
+    _check_size(model, source)
+    return model
+
+
+_MODULE_NAME = "bioxen_user_module"
+
+
+@cache
+def host_symbols() -> frozenset[str]:
+    """Every id the host model defines, in both simulation modes (a module may read these,
+    never define them)."""
+    import libsbml
+
+    ids: set[str] = {"time"}
+    for stochastic in (False, True):
+        doc = libsbml.readSBMLFromString(antimony_to_sbml(build_model_text(stochastic=stochastic)))
+        model = doc.getModel()
+        for listing in (
+            model.getListOfSpecies(), model.getListOfParameters(), model.getListOfCompartments(),
+            model.getListOfReactions(), model.getListOfEvents(),
+            model.getListOfFunctionDefinitions(),
+        ):
+            ids.update(item.getId() for item in listing)
+        ids.update(rule.getVariable() for rule in model.getListOfRules())
+    return frozenset(ids)
 
 
 def load_roadrunner(text: str):  # -> roadrunner.RoadRunner (kept lazy: import costs ~0.3 s)

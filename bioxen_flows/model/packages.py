@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
+
+from bioxen_flows.errors import InputError
 
 GENE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 # Names of the host model a guest gene id may not shadow (its m_/c_/p_ species would collide).
 RESERVED_GENE_IDS = frozenset({"r", "t", "m", "q", "x", "i", "s", "p", "g"})
-# Host symbols a user module may read but never define.
-HOST_SYMBOLS = frozenset(
-    {
-        "a", "r", "s_i", "s0", "e_t", "e_m", "q", "lam", "elong", "translating",
-        "ribosomes_total", "atp_percent", "guest_complexes", "M", "k_b", "k_u", "d_m",
-        "theta_nr", "theta_r", "gamma_max", "K_gamma", "atp_scale", "ribosome_cap", "cell",
-    }
-)
-
 
 @dataclass(frozen=True)
 class GuestGene:
@@ -49,6 +44,8 @@ class Package:
     operon_leak: float = 0.01  # transcription of a repressed operon, fraction of induced
     antimony: str = ""  # extra model statements (user modules only)
     source: str = "built-in"
+    # ids a user module defines -> how (compiled and checked in load_user_module)
+    defines: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def sha256(self) -> str:
@@ -61,7 +58,7 @@ class Package:
 
     def with_copies(self, copies: int) -> Package:
         if not 1 <= copies <= 1000:
-            raise ValueError(f"copies must be between 1 and 1000, got {copies}")
+            raise InputError(f"copies must be between 1 and 1000, got {copies}")
         return replace(self, copies=copies)
 
 
@@ -104,15 +101,22 @@ def resolve_package(name_or_path: str | Path, copies: int | None = None) -> Pack
     elif Path(key).suffix.lower() in {".ant", ".txt", ".sbml", ".xml"}:
         package = load_user_module(Path(key))
     else:
-        raise ValueError(
+        raise InputError(
             f"unknown package {key!r}; built-in packages: {', '.join(BUILTIN_PACKAGES)}; "
             "or give a path to an Antimony (.ant) or SBML (.xml/.sbml) module"
         )
     return package if copies is None else package.with_copies(copies)
 
 
-_ASSIGNED = re.compile(r"^\s*(?:var\s+|const\s+|species\s+)?([A-Za-z_]\w*)\s*(?:=|:=|'\s*=)")
-_W_PARAM = re.compile(r"\bw_([A-Za-z][A-Za-z0-9_]*)\s*=")
+MAX_MODULE_BYTES = 64 * 1024  # an Antimony module file
+MAX_SBML_MODULE_BYTES = 1024 * 1024  # an SBML module file (XML is verbose)
+# Words that would open or close a model, import another file or define a function:
+# a module is one flat list of statements spliced into the cell's model.
+_STRUCTURE_WORDS = re.compile(r"\b(model|module|import|end|function)\b")
+_COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/|#[^\n]*", re.S)
+# Model ids the builder generates for each guest gene G (builder.gene_module_text).
+_GENERATED = ("m_", "c_", "on_", "copies_", "tx_", "bind_", "unbind_", "tl_", "deg_m_",
+              "dil_m_", "dil_c_", "dil_p_")
 
 
 def load_user_module(path: Path) -> Package:
@@ -121,62 +125,145 @@ def load_user_module(path: Path) -> Package:
     Convention: for each gene G the module defines `w_G` (transcription, molecules/min)
     and `n_G` (length, aa); it may define `reg_G := ...` (0..1, multiplies transcription,
     e.g. repression by another guest protein `p_H`) and further reactions on its proteins.
-    It may read host symbols (a, r, lam, elong, ...) but not define them.
+    It may read host symbols (a, r, lam, elong, ...) but never define them: the module is
+    compiled on its own (Antimony -> SBML, read with libsbml) and every parameter value,
+    rule, event assignment, initial assignment, species, reaction and compartment it
+    defines is checked against the host model's ids (`check_module_symbols`).
     """
-    path = path.resolve()  # a relative path means where the user stood when installing
-    if not path.is_file():
-        raise ValueError(f"package file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix.lower() in {".sbml", ".xml"}:
-        from bioxen_flows.model.builder import sbml_to_antimony_body
+    from bioxen_flows.files import read_text_file
+    from bioxen_flows.model.builder import sbml_to_antimony_body
 
+    path = Path(path).resolve()  # a relative path means where the user stood when installing
+    is_sbml = path.suffix.lower() in {".sbml", ".xml"}
+    limit = MAX_SBML_MODULE_BYTES if is_sbml else MAX_MODULE_BYTES
+    text = read_text_file(path, max_bytes=limit, what="package file")
+    if is_sbml:
         body = sbml_to_antimony_body(text, source=str(path))
     else:
-        body = _strip_model_wrapper(text)
+        body = _strip_model_wrapper(text, source=str(path))
     return user_module(path.stem, body, source=str(path))
 
 
 def user_module(name: str, body: str, source: str) -> Package:
-    """A user module from its Antimony statements (read once, at install; stored with the
-    VM by content, so later loads never read the user's file again)."""
-    path = source
-    for lineno, line in enumerate(body.splitlines(), start=1):
-        match = _ASSIGNED.match(line.split("//")[0])
-        if match and match.group(1) in HOST_SYMBOLS:
-            raise ValueError(
-                f"{path}: line {lineno}: a module may not define host symbol "
-                f"{match.group(1)!r} (it may only read it)"
+    """A user module from its Antimony statements, compiled and checked. Read from its file
+    once, at install; a VM stores the text by content, so later loads never read the file."""
+    from bioxen_flows.model.builder import compile_module, host_symbols
+
+    for lineno, line in enumerate(_COMMENTS.sub("", body).splitlines(), start=1):
+        word = _STRUCTURE_WORDS.search(line)
+        if word:
+            raise InputError(
+                f"{source}: line {lineno}: {word.group(1)!r}: nested models, functions and "
+                "imports are not allowed (a module is a list of statements)"
             )
-        if re.match(r"^\s*(model|module|import|end)\b", line):
-            raise ValueError(f"{path}: line {lineno}: nested models and imports are not allowed")
-    genes = []
-    for gene_id in dict.fromkeys(_W_PARAM.findall(body)):
-        if not re.search(rf"\bn_{gene_id}\s*=", body):
-            raise ValueError(f"{path}: gene {gene_id!r} has w_{gene_id} but no n_{gene_id}")
-        check_gene_id(gene_id, source=str(path))
-        genes.append(GuestGene(gene_id, 0, 0.0, user_defined=True))
-    if not genes:
-        raise ValueError(
-            f"{path}: no genes found; declare each gene G with w_G (molecules/min) and n_G (aa)"
-        )
-    return Package(
+    model = compile_module(body, source=source)
+    package = Package(
         name=name,
         description=f"user module from {Path(source).name}",
-        genes=tuple(genes),
+        genes=tuple(_module_genes(model, source)),
         antimony=body,
         source=source,
+        defines=MappingProxyType(_module_definitions(model, source)),
     )
+    check_module_symbols(package, host_symbols())
+    return package
+
+
+def _module_genes(model, path: str) -> list[GuestGene]:  # model: libsbml.Model
+    """Genes G with parameters w_G and n_G that the module gives values."""
+    genes = []
+    for param in model.getListOfParameters():
+        pid = param.getId()
+        if not pid.startswith("w_") or not (param.isSetValue() or model.getRule(pid)):
+            continue
+        gene_id = pid[2:]
+        check_gene_id(gene_id, source=str(path))
+        n = model.getParameter(f"n_{gene_id}")
+        if n is None or not (n.isSetValue() or model.getRule(n.getId())):
+            raise InputError(f"{path}: gene {gene_id!r} has w_{gene_id} but no n_{gene_id}")
+        if param.isSetValue() and not 0 <= param.getValue() <= 1e6:
+            raise InputError(f"{path}: w_{gene_id} must be from 0 to 1e6 molecules/min")
+        if n.isSetValue() and not 1 <= n.getValue() <= 1e6:
+            raise InputError(f"{path}: n_{gene_id} must be from 1 to 1e6 aa")
+        genes.append(GuestGene(gene_id, 0, 0.0, user_defined=True))
+    if not genes:
+        raise InputError(
+            f"{path}: no genes found; declare each gene G with w_G (molecules/min) and n_G (aa)"
+        )
+    return genes
+
+
+def _module_definitions(model, path: str) -> dict[str, str]:  # model: libsbml.Model
+    """Every id the module defines, with how (for the error message)."""
+    import libsbml
+
+    defined: dict[str, str] = {}
+    for param in model.getListOfParameters():
+        if param.isSetValue():
+            defined.setdefault(param.getId(), "gives a value to")
+    for species in model.getListOfSpecies():
+        defined.setdefault(species.getId(), "declares as a species")
+    for comp in model.getListOfCompartments():
+        if comp.getId() == "default_compartment":  # Antimony's home for undeclared species
+            continue
+        if comp.isSetSize() and comp.getSize() != 1:
+            raise InputError(
+                f"{path}: compartment {comp.getId()!r} has size {comp.getSize():g}; a module's "
+                "species live in the host cell (size 1, amounts in molecules per cell)"
+            )
+        if comp.getId() != "cell":
+            defined.setdefault(comp.getId(), "declares as a compartment")
+    for rule in model.getListOfRules():
+        if rule.getTypeCode() == libsbml.SBML_ALGEBRAIC_RULE:
+            raise InputError(f"{path}: algebraic rules are not allowed in a module")
+        defined[rule.getVariable()] = "sets with a rule"
+    for assignment in model.getListOfInitialAssignments():
+        defined[assignment.getSymbol()] = "sets with an initial assignment"
+    for event in model.getListOfEvents():
+        if event.getId():
+            defined.setdefault(event.getId(), "names an event")
+        for assignment in event.getListOfEventAssignments():
+            defined[assignment.getVariable()] = "sets in an event"
+    for reaction in model.getListOfReactions():
+        defined.setdefault(reaction.getId(), "names a reaction")
+        for ref in (*reaction.getListOfReactants(), *reaction.getListOfProducts()):
+            defined[ref.getSpecies()] = "changes in a reaction"
+    for function in model.getListOfFunctionDefinitions():
+        defined.setdefault(function.getId(), "names a function")
+    return defined
+
+
+def check_module_symbols(package: Package, taken: Iterable[str]) -> None:
+    """Refuse a user module that defines any id in `taken` (the host model's, or those of
+    the packages already installed) or one the builder generates for its genes; its genes'
+    proteins `p_G` may take part in its reactions, nothing more."""
+    taken = set(taken)
+    own_proteins = {f"p_{g.gene_id}" for g in package.genes}
+    generated = {f"{prefix}{g.gene_id}" for g in package.genes for prefix in _GENERATED}
+    for symbol, how in sorted(package.defines.items()):
+        if symbol in own_proteins and how in ("declares as a species", "changes in a reaction"):
+            continue
+        if symbol in taken:
+            raise InputError(
+                f"{package.source}: host symbol {symbol!r} is defined by the cell's model; "
+                f"the module {how} it, but a module may only read host symbols"
+            )
+        if symbol in generated or symbol in own_proteins:
+            raise InputError(
+                f"{package.source}: BioXen generates {symbol!r} for the module's gene; the module "
+                f"{how} it, but may define only w_G, n_G, reg_G and its own symbols"
+            )
 
 
 def check_gene_id(gene_id: str, source: str = "package") -> None:
     if not GENE_ID.match(gene_id) or gene_id in RESERVED_GENE_IDS:
-        raise ValueError(
+        raise InputError(
             f"{source}: invalid gene id {gene_id!r}: use letters, digits and _ (start with a "
             f"letter, at most 64), not one of {sorted(RESERVED_GENE_IDS)}"
         )
 
 
-def _strip_model_wrapper(text: str) -> str:
+def _strip_model_wrapper(text: str, source: str = "module") -> str:
     """Accept either a bare list of statements or a single `model ... end` block."""
     lines = text.splitlines()
     starts = [i for i, line in enumerate(lines) if re.match(r"^\s*model\b", line)]
@@ -184,6 +271,8 @@ def _strip_model_wrapper(text: str) -> str:
         return text
     ends = [i for i, line in enumerate(lines) if re.match(r"^\s*end\s*$", line)]
     if len(starts) != 1 or not ends:
-        raise ValueError("a module file must hold statements or exactly one model ... end block")
+        raise InputError(
+            f"{source}: a module file must hold statements or exactly one model ... end block"
+        )
     return "\n".join(lines[starts[0] + 1 : ends[-1]])
 

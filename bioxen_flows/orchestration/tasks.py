@@ -106,9 +106,11 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
         if _exists(spec["vm_id"]):  # a retried task resumes instead of failing on duplicates
             created.append(spec["vm_id"])
             continue
-        config = spec["config"]
+        config = dict(spec["config"])
+        placement = config.pop("placement", None)  # the backend's, passed apart from config
         config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
-        create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config)
+        create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
+                      placement=placement)
         log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
         created.append(spec["vm_id"])
     return created

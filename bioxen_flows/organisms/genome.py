@@ -15,7 +15,11 @@ from types import MappingProxyType
 from Bio import SeqIO
 from Bio.SeqFeature import SeqFeature
 
+from bioxen_flows.errors import InputError
+
 RNA_TYPES = ("tRNA", "rRNA", "ncRNA", "tmRNA", "misc_RNA")
+MAX_GENBANK_BYTES = 32 * 1024 * 1024  # an E. coli K-12 record with sequence is ~12 MB
+MAX_ESSENTIALITY_BYTES = 8 * 1024 * 1024
 _ESSENTIALITY_ALIASES = {
     "essential": "essential",
     "quasiessential": "quasiessential",
@@ -25,7 +29,7 @@ _ESSENTIALITY_ALIASES = {
 }
 
 
-class EssentialityUnavailableError(ValueError):
+class EssentialityUnavailableError(InputError):
     """Raised when essentiality is requested but no essentiality data was loaded."""
 
 
@@ -95,13 +99,13 @@ class Genome:
         known = {g.locus_tag for g in self.genes}
         unknown = sorted(tag for tag in mapping if tag not in known)
         if unknown:
-            raise ValueError(f"{len(unknown)} locus tag(s) not in {self.accession}: "
+            raise InputError(f"{len(unknown)} locus tag(s) not in {self.accession}: "
                              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}")
         clean = {}
         for tag, value in mapping.items():
             norm = _normalize_essentiality(value)
             if norm is None:
-                raise ValueError(f"bad essentiality value {value!r} for {tag}")
+                raise InputError(f"bad essentiality value {value!r} for {tag}")
             clean[tag] = norm
         return replace(self, essentiality=MappingProxyType(clean))
 
@@ -135,16 +139,35 @@ def load_genbank(path: str | Path) -> Genome:
     Only the FIRST record is used for multi-record files. Genes are matched to their CDS or
     RNA feature by locus_tag; a CDS (or gene) marked /pseudo or /pseudogene is a pseudogene.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"GenBank file not found: {path}")
-    try:
-        record = next(SeqIO.parse(path, "genbank"), None)
-    except Exception as exc:  # Biopython raises various parser errors
-        raise ValueError(f"{path} is not a valid GenBank file: {exc}") from exc
-    if record is None:
-        raise ValueError(f"{path} is not a GenBank file (no LOCUS record found)")
+    import io
+    import warnings
 
+    from Bio import BiopythonParserWarning
+
+    from bioxen_flows.files import read_text_file
+
+    path = Path(path)
+    text = read_text_file(path, max_bytes=MAX_GENBANK_BYTES, what="GenBank file")
+    try:
+        with warnings.catch_warnings():
+            # a location Biopython cannot read is an error here, not a warning and a None
+            warnings.simplefilter("error", BiopythonParserWarning)
+            record = next(SeqIO.parse(io.StringIO(text), "genbank"), None)
+    except Exception as exc:  # Biopython raises various parser errors
+        raise InputError(f"{path} is not a valid GenBank file: {_one_line(exc)}") from None
+    if record is None:
+        raise InputError(f"{path} is not a GenBank file (no LOCUS record found)")
+    try:
+        return _genome_of(record)
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path}: a feature cannot be read: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _genome_of(record) -> Genome:  # record: Bio.SeqRecord.SeqRecord
     gene_feats: dict[str, SeqFeature] = {}
     product_feats: dict[str, SeqFeature] = {}
     for feat in record.features:
@@ -160,6 +183,10 @@ def load_genbank(path: str | Path) -> Genome:
     for tag in dict.fromkeys([*gene_feats, *product_feats]):
         gfeat, pfeat = gene_feats.get(tag), product_feats.get(tag)
         feat = pfeat or gfeat
+        if feat.location is None:
+            raise InputError(f"feature {tag!r} has no readable location")
+        if not 0 <= int(feat.location.start) <= int(feat.location.end) <= len(record.seq):
+            raise InputError(f"feature {tag!r} lies outside the {len(record.seq):,} bp record")
         gq = gfeat.qualifiers if gfeat is not None else {}
         pq = pfeat.qualifiers if pfeat is not None else {}
         length_bp = len(feat.location)
@@ -185,23 +212,32 @@ def load_genbank(path: str | Path) -> Genome:
 
 def load_essentiality_csv(path: str | Path) -> dict[str, str]:
     """Read a CSV with `locus_tag` and `essentiality` columns into a normalized mapping."""
+    import io
+
+    from bioxen_flows.files import read_text_file
+
     path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"essentiality CSV not found: {path}")
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
-        if "locus_tag" not in columns or "essentiality" not in columns:
-            raise ValueError(f"{path}: header must contain 'locus_tag' and 'essentiality' "
-                             f"columns, got {reader.fieldnames}")
-        mapping = {}
-        for row in reader:
-            tag = (row[columns["locus_tag"]] or "").strip()
-            raw = row[columns["essentiality"]]
-            value = _normalize_essentiality(raw) if raw is not None else None
-            if not tag or value is None:
-                what = "empty locus_tag" if not tag else f"bad essentiality value {raw!r}"
-                raise ValueError(f"{path}, line {reader.line_num}: {what} (expected essential, "
-                                 "quasiessential or nonessential)")
-            mapping[tag] = value
+    text = read_text_file(path, max_bytes=MAX_ESSENTIALITY_BYTES, what="essentiality CSV")
+    try:
+        return _essentiality_rows(io.StringIO(text, newline=""), path)
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a CSV file: {exc}") from None
+
+
+def _essentiality_rows(fh, path: Path) -> dict[str, str]:
+    reader = csv.DictReader(fh)
+    columns = {(c or "").strip().lower(): c for c in reader.fieldnames or []}
+    if "locus_tag" not in columns or "essentiality" not in columns:
+        raise InputError(f"{path}: header must contain 'locus_tag' and 'essentiality' "
+                         f"columns, got {reader.fieldnames}")
+    mapping = {}
+    for row in reader:
+        tag = (row[columns["locus_tag"]] or "").strip()
+        raw = row[columns["essentiality"]]
+        value = _normalize_essentiality(raw) if raw is not None else None
+        if not tag or value is None:
+            what = "empty locus_tag" if not tag else f"bad essentiality value {raw!r}"
+            raise InputError(f"{path}, line {reader.line_num}: {what} (expected essential, "
+                             "quasiessential or nonessential)")
+        mapping[tag] = value
     return mapping

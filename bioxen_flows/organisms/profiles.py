@@ -12,6 +12,8 @@ from importlib import resources
 
 import yaml
 
+from bioxen_flows.errors import InputError
+
 
 @dataclass(frozen=True)
 class OrganismProfile:
@@ -55,7 +57,7 @@ def get_profile(biological_type: str) -> OrganismProfile:
     """The profile of one organism; a clear ValueError names the valid choices."""
     profiles = organism_profiles()
     if biological_type not in profiles:
-        raise ValueError(
+        raise InputError(
             f"unknown biological_type {biological_type!r}; choose one of: {', '.join(profiles)}"
         )
     return profiles[biological_type]

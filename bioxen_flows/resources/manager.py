@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
+from bioxen_flows.errors import InputError
 from bioxen_flows.vm.base import BiologicalVM
 
 log = logging.getLogger(__name__)
@@ -81,9 +82,9 @@ class BioResourceManager:
     def start_monitoring(self, interval_seconds: float = 5.0) -> None:
         """Sample usage every `interval_seconds` in a background thread (history of 100)."""
         if interval_seconds <= 0:
-            raise ValueError(f"interval_seconds must be > 0, got {interval_seconds}")
+            raise InputError(f"interval_seconds must be > 0, got {interval_seconds}")
         if self._thread and self._thread.is_alive():
-            raise ValueError("monitoring is already running; stop_monitoring() first")
+            raise InputError("monitoring is already running; stop_monitoring() first")
         self._stop.clear()
         self._thread = threading.Thread(
             target=self._monitor, args=(interval_seconds,), daemon=True,
@@ -137,8 +138,10 @@ class BioResourceManager:
         spend half the allowed loss (keeps sqrt(keep_growth)); ribosomes are then capped as
         far as the combined growth still meets keep_growth. The result is applied.
         """
-        if not 0 < keep_growth <= 1:
-            raise ValueError(f"keep_growth must be in (0, 1], got {keep_growth}")
+        if isinstance(keep_growth, bool) or not isinstance(keep_growth, (int, float)) or not (
+            0 < keep_growth <= 1
+        ):
+            raise InputError(f"keep_growth must be in (0, 1], got {keep_growth}")
         (uncapped,) = self.vm.probe_growth([(FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES)])
         target = keep_growth * uncapped
         atp = _smallest_meeting(
@@ -196,8 +199,15 @@ class BioResourceManager:
         return {"vm_id": self.vm.vm_id, "taken_at": time.time(), **self.vm.snapshot_state()}
 
     def restore_from_snapshot(self, snapshot: dict[str, Any]) -> None:
+        if not isinstance(snapshot, dict) or not isinstance(snapshot.get("cell"), dict):
+            raise InputError("not a resource snapshot: expected {vm_id, cell, allocations}")
+        allocations = snapshot.get("allocations")
+        if allocations is not None and (
+            not isinstance(allocations, dict) or set(allocations) - {"atp_percent", "ribosomes"}
+        ):
+            raise InputError("snapshot allocations may hold only atp_percent and ribosomes")
         if snapshot.get("vm_id") != self.vm.vm_id:
-            raise ValueError(
+            raise InputError(
                 f"snapshot belongs to VM {snapshot.get('vm_id')!r}, not {self.vm.vm_id!r}"
             )
         self.vm.restore_state(snapshot)

@@ -412,4 +412,7 @@ def check_allocation(atp_percent: float | None, ribosomes: int | None) -> None:
 
 
 def _as_list(ids: list[str] | str) -> list[str]:
-    return [ids] if isinstance(ids, str) else list(ids)
+    items = [ids] if isinstance(ids, str) else ids
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        raise InputError(f"expected an id or a list of ids, got {type(ids).__name__}")
+    return list(items)

@@ -32,8 +32,13 @@ def create_bio_vm(
     config: dict[str, Any] | None = None,
     *,
     store: StateStore | None = None,
+    placement: dict[str, str] | None = None,
 ) -> BiologicalVM:
-    """Create a VM in state `created`; its cell starts in balanced growth."""
+    """Create a VM in state `created`; its cell starts in balanced growth.
+
+    `placement` (XCP-ng: a guest a flow has already provisioned) comes from the backend,
+    never from a config: a config carrying one is refused.
+    """
     from bioxen_flows.config import ConfigManager
 
     if not isinstance(vm_id, str) or not VM_ID.fullmatch(vm_id):
@@ -46,7 +51,9 @@ def create_bio_vm(
     if vm_type not in VM_TYPES:
         raise InputError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
     manager = ConfigManager()
-    config = manager.merge_configs(manager.load_defaults(biological_type), config or {})
+    config = manager.merge_configs(
+        manager.load_defaults(biological_type), {} if config is None else config
+    ) if config is None else _checked_user_config(manager, config, biological_type, vm_type)
     config = {**config, "biological_type": biological_type, "vm_type": vm_type}
     ok, errors = manager.validate_config(config, vm_type, biological_type)
     if not ok:
@@ -76,7 +83,7 @@ def create_bio_vm(
     record = store.insert_vm(record, lease=lease)
     try:
         if vm_type == "xcpng":
-            record = _provision_xcpng(record, store, lease)
+            record = _provision_xcpng(record, store, lease, placement)
         vm = _instantiate(record, store)
         if vm_type == "xcpng" and allocations:
             vm._apply_caps(allocations)
@@ -88,6 +95,18 @@ def create_bio_vm(
         raise
     store.audit(vm_id, "create", {"biological_type": biological_type, "vm_type": vm_type})
     return vm
+
+
+def _checked_user_config(
+    manager: Any, config: Any, biological_type: str, vm_type: str
+) -> dict[str, Any]:
+    """The user's config over the defaults; it may not name another organism or vm_type."""
+    merged = manager.merge_configs(manager.load_defaults(biological_type), config)
+    for key, wanted in (("biological_type", biological_type), ("vm_type", vm_type)):
+        if key in config and config[key] != wanted:
+            raise InputError(f"invalid config: {key}: config says {config[key]!r} "
+                             f"but {wanted!r} was requested")
+    return merged
 
 
 def load_bio_vm(vm_id: str, *, store: StateStore | None = None) -> BiologicalVM:
@@ -151,14 +170,16 @@ def force_destroy_vm(vm_id: str, *, store: StateStore | None = None) -> bool:
     return True
 
 
-def _provision_xcpng(record: VMRecord, store: StateStore, lease: str) -> VMRecord:
+def _provision_xcpng(
+    record: VMRecord, store: StateStore, lease: str, placement: dict[str, str] | None
+) -> VMRecord:
     """Provision the guest VM (unless a flow already did, step by step) and its cell."""
     from bioxen_flows.vm.xcpng import XCPngBiologicalVM
     from bioxen_flows.xcpng.backend import provision_vm
 
     config = record.config
     owner = (config.get("labels") or {}).get("flow_run_id", "local")
-    placement = config.get("placement") or provision_vm(config["xcpng_config"], record.vm_id, owner)
+    placement = placement or provision_vm(config["xcpng_config"], record.vm_id, owner)
     record = store.update_vm(record.vm_id, lease=lease, keep_lease=True,
                              config={**config, "placement": placement})
     XCPngBiologicalVM(record, store).create_guest_cell()
