@@ -9,6 +9,7 @@ from Antimony or SBML files (see `load_user_module`).
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -133,7 +134,7 @@ def load_user_module(path: Path) -> Package:
     from bioxen_flows.files import read_text_file
     from bioxen_flows.model.builder import sbml_to_antimony_body
 
-    path = Path(path).resolve()  # a relative path means where the user stood when installing
+    path = Path(os.path.abspath(path))  # relative: where the user stood when installing
     is_sbml = path.suffix.lower() in {".sbml", ".xml"}
     limit = MAX_SBML_MODULE_BYTES if is_sbml else MAX_MODULE_BYTES
     text = read_text_file(path, max_bytes=limit, what="package file")
