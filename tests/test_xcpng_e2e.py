@@ -9,8 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.errors import BudgetError, TransientInfrastructureError
 from bioxen_flows.orchestration.flows import reap_leaked_xcpng_vms, vm_lifecycle
+from bioxen_flows.state import StateStore
 from bioxen_flows.vm import create_bio_vm, list_bio_vms, load_bio_vm
 from bioxen_flows.xcpng.simulator import XapiSimulator
 from bioxen_flows.xcpng.xapi import XapiError
@@ -63,6 +64,9 @@ def test_api_lifecycle_matches_a_basic_vm(pool, guest):
     )
     assert remote.get_biological_metrics() == local.get_biological_metrics()
     assert load_bio_vm("remote").get_status()["state"] == "running"
+    assert StateStore().budget()["atp_percent_allocated"] == 140  # one ledger for both
+    with pytest.raises(BudgetError):  # an XCP-ng VM is refused by the same ledger
+        remote.allocate(ribosomes=100_001)
     assert guest.commands and set(guest.commands) == {"bioxen guest"}
     remote.destroy()
     local.destroy()
