@@ -226,3 +226,28 @@ def test_half_provisioned_record_can_still_be_destroyed(pool, guest):
         vm.get_biological_metrics()
     vm.destroy()
     assert list_bio_vms() == []  # and the pool fixture checks the clone is gone
+
+
+def test_teardown_refuses_a_vm_this_installation_did_not_make(pool, guest):
+    """A record pointed at a template (or another installation's VM) never destroys it."""
+    import time
+
+    from bioxen_flows.errors import InfrastructureError
+    from bioxen_flows.state import VMRecord
+    from bioxen_flows.vm import force_destroy_vm
+
+    template = next(v for v in pool.vms(include_templates=True)
+                    if v["is_a_template"] and not v["is_a_snapshot"])
+    cfg = xcpng_config(pool, guest)
+    now = time.time()
+    StateStore().insert_vm(VMRecord(
+        vm_id="intruder", biological_type="ecoli", vm_type="xcpng", state="created",
+        created_at=now, config={**cfg, "placement": {"vm_uuid": template["uuid"]}},
+        allocations={}, snapshot=None, updated_at=now,
+    ))
+    with pytest.raises(InfrastructureError, match="does not carry this installation's"):
+        load_bio_vm("intruder").destroy()
+    assert force_destroy_vm("intruder") is True
+    still = [v for v in pool.vms(include_templates=True) if v["uuid"] == template["uuid"]]
+    assert still and still[0]["is_a_template"]
+    assert list_bio_vms() == []

@@ -596,6 +596,11 @@ class StateStore:
             conn.execute(meta.insert().values(key=key, value=value))
             return value
 
+    def installation_id(self) -> str:
+        """This installation's id (made once, kept in the store): what XCP-ng VMs are tagged
+        with, so teardown touches only VMs this installation made."""
+        return self.set_meta_if_absent("installation_id", uuid.uuid4().hex)
+
     # ---- audit ----------------------------------------------------------------------
     def audit(self, vm_id: str, action: str, detail: dict | None = None) -> None:
         _check_no_secrets(detail, "audit detail")

@@ -105,7 +105,7 @@ class XCPngBiologicalVM(BiologicalVM):
                 log.warning("guest of VM %s did not answer destroy: %s", self.vm_id, exc)
         placement = self.record.config.get("placement") or {}
         if placement.get("vm_uuid"):
-            destroy_vm(self.xcpng_config, placement["vm_uuid"])
+            destroy_vm(self.xcpng_config, placement["vm_uuid"], self.vm_id)
         else:  # never fully provisioned: find the clone by its tag
             reap_vms(self.xcpng_config, keep=lambda tags: tags.get("vm_id") != self.vm_id)
 

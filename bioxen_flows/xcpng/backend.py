@@ -15,6 +15,7 @@ from typing import Any
 
 import XenAPI
 
+from bioxen_flows.errors import InfrastructureError
 from bioxen_flows.xcpng import xapi
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ def clone_and_tag(cfg: dict[str, Any], vm_id: str, owner: str) -> str:
     with session(cfg) as x:
         template = xapi.find_template(x, cfg["template"])
         vm = xapi.clone_template(x, template, f"bioxen-{vm_id}")
-        xapi.describe_and_tag(x, vm, vm_id, owner, f"BioXen bio-VM {vm_id}")
+        xapi.describe_and_tag(x, vm, vm_id, owner, f"BioXen bio-VM {vm_id}",
+                              installation_id())
         return vm
 
 
@@ -84,14 +86,28 @@ def provision_vm(cfg: dict[str, Any], vm_id: str, owner: str) -> dict[str, str]:
     return placement
 
 
-def destroy_vm(cfg: dict[str, Any], vm_uuid: str) -> list[str]:
-    """Tear a VM down by uuid; a VM that is already gone is not an error."""
+def installation_id() -> str:
+    from bioxen_flows.state import StateStore
+
+    return StateStore().installation_id()
+
+
+def destroy_vm(cfg: dict[str, Any], vm_uuid: str, vm_id: str) -> list[str]:
+    """Tear a VM down by uuid; a VM that is already gone is not an error. A VM that does not
+    carry this installation's BioXen tag for `vm_id` (a template, another installation's VM,
+    anything a record was made to point at) is refused and left untouched."""
     with session(cfg) as x:
         try:
             vm = x.VM.get_by_uuid(vm_uuid)
         except XenAPI.Failure as exc:  # UUID_INVALID: already destroyed
             log.info("XCP-ng VM %s already gone: %s", vm_uuid, exc)
             return []
+        tags = xapi.tags_of(x, vm)
+        if tags.get("installation") != installation_id() or tags.get("vm_id") != vm_id:
+            raise InfrastructureError(
+                f"refusing to destroy XCP-ng VM {vm_uuid}: it does not carry this "
+                f"installation's BioXen tag for {vm_id!r}"
+            )
         return xapi.teardown_vm(x, vm)
 
 

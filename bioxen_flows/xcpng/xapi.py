@@ -215,10 +215,13 @@ def provision_disks(x: Any, vm: str) -> None:
         wait_for_task(x, x.Async.VM.provision(vm), "provisioning disks")
 
 
-def describe_and_tag(x: Any, vm: str, vm_id: str, owner: str, description: str) -> None:
-    """Name the VM and tag it, so a reaper can find VMs this package leaked."""
+def describe_and_tag(
+    x: Any, vm: str, vm_id: str, owner: str, description: str, installation: str
+) -> None:
+    """Name the VM and tag it, so a reaper can find VMs this package leaked and teardown
+    can tell them from VMs (and templates) it did not make."""
     now = dt.datetime.now(dt.timezone.utc).isoformat()
-    tags = {"vm_id": vm_id, "owner": owner, "created_at": now}
+    tags = {"vm_id": vm_id, "owner": owner, "created_at": now, "installation": installation}
     with xapi_errors("naming and tagging the VM"):
         x.VM.set_name_label(vm, f"bioxen-{vm_id}")
         x.VM.set_name_description(vm, description)
@@ -258,6 +261,13 @@ def wait_for_ip(
         f"the guest reported no usable IP address within {timeout:g}s "
         "(are the guest tools installed in the template?)"
     )
+
+
+def tags_of(x: Any, vm: str) -> dict[str, str]:
+    """The BioXen tags of one VM (empty for a VM BioXen did not make)."""
+    with xapi_errors("reading the VM's tags"):
+        other = x.VM.get_other_config(vm)
+    return {k[len(TAG_PREFIX):]: v for k, v in other.items() if k.startswith(TAG_PREFIX)}
 
 
 def teardown_vm(x: Any, vm: str) -> list[str]:
