@@ -337,7 +337,7 @@ def test_setup_registers_the_deployments_and_can_run_twice(
     assert pool.type == "process"
     [zombie] = client.read_automations_by_name(ZOMBIE_AUTOMATION)
     assert zombie.enabled and zombie.trigger.posture == "Proactive"
-    assert zombie.trigger.after == {"prefect.flow-run.heartbeat"}
+    assert zombie.trigger.after == {"prefect.flow-run.heartbeat", "prefect.flow-run.Running"}
 
     nightly = client.read_deployment_by_name(COMPARE)
     assert nightly.work_pool_name == POOL
