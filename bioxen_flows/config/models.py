@@ -21,6 +21,13 @@ MAX_PACKAGES = 20  # packages a config may install at creation
 MAX_LABELS = 50
 
 
+
+def _refuse_key(data: Any, key: str, message: str) -> Any:
+    """A "before" validator's body: refuse a mapping that carries ``key``."""
+    if isinstance(data, dict) and key in data:
+        raise ValueError(message)
+    return data
+
 class ResourceConfig(BaseModel):
     """Caps handed to the hypervisor; None means uncapped."""
 
@@ -65,12 +72,11 @@ class XCPngConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_password(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError(
-                "password must not be stored in the config; set an environment variable "
-                "(password_env) or a Prefect Secret block (password_secret_block)"
-            )
-        return data
+        return _refuse_key(
+            data, "password",
+            "password must not be stored in the config; set an environment variable "
+            "(password_env) or a Prefect Secret block (password_secret_block)",
+        )
 
     @field_validator("url")
     @classmethod
@@ -130,12 +136,10 @@ class VMConfig(BaseModel):
     def _no_placement(cls, data: Any) -> Any:
         # Where a VM runs (XCP-ng: its uuid and guest IP) is the backend's to record once it
         # has provisioned the VM; a config naming it could make teardown destroy another VM.
-        if isinstance(data, dict) and "placement" in data:
-            raise ValueError(
-                "placement is set by the backend when it provisions the VM; "
-                "a config may not carry it"
-            )
-        return data
+        return _refuse_key(
+            data, "placement",
+            "placement is set by the backend when it provisions the VM; a config may not carry it",
+        )
 
     @field_validator("packages")
     @classmethod

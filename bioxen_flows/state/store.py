@@ -155,6 +155,14 @@ def _from_row(row: Any) -> VMRecord:
     return VMRecord(**base, config=config, snapshot=snapshot)
 
 
+def readable(record: VMRecord) -> VMRecord:
+    """The record, or a `StoreError` saying how to remove it when it is damaged."""
+    if record.damaged:
+        raise StoreError(f"VM {record.vm_id!r} is damaged ({record.damaged}); "
+                         f"remove it with `bioxen destroy --force {record.vm_id}`")
+    return record
+
+
 def new_lease_holder() -> str:
     """A lease holder id: host and pid (so a dead local holder is noticed) plus a nonce."""
     return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -401,17 +409,33 @@ class StateStore:
     ) -> VMRecord:
         """Read-modify-write in one transaction: ``change(current)`` returns the fields to
         write (or raises, writing nothing). Queues up to ``wait`` s behind a lease holder."""
+        def attempt(conn: Connection, row: Any, now: float) -> VMRecord | None:
+            if _busy(row, now):
+                return None
+            return self._apply(conn, row, change(readable(_from_row(row))))
+
+        return self._when_free(vm_id, wait, attempt)
+
+    def _when_free(
+        self,
+        vm_id: str,
+        wait: float,
+        attempt: Callable[[Connection, Any, float], VMRecord | None],
+    ) -> VMRecord:
+        """Run ``attempt`` on the VM's locked row in a write transaction until it returns a
+        record (None: the VM is busy), backing off; after ``wait`` s, `ConflictError`."""
         deadline = time.monotonic() + wait
         delay = 0.005
         while True:
             with self._write() as conn:
                 row = self._locked_row(conn, vm_id)
-                if not _busy(row, time.time()):
-                    return self._apply(conn, row, change(self._readable(row)))
+                record = attempt(conn, row, time.time())
                 holder = row.lease_holder
+            if record is not None:
+                return record
             if time.monotonic() >= deadline:
                 raise ConflictError(f"VM {vm_id!r} is busy: {holder} has held it for longer "
-                                    f"than {wait:g} s; nothing was written")
+                                    f"than {wait:g} s; nothing was done, try again later")
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
@@ -422,7 +446,7 @@ class StateStore:
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise TypeError(f"unknown VM field(s): {', '.join(sorted(unknown))}")
-        record = self._readable(row)
+        record = readable(_from_row(row))
         updated = dataclasses.replace(
             record, **fields, updated_at=time.time(), version=row.version + 1
         )
@@ -434,14 +458,6 @@ class StateStore:
             values.update(lease_holder=None, lease_expires=None)
         conn.execute(vms.update().where(vms.c.vm_id == row.vm_id).values(**values))
         return updated
-
-    @staticmethod
-    def _readable(row: Any) -> VMRecord:
-        record = _from_row(row)
-        if record.damaged:
-            raise StoreError(f"VM {row.vm_id!r} is damaged ({record.damaged}); "
-                             f"remove it with `bioxen destroy --force {row.vm_id}`")
-        return record
 
     def _locked_row(self, conn: Connection, vm_id: str) -> Any:
         query = select(vms).where(vms.c.vm_id == vm_id)
@@ -462,30 +478,16 @@ class StateStore:
     ) -> VMRecord:
         """Take the VM's lease, queueing up to ``wait`` s while another caller holds it.
         Returns the record as it is now (the caller's view of state and version)."""
-        deadline = time.monotonic() + wait
-        delay = 0.005
-        while True:
-            with self._write() as conn:
-                row = self._locked_row(conn, vm_id)
-                now = time.time()
-                if not _busy(row, now) or row.lease_holder == holder:
-                    conn.execute(vms.update().where(vms.c.vm_id == vm_id).values(
-                        lease_holder=holder, lease_expires=now + ttl))
-                    record = _from_row(row)
-                    break
-                holder_now = row.lease_holder
-            if time.monotonic() >= deadline:
-                raise ConflictError(
-                    f"VM {vm_id!r} is busy: {holder_now} has held it for longer than "
-                    f"{wait:g} s; try again later"
-                )
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        if record.damaged:
-            self.release_lease(vm_id, holder)
-            raise StoreError(f"VM {vm_id!r} is damaged ({record.damaged}); "
-                             f"remove it with `bioxen destroy --force {vm_id}`")
-        return record
+
+        def attempt(conn: Connection, row: Any, now: float) -> VMRecord | None:
+            if _busy(row, now) and row.lease_holder != holder:
+                return None
+            record = readable(_from_row(row))  # a damaged VM is refused before it is leased
+            conn.execute(vms.update().where(vms.c.vm_id == vm_id).values(
+                lease_holder=holder, lease_expires=now + ttl))
+            return record
+
+        return self._when_free(vm_id, wait, attempt)
 
     def release_lease(self, vm_id: str, holder: str) -> None:
         """Give the lease back without writing anything (a failed or read-only operation)."""
@@ -510,17 +512,26 @@ class StateStore:
             return conn.execute(vms.delete().where(vms.c.vm_id == vm_id)).rowcount > 0
 
     # ---- the budget ledger ----------------------------------------------------------
+    @staticmethod
+    def _ledger(
+        conn: Connection, *, lock: bool = False, exclude: str | None = None
+    ) -> tuple[Any, Any]:
+        """The budget row and the (ribosomes, ATP %) live VMs hold (but ``exclude``).
+        ``lock`` takes the budget row's lock on PostgreSQL, which serializes every ledger
+        change; SQLite's write transaction already holds the whole database."""
+        query = select(budget).where(budget.c.id == 1)
+        if lock and conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        limits = conn.execute(query).one()
+        used = select(func.coalesce(func.sum(vms.c.ribosomes), 0),
+                      func.coalesce(func.sum(vms.c.atp_percent), 0.0))
+        if exclude is not None:
+            used = used.where(vms.c.vm_id != exclude)
+        return limits, conn.execute(used).one()
+
     def _check_budget(self, conn: Connection, vm_id: str, allocations: dict) -> None:
         """Refuse allocations that would exceed the host budget (caller's transaction)."""
-        query = select(budget).where(budget.c.id == 1)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()  # serializes every ledger change on the pool
-        limits = conn.execute(query).one()
-        used = conn.execute(
-            select(func.coalesce(func.sum(vms.c.ribosomes), 0),
-                   func.coalesce(func.sum(vms.c.atp_percent), 0.0))
-            .where(vms.c.vm_id != vm_id)
-        ).one()
+        limits, used = self._ledger(conn, lock=True, exclude=vm_id)
         ribosomes = allocations.get("ribosomes")
         if ribosomes is not None and used[0] + ribosomes > limits.ribosomes:
             raise BudgetError(
@@ -538,10 +549,7 @@ class StateStore:
         """The host budget, what live VMs hold, and what is left (ribosomes; ATP in % of one
         cell's maximum)."""
         with self._read() as conn:
-            limits = conn.execute(select(budget).where(budget.c.id == 1)).one()
-            used = conn.execute(select(
-                func.coalesce(func.sum(vms.c.ribosomes), 0),
-                func.coalesce(func.sum(vms.c.atp_percent), 0.0))).one()
+            limits, used = self._ledger(conn)
         return {
             "ribosome_budget": int(limits.ribosomes),
             "ribosomes_allocated": int(used[0]),
@@ -560,13 +568,7 @@ class StateStore:
                 atp_percent, (int, float)) or not 0 < atp_percent <= 1e9):
             raise InputError(f"ATP budget must be a percentage in (0, 1e9], got {atp_percent!r}")
         with self._write() as conn:
-            query = select(budget).where(budget.c.id == 1)
-            if conn.dialect.name == "postgresql":
-                query = query.with_for_update()
-            conn.execute(query).one()
-            used = conn.execute(select(
-                func.coalesce(func.sum(vms.c.ribosomes), 0),
-                func.coalesce(func.sum(vms.c.atp_percent), 0.0))).one()
+            _, used = self._ledger(conn, lock=True)
             changes: dict[str, Any] = {}
             if ribosomes is not None:
                 if ribosomes < used[0]:

@@ -11,9 +11,10 @@ import re
 import time
 from typing import Any
 
-from bioxen_flows.errors import InputError, StoreError
+from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
+from bioxen_flows.state.store import readable
 from bioxen_flows.vm.base import BiologicalVM, check_allocation
 
 log = logging.getLogger(__name__)
@@ -112,11 +113,7 @@ def _checked_user_config(
 def load_bio_vm(vm_id: str, *, store: StateStore | None = None) -> BiologicalVM:
     """A VM created by this or another process, with its cell state restored."""
     store = store or StateStore()
-    record = store.get_vm(vm_id)
-    if record.damaged:
-        raise StoreError(f"VM {vm_id!r} is damaged ({record.damaged}); "
-                         f"remove it with `bioxen destroy --force {vm_id}`")
-    return _instantiate(record, store)
+    return _instantiate(readable(store.get_vm(vm_id)), store)
 
 
 def list_bio_vms(*, store: StateStore | None = None) -> list[dict[str, Any]]:
