@@ -40,7 +40,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, func, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 
 from bioxen_flows.errors import BudgetError, ConflictError, InputError, NotFoundError, StoreError
 from bioxen_flows.state import schema
@@ -254,6 +254,13 @@ class StateStore:
         if isinstance(url, Path) or (url is not None and "://" not in str(url)):
             url = f"sqlite:///{Path(url)}"
         self.url = url or database_url()
+        try:
+            make_url(self.url)
+        except ArgumentError:  # the URL itself is not echoed: it may hold a password
+            raise InputError(
+                "BIOXEN_DATABASE_URL is not a database URL: use sqlite:///PATH or "
+                "postgresql://USER@HOST:5432/DB"
+            ) from None
         try:
             self.engine = _engine_for(self.url)
             key = (self.url, os.getpid())

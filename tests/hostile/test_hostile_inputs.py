@@ -256,3 +256,29 @@ def test_yaml_exponent_floats_are_numbers(tmp_path):
 
     path = _write(tmp_path, "n.yaml", "simulation:\n  nutrient: 1e9\n")
     assert ConfigManager().load_from_file(path)["simulation"]["nutrient"] == 1e9
+
+
+@pytest.mark.parametrize("argv", [
+    ("budget", "--ribosomes", "-1"),
+    ("budget", "--ribosomes", "0"),
+    ("budget", "--ribosomes", str(10**13)),
+    ("budget", "--atp", "0"),
+    ("budget", "--atp", "-5"),
+    ("budget", "--atp", "nan"),
+    ("budget", "--atp", "inf"),
+    ("budget", "--atp", "1e12"),
+    ("destroy", "--force", "no-such-vm"),
+    ("destroy", "--force", "bad id\n"),
+])
+def test_store_commands_refuse_bad_values(refused_cli, argv):
+    refused_cli(*argv)
+
+
+@pytest.mark.parametrize("url", [
+    "not a url://", "::::", "mysql://u@h/db", "postgresql://nobody@127.0.0.1:1/none",
+    "postgresql://u:s3cret-pw@127.0.0.1:1/none",
+])
+def test_bad_database_urls_are_one_line_without_secrets(refused_cli, monkeypatch, url):
+    monkeypatch.setenv("BIOXEN_DATABASE_URL", url)
+    line = refused_cli("list")
+    assert "s3cret-pw" not in line
