@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.orchestration import tasks as bioxen_tasks
@@ -37,36 +38,95 @@ def read_artifacts(keys: list[str]) -> dict[str, object]:
 @pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 def test_comparison_agrees_with_the_engine_and_publishes_results(tmp_path):
     result = compare_organisms(
-        organisms=["ecoli", "syn3a"], replicates=2, hours=0.5,
-        package="gfp_reporter", out_dir=str(tmp_path / "out"),
+        organisms=["ecoli", "syn3a"], replicates=2, hours=0.5, deterministic=True,
+        package="gfp_reporter", out_dir=str(tmp_path / "out"), csv=True,
     )
     run_dir = Path(result["out_dir"])
     assert run_dir.parent == tmp_path / "out"
     assert run_dir.name.endswith(result_run_suffix(result))
     assert (tmp_path / "out" / "latest").resolve() == run_dir.resolve()
-    summary = pd.read_parquet(run_dir / "summary.parquet").set_index("organism")
-    assert list(summary.index) == ["ecoli", "syn3a"]
-    assert summary.loc["ecoli", "replicates"] == 2
-    control = summary.loc["ecoli", "control_growth_rate_per_min"]
+    summary = pd.read_parquet(run_dir / "summary.parquet").set_index(["organism", "role"])
+    assert list(summary.index) == [("ecoli", "cell"), ("ecoli", "control"),
+                                   ("syn3a", "cell"), ("syn3a", "control")]
+    assert summary.loc[("ecoli", "cell"), "replicates"] == 2  # deterministic: equal copies
+    assert summary.loc[("ecoli", "cell"), "growth_rate_per_min_sd"] == pytest.approx(0, abs=1e-12)
+    control = summary.loc[("ecoli", "control"), "growth_rate_per_min"]
     assert control == pytest.approx(0.02411, rel=1e-3)  # doubling 28.7 min, as the engine says
-    assert 0 < summary.loc["syn3a", "burden_percent"] < summary.loc["ecoli", "burden_percent"]
-    assert summary.loc["ecoli", "growth_rate_sd_per_min"] == pytest.approx(0, abs=1e-12)
+    burden = summary["burden_percent"]
+    assert 0 < burden[("syn3a", "cell")] < burden[("ecoli", "cell")]
+    assert burden[[("ecoli", "control"), ("syn3a", "control")]].isna().all()
     series = pd.read_parquet(run_dir / "timeseries.parquet")
-    assert len(series) == 6 * 31  # (2 replicates + 1 control) x 2 organisms x 31 minutes
-    assert list(series.columns[:5]) == ["organism", "replicate", "vm_id", "role", "package"]
+    assert len(series) == 6 * 31  # (2 cells + 1 control) x 2 organisms x 31 minutes
+    assert list(series.columns[:6]) == ["organism", "replicate", "vm_id", "role", "package",
+                                        "seed"]
+    assert series["seed"].isna().all()
     assert {"time_min", "growth_rate_per_min", "atp_percent", "protein_gfp"} <= set(series)
     assert (run_dir / "growth.png").read_bytes()[:4] == b"\x89PNG"
-    assert pd.read_csv(run_dir / "summary.csv").shape[0] == 2
+    assert pd.read_csv(run_dir / "summary.csv").shape[0] == 4
+    assert len(pd.read_csv(run_dir / "timeseries.csv")) == len(series)  # asked for: csv=True
     assert result["vms"] == 6
-    artifacts = read_artifacts(["compare-organisms-summary", "compare-organisms-report"])
-    assert set(artifacts) == {"compare-organisms-summary", "compare-organisms-report"}
+    artifacts = read_artifacts(["compare-organisms-summary", "compare-organisms-report",
+                                "compare-organisms-progress"])
     assert "data:image/png;base64," in artifacts["compare-organisms-report"].data
+    assert artifacts["compare-organisms-progress"].data == 100.0  # every VM finished
     table = json.loads(artifacts["compare-organisms-summary"].data)
     assert list(table[0])[:2] == ["organism", "burden_percent"]  # the key number first
     for row in table:
         for value in row.values():
             if isinstance(value, float) and value:
                 assert float(f"{value:.4g}") == value  # 4 significant figures
+    assert list_bio_vms() == []
+
+
+def test_replicates_are_stochastic_with_recorded_distinct_seeds(tmp_path):
+    """More than one replicate: Gillespie cells with seeds base + r, kept in the results;
+    the summary's sd and 95 % interval describe their spread."""
+    result = compare_organisms(organisms=["syn3a"], replicates=3, hours=0.25, seed=11,
+                               out_dir=str(tmp_path))
+    run_dir = Path(result["out_dir"])
+    series = pd.read_parquet(run_dir / "timeseries.parquet")
+    seeds = series.groupby("vm_id")["seed"].first()
+    assert sorted(seeds) == [11, 12, 13]
+    assert sorted(result["seeds"].values()) == [11, 12, 13]
+    finals = series.groupby("vm_id")["ribosomes_total"].last()
+    assert finals.nunique() > 1  # distinct seeds, distinct cells
+    (row,) = result["summary"]
+    assert row["replicates"] == 3
+    assert row["ribosomes_total_sd"] == pytest.approx(finals.std(ddof=1))
+    half = 4.302653 * finals.std(ddof=1) / 3 ** 0.5  # t(0.975, 2 df) * sd / sqrt(n)
+    assert row["ribosomes_total_ci95_low"] == pytest.approx(finals.mean() - half)
+    assert row["ribosomes_total_ci95_high"] == pytest.approx(finals.mean() + half)
+    assert not (run_dir / "timeseries.csv").exists()  # CSV only when asked for
+    again = compare_organisms(organisms=["syn3a"], replicates=2, hours=0.25,
+                              out_dir=str(tmp_path))
+    drawn = sorted(again["seeds"].values())
+    assert drawn[1] == drawn[0] + 1  # a drawn base seed, recorded
+    assert list_bio_vms() == []
+
+
+def test_comparison_runs_its_batches_in_worker_processes(tmp_path):
+    """Stochastic work goes to the process pool: the step tasks ran in other processes,
+    nested under one simulate task per batch, each cell built once in its worker."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
+
+    from bioxen_flows.orchestration.runners import simulation_task_runner
+
+    flow = compare_organisms.with_options(task_runner=simulation_task_runner(2))
+    result = flow(organisms=["minimal_cell", "syn3a"], replicates=2, hours=0.1,
+                  batch_size=2, out_dir=str(tmp_path))
+    assert result["vms"] == 4
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            name=FlowRunFilterName(any_=["minimal_cell-syn3a-x2-0.1h"])), limit=1)
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id={"any_": [run.id]}))
+    names = {t.name for t in tasks}
+    assert {"create-bio-vms-syn3a-batch1", "start-bio-vms-syn3a-batch1",
+            "execute-biological-process-minimal_cell-batch1",
+            "collect-biological-metrics-minimal_cell-batch1"} <= names, names
+    assert sum(n.startswith("simulate-bio-vms-") for n in names) == 2
+    assert all(not t.tags for t in tasks)  # no per-task concurrency slots
+    assert {"minimal_cell", "syn3a", "basic"} <= set(run.tags)  # on the flow run instead
     assert list_bio_vms() == []
 
 
@@ -152,8 +212,9 @@ def test_metric_collection_failure_still_tears_down(tmp_path, monkeypatch):
     monkeypatch.setattr(BasicBiologicalVM, "get_biological_metrics", broken_sensor)
     with pytest.raises(RuntimeError, match="metric collection failed"):
         vm_lifecycle(organism="syn3a")
-    with pytest.raises(RuntimeError, match="metric collection failed"):
-        compare_organisms(organisms=["syn3a"], replicates=2, hours=0.25, out_dir=str(tmp_path))
+    on_threads = compare_organisms.with_options(task_runner=ThreadPoolTaskRunner())
+    with pytest.raises(RuntimeError, match="metric collection failed"):  # (patched here only)
+        on_threads(organisms=["syn3a"], replicates=2, hours=0.25, out_dir=str(tmp_path))
     assert list_bio_vms() == []
 
 

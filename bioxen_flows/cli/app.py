@@ -194,7 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--package", help="package to install in every cell (name or file)")
     compare.add_argument("--atp", type=float, help="ATP allocation, %% of the maximum")
     compare.add_argument("--ribosomes", type=int, help="ribosome allocation per cell")
-    compare.add_argument("--seed", type=int, help="stochastic mode with this seed")
+    compare.add_argument("--seed", type=int,
+                         help="base seed of the stochastic mode (replicate r: seed + r); "
+                              "default: drawn and recorded when --replicates > 1")
+    compare.add_argument("--deterministic", action="store_true",
+                         help="one deterministic (ODE) cell per organism")
+    compare.add_argument("--workers", type=int, metavar="N",
+                         help="simulation worker processes (default: the machine's cores)")
+    compare.add_argument("--csv", action="store_true",
+                         help="also write the time series as CSV (Parquet is always written)")
     compare.add_argument("--out", type=Path, default=Path("bioxen_results"), help="output folder")
     compare.add_argument("--vm-type", choices=VM_TYPES, default="basic",
                          help="infrastructure of the VMs (xcpng needs --config)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -123,23 +122,17 @@ def cmd_genome_import(args: argparse.Namespace) -> int:
 
 
 # ---- compare (Prefect) -----------------------------------------------------------------
-def _grown_vms(started: float, minutes: float, seen: set[str]) -> int:
-    """VMs of a comparison started at `started` whose simulated clock reached `minutes`."""
-    from bioxen_flows.orchestration.tasks import OWNER_LABEL
-    from bioxen_flows.vm import list_bio_vms
-
-    for vm in list_bio_vms():
-        if (OWNER_LABEL in vm["labels"] and vm["created_at"] >= started
-                and vm["simulated_time_min"] >= minutes - 1e-6):
-            seen.add(vm["vm_id"])
-    return len(seen)
+SUMMARY_SHOWN = ("organism", "role", "replicates", "burden_percent", "growth_rate_per_min",
+                 "growth_rate_per_min_sd", "doubling_time_min", "doubling_time_min_ci95_low",
+                 "doubling_time_min_ci95_high", "ribosomes_total", "atp_percent")
 
 
-def _with_progress(run: Callable[[], dict], total_vms: int, minutes: float) -> dict:
-    """A bar over VMs grown (polled from the state store) while the flow runs; terminal only."""
+def _with_progress(run: Callable[[Callable[[int, int], None]], dict], total_vms: int) -> dict:
+    """A rich bar (VMs done / total, elapsed, ETA) fed by the flow as batches finish;
+    shown only on a terminal."""
     err = output.console(stderr=True)
     if not err.is_terminal:
-        return run()
+        return run(lambda done, total: None)
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -147,59 +140,95 @@ def _with_progress(run: Callable[[], dict], total_vms: int, minutes: float) -> d
         SpinnerColumn,
         TextColumn,
         TimeElapsedColumn,
+        TimeRemainingColumn,
     )
 
-    started, seen, done = time.time() - 1.0, set(), threading.Event()
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                  MofNCompleteColumn(), TextColumn("VMs grown"), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task("compare-organisms", total=total_vms)
+                  MofNCompleteColumn(), TextColumn("VMs"), TimeElapsedColumn(),
+                  TextColumn("ETA"), TimeRemainingColumn(), console=err,
+                  transient=True) as progress:
+        bar = progress.add_task("compare-organisms", total=total_vms)
+        return run(lambda done, total: progress.update(bar, completed=done, total=total))
 
-        def poll() -> None:
-            while not done.wait(0.5):
-                try:
-                    progress.update(task, completed=_grown_vms(started, minutes, seen))
-                except Exception:  # a busy store must not break the display
-                    continue
 
-        poller = threading.Thread(target=poll, daemon=True)
-        poller.start()
-        try:
-            return run()
-        finally:
-            done.set()
-            poller.join()
+def _start_prefect_api() -> tuple[str | None, float]:
+    """Start Prefect's temporary server unless an API is configured: (its URL, start s).
+
+    Started here rather than by the flow, so its start (seconds on a fresh machine) is
+    reported apart from the comparison's own time, and the worker processes share it.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None, 0.0
+    from prefect.server.api.server import SubprocessASGIServer
+
+    began = time.perf_counter()
+    server = SubprocessASGIServer()
+    server.start()
+    return server.api_url, time.perf_counter() - began
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run the compare-organisms Prefect flow and print its summary table."""
     # An offline lab machine should not try to send Prefect telemetry.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    import pandas as pd
-
-    from bioxen_flows.orchestration.flows import check_compare_parameters, compare_organisms
+    from bioxen_flows.orchestration.flows import (
+        check_compare_parameters,
+        compare_organisms,
+        watch_progress,
+    )
+    from bioxen_flows.orchestration.runners import check_workers, simulation_task_runner
 
     organisms = list(args.organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, args.replicates, args.hours)
-    total = len(organisms) * (args.replicates + (1 if args.package else 0))
-    result = _with_progress(lambda: compare_organisms(
-        organisms=organisms,
-        replicates=args.replicates,
-        hours=args.hours,
-        package=args.package,
-        atp_percent=args.atp,
-        ribosomes=args.ribosomes,
-        seed=args.seed,
-        out_dir=str(args.out),
-        vm_type=args.vm_type,
-        config=_flow_config(args.config),
-    ), total, args.hours * 60)
+    check_workers(args.workers)
+    if args.deterministic and args.seed is not None:
+        raise InputError("give either --seed (stochastic) or --deterministic, not both")
+    replicates = 1 if args.deterministic else args.replicates
+    total = len(organisms) * (replicates + (1 if args.package else 0))
+    api_url, server_s = _start_prefect_api()
+    if api_url is not None and not args.json:
+        print(f"started Prefect's temporary server in {server_s:.1f} s "
+              "(set PREFECT_API_URL to use a running one)", file=sys.stderr)
+    flow = compare_organisms.with_options(task_runner=simulation_task_runner(args.workers))
+
+    def run(listener: Callable[[int, int], None]) -> dict:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        if api_url is not None:  # the worker processes inherit it from os.environ
+            os.environ["PREFECT_API_URL"] = api_url
+        updates = {PREFECT_API_URL: api_url} if api_url is not None else {}
+        with temporary_settings(updates=updates), watch_progress(listener):
+            return flow(
+                organisms=organisms,
+                replicates=replicates,
+                hours=args.hours,
+                package=args.package,
+                atp_percent=args.atp,
+                ribosomes=args.ribosomes,
+                seed=args.seed,
+                deterministic=args.deterministic,
+                out_dir=str(args.out),
+                vm_type=args.vm_type,
+                csv=args.csv,
+                config=_flow_config(args.config),
+            )
+
+    result = _with_progress(run, total)
     if args.json:
         output.print_json(result)
         return 0
+    import pandas as pd
+
     summary = pd.DataFrame(result["summary"])
-    with pd.option_context("display.width", 160, "display.float_format", "{:,.4g}".format):
-        print(summary.to_string(index=False))
+    shown = [c for c in SUMMARY_SHOWN if c in summary and summary[c].notna().any()]
+    with pd.option_context("display.width", 200, "display.float_format", "{:,.4g}".format):
+        print(summary[shown].to_string(index=False))
+    seeds = sorted({s for s in result["seeds"].values() if s is not None})
+    if seeds:
+        print(f"\nstochastic replicates, seeds {seeds[0]}..{seeds[-1]} "
+              "(the seed column of timeseries.parquet; --deterministic for one ODE cell)")
     print(f"\nresults in {result['out_dir']} ({result['latest']} points there):")
     print("\n".join(f"  {Path(path).name}" for path in result["paths"].values()))
     return 0

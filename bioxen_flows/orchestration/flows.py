@@ -18,23 +18,36 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import math
 import re
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from prefect import flow, get_run_logger, tags
-from prefect.futures import PrefectFuture
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from bioxen_flows.orchestration import reporting
+from bioxen_flows.orchestration.runners import (
+    default_workers,
+    in_process_task_runner,
+    io_task_runner,
+    share_api_with_workers,
+    simulation_task_runner,
+)
 from bioxen_flows.orchestration.tasks import (
     OWNER_LABEL,
     collect_biological_metrics,
     create_bio_vms,
     execute_biological_process,
+    simulate_bio_vms,
     start_bio_vms,
     teardown_bio_vms,
     vm_spec,
@@ -49,11 +62,31 @@ from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.vm import destroy_labelled_vms
 
 DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
-MAX_WORKERS = 4
 # A whole run's upper bound; the nightly comparison (12 VMs, 24 simulated hours) takes
 # well under a minute, 100 replicates x 3 organisms x 168 hours about an hour.
 COMPARE_TIMEOUT_S = 6 * 60 * 60
 LIFECYCLE_TIMEOUT_S = 2 * 60 * 60
+# Batches per worker: more gives finer progress and load balance, fewer less task overhead.
+BATCHES_PER_WORKER = 4
+MAX_SEED = 2**31 - 1  # a drawn base seed; replicate r uses base + r
+# Deterministic work below this many VM x simulated hours runs in the flow's process: an
+# ODE cell grows 24 h in ~10 ms, while starting a worker process (imports, model compile)
+# takes seconds (bench/flows.py measures both sides).
+INLINE_MAX_VM_HOURS = 1_000
+
+ProgressListener = Callable[[int, int], None]
+_progress_listeners: list[ProgressListener] = []
+
+
+@contextmanager
+def watch_progress(listener: ProgressListener) -> Iterator[None]:
+    """Call `listener(vms_done, vms_total)` as the comparisons run in this process finish
+    batches (the CLI's progress bar; the UI has the progress artifact)."""
+    _progress_listeners.append(listener)
+    try:
+        yield
+    finally:
+        _progress_listeners.remove(listener)
 
 
 def _compare_run_name() -> str:
@@ -105,7 +138,7 @@ def _owner() -> str:
     name="compare-organisms",
     flow_run_name=_compare_run_name,
     timeout_seconds=COMPARE_TIMEOUT_S,
-    task_runner=ThreadPoolTaskRunner(max_workers=MAX_WORKERS),
+    task_runner=simulation_task_runner(),
     on_crashed=[_teardown_hook],
     on_cancellation=[_teardown_hook],
     log_prints=True,
@@ -118,45 +151,110 @@ def compare_organisms(
     atp_percent: float | None = None,
     ribosomes: int | None = None,
     seed: int | None = None,
+    deterministic: bool = False,
     out_dir: str = "bioxen_results",
     vm_type: str = "basic",
-    batch_size: int = 3,
+    batch_size: int | None = None,
+    csv: bool = False,
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Grow `replicates` cells of each organism for `hours` and compare them.
 
     Results go to a new directory `<out_dir>/<UTC date>-<flow run name>-<run id prefix>`
-    (tidy time series and summary as Parquet + CSV, growth.png), `<out_dir>/latest` points
-    at it, and the run publishes the compare-organisms-summary (table) and
-    compare-organisms-report (markdown with the plot) artifacts.
+    (tidy time series and summary as Parquet, the summary also as CSV, growth.png),
+    `<out_dir>/latest` points at it, and the run publishes the compare-organisms-summary
+    (table), compare-organisms-report (markdown with the plot) and
+    compare-organisms-progress artifacts. The simulation batches run in worker processes
+    (one per core; `compare_organisms.with_options(task_runner=simulation_task_runner(n))`
+    for n).
 
     Args:
         organisms: Organisms to compare, among syn3a, ecoli and minimal_cell (default: all
             three).
-        replicates: Cells per organism (1-100); the summary gives their mean and sd.
+        replicates: Cells per organism (1-100). More than one are stochastic (Gillespie)
+            with distinct seeds, so the summary's sd and 95 % interval show cell-to-cell
+            variation; see `deterministic`.
         hours: Simulated hours each cell grows (> 0, at most 168).
         package: Guest package installed in every cell (e.g. gfp_reporter). Each organism
             then also gets a control cell without it, and the summary reports the
             package's burden_percent (growth lost relative to the control).
         atp_percent: Energy supply cap, % of the organism's maximum (default: uncapped).
         ribosomes: Ribosome cap per cell, molecules (default: uncapped).
-        seed: Stochastic (Gillespie) mode with this seed; replicate r uses seed + r.
-            Default: deterministic ODE.
+        seed: Base seed of the stochastic mode: replicate r uses seed + r, the control
+            seed. Default: drawn at random for stochastic runs and recorded in the results
+            (the `seed` column). Giving a seed makes even one replicate stochastic.
+        deterministic: Deterministic (ODE) cells: replicates are then identical copies, so
+            ask for one (the CLI's --deterministic does).
         out_dir: Folder for the results; each run writes a subdirectory of its own.
             Relative paths are relative to the working directory (for deployments, the
             checkout).
         vm_type: Infrastructure: basic (in-process engine) or xcpng (a VM on an XCP-ng
             pool).
-        batch_size: VMs per task run (1-100).
+        batch_size: VMs per batch task (1-100; default: about four batches per worker).
+        csv: Also write the time series as CSV (slow for long runs; Parquet is always
+            written).
         config: Merged into every VM's config, e.g. {"xcpng_config": {...}} for xcpng.
 
     Returns:
-        The summary rows, the run directory (out_dir), the file paths and the VM count.
+        The summary rows, the run directory (out_dir), the file paths, the VM count and
+        the seeds used (None when deterministic).
     """
     organisms = list(organisms or DEFAULT_ORGANISMS)
-    check_compare_parameters(organisms, replicates, hours, batch_size)
+    check_compare_parameters(organisms, replicates, hours, batch_size or 1)
+    if deterministic and seed is not None:
+        raise ValueError("give either seed (stochastic) or deterministic, not both")
     log = get_run_logger()
     owner = _owner()
+    stochastic = not deterministic and (seed is not None or replicates > 1)
+    if stochastic and seed is None:
+        seed = secrets.randbelow(MAX_SEED)
+    specs = comparison_specs(organisms, replicates, owner, vm_type=vm_type, package=package,
+                             atp_percent=atp_percent, ribosomes=ribosomes,
+                             seed=seed if stochastic else None, config=config)
+    workers = getattr(task_runner_of_this_run(), "_max_workers", None) or default_workers()
+    size = batch_size or auto_batch_size(len(specs), workers)
+    batches = label_batches(batch_specs(specs, size))
+    _tag_flow_run([*organisms, vm_type])
+    log.info("comparing %s: %d VMs (%s) in %d batches of up to %d", ", ".join(organisms),
+             len(specs), f"stochastic, seeds from {seed}" if stochastic else "deterministic",
+             len(batches), size)
+    submitted: list[PrefectFuture] = []
+    try:
+        progress = reporting.ProgressArtifact("compare-organisms", len(specs))
+        frames, metrics = run_batches(batches, owner, lambda b: batch_program(b, hours),
+                                      _runner_for(vm_type, specs, hours), submitted,
+                                      on_done=lambda n: _report(progress, n))
+        series = reporting.tidy_timeseries(frames)
+        summary = reporting.summary_frame(specs, metrics)
+        png = reporting.plot_png(series)
+        run_dir = reporting.run_directory(
+            Path(out_dir), current_run.get_name() or "compare-organisms", owner
+        )
+        paths = reporting.write_results(series, summary, png, run_dir, csv=csv)
+        latest = reporting.point_latest(Path(out_dir), run_dir)
+        reporting.publish_artifacts(summary, png, key="compare-organisms")
+    finally:
+        _settle(submitted)  # a batch still creating VMs must not outlive the teardown
+        _teardown(owner, vm_type, config)
+    log.info("results in %s (%s now points there)", run_dir, latest)
+    return {
+        "summary": summary.astype(object).where(summary.notna(), None).to_dict("records"),
+        "out_dir": str(run_dir),
+        "latest": str(latest),
+        "paths": {k: str(v) for k, v in paths.items()},
+        "vms": len(specs),
+        "seeds": {s["vm_id"]: s["config"]["simulation"].get("seed") for s in specs},
+    }
+
+
+def comparison_specs(
+    organisms: list[str], replicates: int, owner: str, *, vm_type: str = "basic",
+    package: str | None = None, atp_percent: float | None = None,
+    ribosomes: int | None = None, seed: int | None = None,
+    config: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The VMs of a comparison: `replicates` cells per organism (stochastic with seed + r
+    when `seed` is given) and, with a package, one control cell per organism (seed)."""
     run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
     specs = []
     for organism in organisms:
@@ -171,47 +269,99 @@ def compare_organisms(
                 f"cmp-{run_tag}-{organism}-control", organism, vm_type=vm_type, role="control",
                 atp_percent=atp_percent, ribosomes=ribosomes, seed=seed, config=config,
             ))
-    log.info("comparing %s: %d VMs in batches of %d", ", ".join(organisms), len(specs), batch_size)
-    submitted: list[PrefectFuture] = []
+    return specs
+
+
+def run_batches(
+    batches: list[tuple[list[dict[str, Any]], str]],
+    owner: str,
+    code_for: Callable[[list[dict[str, Any]]], str],
+    runner: TaskRunner | None,
+    submitted: list[PrefectFuture],
+    on_done: Callable[[int], None] | None = None,
+) -> tuple[list[pd.DataFrame], dict[str, dict[str, Any]]]:
+    """Run every batch through `simulate_bio_vms` (the program `code_for(batch)`) and
+    gather their tidy rows (in batch order) and metrics.
+
+    `runner` None: the flow's task runner (worker processes by default); else that runner
+    (e.g. threads for XCP-ng, whose steps wait on the network). Each future is appended to
+    `submitted` as soon as it exists, so the caller can settle them whatever happens.
+    `on_done(n)` is called with the number of VMs finished so far as each batch completes.
+    """
+    if runner is None:
+        share_api_with_workers()
+    io_runner = runner.__enter__() if runner is not None else None
     try:
-        futures = []
-        for batch, label in _labelled(_batches(specs, batch_size)):
-            create, start, execute, collect = (
-                t.with_options(task_run_name=f"{t.name}-{label}") for t in
-                (create_bio_vms, start_bio_vms, execute_biological_process,
-                 collect_biological_metrics)
-            )
-            with tags(batch[0]["organism"], vm_type):
-                created = create.submit(batch, owner)
-                started = start.submit(created)
-                ran = execute.submit(started, _program(batch[0], hours))
-                collected = collect.submit(started, wait_for=[ran])
-            submitted += [created, started, ran, collected]
-            futures.append((ran, collected))
-        results, metrics = {}, {}
-        for ran, collected in futures:
-            results.update(ran.result())
-            metrics.update(collected.result())
-        series = reporting.timeseries_frame(specs, results)
-        summary = reporting.summary_frame(specs, metrics)
-        png = reporting.plot_png(series)
-        run_dir = reporting.run_directory(
-            Path(out_dir), current_run.get_name() or "compare-organisms", owner
-        )
-        paths = reporting.write_results(series, summary, png, run_dir)
-        latest = reporting.point_latest(Path(out_dir), run_dir)
-        reporting.publish_artifacts(summary, png, key="compare-organisms")
+        by_future: dict[Any, list[dict[str, Any]]] = {}
+        order: dict[Any, int] = {}
+        for batch, label in batches:
+            params = {"specs": batch, "owner": owner, "code": code_for(batch), "label": label}
+            future = (io_runner.submit(simulate_bio_vms, params) if io_runner is not None
+                      else simulate_bio_vms.submit(**params))
+            submitted.append(future)
+            by_future[future] = batch
+            order[future] = len(order)
+        frames: dict[int, pd.DataFrame] = {}
+        metrics: dict[str, dict[str, Any]] = {}
+        done = 0
+        for future in as_completed(list(by_future)):
+            frame, batch_metrics = future.result()
+            frames[order[future]] = frame
+            metrics.update(batch_metrics)
+            done += len(by_future[future])
+            if on_done is not None:
+                on_done(done)
+        return [frames[i] for i in sorted(frames)], metrics
     finally:
-        _settle(submitted)  # a batch still creating VMs must not outlive the teardown
-        _teardown(owner, vm_type, config)
-    log.info("results in %s (%s now points there)", run_dir, latest)
-    return {
-        "summary": summary.astype(object).where(summary.notna(), None).to_dict("records"),
-        "out_dir": str(run_dir),
-        "latest": str(latest),
-        "paths": {k: str(v) for k, v in paths.items()},
-        "vms": len(specs),
-    }
+        if io_runner is not None:
+            io_runner.__exit__(None, None, None)
+
+
+def _runner_for(vm_type: str, specs: list[dict[str, Any]], hours: float) -> TaskRunner | None:
+    """Where this comparison's batches run: threads for XCP-ng (network waits), the flow
+    thread for deterministic work too small to repay starting worker processes, else the
+    flow's task runner (None)."""
+    if vm_type == "xcpng":
+        return io_task_runner()
+    stochastic = any((s["config"].get("simulation") or {}).get("stochastic") for s in specs)
+    small = not stochastic and len(specs) * hours < INLINE_MAX_VM_HOURS
+    if small and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner):
+        return in_process_task_runner()
+    return None
+
+
+def task_runner_of_this_run() -> Any:
+    """The task runner the running flow was given (None outside a flow run)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    return context.task_runner if context is not None else None
+
+
+def auto_batch_size(vms: int, workers: int) -> int:
+    """About `BATCHES_PER_WORKER` batches per worker (at least 1 VM, at most 100 per batch)."""
+    return max(1, min(100, math.ceil(vms / (workers * BATCHES_PER_WORKER))))
+
+
+def _report(progress: reporting.ProgressArtifact, done: int) -> None:
+    progress.update(done)
+    for listener in list(_progress_listeners):
+        listener(done, progress.total)
+
+
+def _tag_flow_run(tags: list[str]) -> None:
+    """Organisms and infrastructure as the flow run's tags (filterable in the UI).
+
+    On the flow run only: tags on task runs would make Prefect take a tag concurrency slot
+    per task run (an API call each; under load, 503 back-offs of ~2 s)."""
+    run_id = current_run.get_id()
+    if not run_id:
+        return
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        existing = client.read_flow_run(UUID(run_id)).tags or []
+        client.update_flow_run(UUID(run_id), tags=sorted({*existing, *tags}))
 
 
 @flow(
@@ -242,15 +392,15 @@ def vm_lifecycle(
     vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     try:
-        with tags(organism, vm_type):
-            if vm_type == "xcpng":  # each provisioning step is its own, retryable task
-                cfg = _xcpng_config(config)
-                vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
-                spec["config"]["placement"] = boot_xcpng_vm(cfg, vm)
-            created = create_bio_vms([spec], owner)
-            started = start_bio_vms(created)
-            result = execute_biological_process(started, program)[vm_id]
-            metrics = collect_biological_metrics(started)[vm_id]
+        _tag_flow_run([organism, vm_type])
+        if vm_type == "xcpng":  # each provisioning step is its own, retryable task
+            cfg = _xcpng_config(config)
+            vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
+            spec["config"]["placement"] = boot_xcpng_vm(cfg, vm)
+        created = create_bio_vms([spec], owner)
+        started = start_bio_vms(created)
+        result = execute_biological_process(started, program)[vm_id]
+        metrics = collect_biological_metrics(started)[vm_id]
     finally:
         _teardown(owner, vm_type, config)
     return {"vm_id": vm_id, "metrics": metrics, "timeseries": result["timeseries"]}
@@ -304,13 +454,17 @@ def _xcpng_config(config: dict[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
-def _program(spec: dict[str, Any], hours: float) -> str:
-    """The process program for a batch (json.dumps escapes the package name as a literal)."""
-    lines = [f"install({json.dumps(spec['package'])})"] if spec["package"] else []
+def batch_program(batch: list[dict[str, Any]], hours: float) -> str:
+    """The process program of a batch (one package per batch; json.dumps escapes the
+    package name as a literal): install it, then grow for `hours`."""
+    package = batch[0]["package"]
+    lines = [f"install({json.dumps(package)})"] if package else []
     return "\n".join([*lines, f"grow(minutes={hours * 60!r})"])
 
 
-def _labelled(batches: list[list[dict[str, Any]]]) -> list[tuple[list[dict[str, Any]], str]]:
+def label_batches(
+    batches: list[list[dict[str, Any]]],
+) -> list[tuple[list[dict[str, Any]], str]]:
     """Each batch with a label for its task runs: organism, role, batch number
     (`syn3a-batch1`, `ecoli-control-batch1`)."""
     counts: dict[tuple, int] = {}
@@ -323,7 +477,7 @@ def _labelled(batches: list[list[dict[str, Any]]]) -> list[tuple[list[dict[str, 
     return out
 
 
-def _batches(specs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
+def batch_specs(specs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
     """Batches of one organism, role and package each, so one program fits the batch."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for spec in specs:

@@ -14,30 +14,45 @@ from typing import Any
 
 import pandas as pd
 
-ID_COLUMNS = ["organism", "replicate", "vm_id", "role", "package"]
+ID_COLUMNS = ["organism", "replicate", "vm_id", "role", "package", "seed"]
 SUMMARY_METRICS = ("growth_rate_per_min", "doubling_time_min", "ribosomes_total", "atp_percent")
+CI_LEVEL = 0.95
 
 
-def timeseries_frame(specs: list[dict[str, Any]], results: dict[str, dict]) -> pd.DataFrame:
-    """One row per VM x time point; identity columns first, measurements after (units in names)."""
+def batch_timeseries(specs: list[dict[str, Any]], results: dict[str, dict]) -> pd.DataFrame:
+    """One batch's rows of the tidy time series (built where the batch ran, so only a compact
+    frame crosses the process boundary): identity columns first, then measurements."""
     frames = []
     for spec in specs:
         frame = pd.DataFrame(results[spec["vm_id"]]["timeseries"])
         for i, column in enumerate(ID_COLUMNS):
-            frame.insert(i, column, spec.get(column) if column != "organism" else spec["organism"])
+            frame.insert(i, column, _spec_value(spec, column))
         frames.append(frame)
-    tidy = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def tidy_timeseries(batches: list[pd.DataFrame]) -> pd.DataFrame:
+    """The batches' rows as one tidy frame: one row per VM x time point, in spec order."""
+    tidy = pd.concat(batches, ignore_index=True)
     tidy["organism"] = tidy["organism"].astype("category")
     tidy["role"] = tidy["role"].astype("category")
     tidy["replicate"] = tidy["replicate"].astype("int64")
+    tidy["seed"] = tidy["seed"].astype("Int64")  # None (deterministic) stays missing
     return tidy
 
 
-def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.DataFrame:
-    """Per organism: mean (and sd over replicates) of the final state, and the package's burden.
+def timeseries_frame(specs: list[dict[str, Any]], results: dict[str, dict]) -> pd.DataFrame:
+    """The tidy time series of `specs` from their process results (one batch or all)."""
+    return tidy_timeseries([batch_timeseries(specs, results)])
 
-    burden_percent = 100 * (1 - growth with the package / growth of the control VM of the
-    same organism, caps and seed, without it).
+
+def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.DataFrame:
+    """Per organism and role: mean, sd and 95 % interval of the final state over replicates,
+    and the package's burden.
+
+    The interval is the t-interval of the mean, mean +- t(0.975, n-1) * sd / sqrt(n); with
+    one cell, sd and interval are missing. burden_percent = 100 * (1 - mean growth with the
+    package / growth of the control VM of the same organism and caps, without it).
     """
     rows = [
         {"organism": s["organism"], "role": s["role"],
@@ -46,21 +61,39 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
         for s in specs
     ]
     final = pd.DataFrame(rows)
-    cells = final[final["role"] == "cell"].drop(columns="role")
-    grouped = cells.groupby("organism", sort=False)
+    grouped = final.groupby(["organism", "role"], sort=False)
     summary = grouped.mean(numeric_only=True)
-    summary.insert(0, "replicates", grouped.size())
-    if (summary["replicates"] > 1).any():
-        summary["growth_rate_sd_per_min"] = grouped["growth_rate_per_min"].std(ddof=1)
-    controls = final[final["role"] == "control"].set_index("organism")
-    if not controls.empty:
-        control_growth = controls["growth_rate_per_min"].reindex(summary.index)
-        summary["control_growth_rate_per_min"] = control_growth
-        summary["burden_percent"] = 100.0 * (1 - summary["growth_rate_per_min"] / control_growth)
+    n = grouped.size()
+    summary.insert(0, "replicates", n)
+    half = _t_quantile(n) / n.pow(0.5)
+    for metric in SUMMARY_METRICS:
+        sd = grouped[metric].std(ddof=1)
+        column = summary.columns.get_loc(metric) + 1
+        summary.insert(column, f"{metric}_sd", sd)
+        summary.insert(column + 1, f"{metric}_ci95_low", summary[metric] - half * sd)
+        summary.insert(column + 2, f"{metric}_ci95_high", summary[metric] + half * sd)
     summary = summary.reset_index()
-    if "burden_percent" in summary:  # the key number, next to the organism it belongs to
-        summary.insert(1, "burden_percent", summary.pop("burden_percent"))
+    controls = summary[summary["role"] == "control"].set_index("organism")
+    if not controls.empty:
+        control_growth = summary["organism"].map(controls["growth_rate_per_min"])
+        burden = 100.0 * (1 - summary["growth_rate_per_min"] / control_growth)
+        # the key number, next to the organism it belongs to (cells only)
+        summary.insert(1, "burden_percent", burden.where(summary["role"] == "cell"))
     return summary
+
+
+def _t_quantile(n: pd.Series) -> pd.Series:
+    """Student's t quantile for a two-sided 95 % interval with n - 1 degrees of freedom."""
+    from scipy.special import stdtrit
+
+    df = (n - 1).astype(float)
+    return pd.Series(stdtrit(df.where(df > 0), 0.5 + CI_LEVEL / 2), index=n.index)
+
+
+def _spec_value(spec: dict[str, Any], column: str) -> Any:
+    if column == "seed":
+        return (spec["config"].get("simulation") or {}).get("seed")
+    return spec.get(column) if column != "organism" else spec["organism"]
 
 
 LATEST = "latest"
@@ -100,53 +133,82 @@ def point_latest(out_dir: Path, run_dir: Path) -> Path:
 
 
 def write_results(
-    series: pd.DataFrame, summary: pd.DataFrame, png: bytes, out_dir: Path
+    series: pd.DataFrame, summary: pd.DataFrame, png: bytes, out_dir: Path, *,
+    csv: bool = False,
 ) -> dict[str, Path]:
-    """Write the run's files into `out_dir` (a run directory of its own, see run_directory)."""
+    """Write the run's files into `out_dir` (a run directory of its own, see run_directory).
+
+    Parquet always (the time series of a long run in a fraction of a second); the summary
+    also as CSV (a few rows); the time series as CSV only when asked (`csv=True`), since
+    `to_csv` takes ~15x as long as Parquet on large runs.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {
         "timeseries_parquet": out_dir / "timeseries.parquet",
-        "timeseries_csv": out_dir / "timeseries.csv",
         "summary_parquet": out_dir / "summary.parquet",
         "summary_csv": out_dir / "summary.csv",
         "plot_png": out_dir / "growth.png",
     }
     series.to_parquet(paths["timeseries_parquet"], index=False)
-    series.to_csv(paths["timeseries_csv"], index=False)
     summary.to_parquet(paths["summary_parquet"], index=False)
     summary.to_csv(paths["summary_csv"], index=False)
     paths["plot_png"].write_bytes(png)
+    if csv:
+        paths["timeseries_csv"] = out_dir / "timeseries.csv"
+        series.to_csv(paths["timeseries_csv"], index=False)
     return paths
 
 
 def plot_png(series: pd.DataFrame) -> bytes:
-    """Growth rate (and guest protein, if any) over time, mean per organism."""
+    """Growth rate (and guest protein, if any) over time per organism: the replicates' mean
+    as a line, their spread (mean +- sd) as a band, the control cell as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cells = series[series["role"] == "cell"]
-    proteins = [c for c in cells.columns if c.startswith("protein_")]
+    proteins = [c for c in series.columns if c.startswith("protein_")]
     fig, axes = plt.subplots(1, 2 if proteins else 1, figsize=(11 if proteins else 6, 4))
     axes = list(axes) if proteins else [axes]
-    mean = cells.groupby(["organism", "time_min"], observed=True).mean(numeric_only=True)
-    for organism, frame in mean.groupby(level="organism", observed=True):
-        t = frame.index.get_level_values("time_min")
-        axes[0].plot(t, frame["growth_rate_per_min"], label=organism)
-        for protein in proteins:
-            axes[1].plot(t, frame[protein], label=f"{organism} {protein[8:]}")
-    axes[0].set(xlabel="simulated time (min)", ylabel="growth rate (1/min)", title="Growth")
+    columns = ["growth_rate_per_min", *proteins]
+    stats = (series.groupby(["organism", "role", "time_min"], observed=True)[columns]
+             .agg(["mean", "std"]))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, organism in enumerate(series["organism"].cat.categories
+                                 if hasattr(series["organism"], "cat")
+                                 else series["organism"].unique()):
+        colour = colours[i % len(colours)]
+        for role in ("cell", "control"):
+            if (organism, role) not in stats.index.droplevel("time_min"):
+                continue
+            frame = stats.loc[(organism, role)]
+            t = frame.index.to_numpy()
+            style = {"color": colour, "linestyle": "--" if role == "control" else "-"}
+            label = organism if role == "cell" else f"{organism} control"
+            _line(axes[0], t, frame["growth_rate_per_min"], label, style)
+            for protein in proteins:
+                if frame[(protein, "mean")].notna().any():
+                    _line(axes[1], t, frame[protein], f"{label} {protein[8:]}", style)
+    axes[0].set(xlabel="simulated time (min)", ylabel="growth rate (1/min)",
+                title="Growth (band: mean +- sd of replicates)")
     if proteins:
         axes[1].set(xlabel="simulated time (min)", ylabel="molecules per cell",
                     title="Guest protein")
         axes[1].legend(fontsize=8)
-    axes[0].legend()
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _line(ax: Any, t: Any, stats: pd.DataFrame, label: str, style: dict[str, Any]) -> None:
+    """The mean as a line and, where replicates differ, mean +- sd as a band around it."""
+    mean, sd = stats["mean"].to_numpy(), stats["std"].to_numpy()
+    ax.plot(t, mean, label=label, **style)
+    if pd.notna(sd).any():
+        ax.fill_between(t, mean - sd, mean + sd, color=style["color"], alpha=0.2, linewidth=0)
 
 
 def markdown_summary(summary: pd.DataFrame, png: bytes, title: str) -> str:
@@ -187,6 +249,24 @@ def publish_artifacts(summary: pd.DataFrame, png: bytes, key: str) -> None:
         markdown_summary(summary, png, "BioXen organism comparison"),
         key=f"{key}-report", description="Summary table and growth plot",
     )
+
+
+class ProgressArtifact:
+    """A Prefect progress artifact (`<key>-progress`) showing the share of VMs finished."""
+
+    def __init__(self, key: str, total: int) -> None:
+        from prefect.artifacts import create_progress_artifact
+
+        self.total = total
+        self.id = create_progress_artifact(
+            0.0, key=f"{key}-progress", description=f"VMs finished, of {total}"
+        )
+
+    def update(self, done: int) -> None:
+        from prefect.artifacts import update_progress_artifact
+
+        update_progress_artifact(self.id, 100.0 * done / max(self.total, 1),
+                                 description=f"{done} of {self.total} VMs finished")
 
 
 def _fmt(value: Any) -> str:

@@ -5,6 +5,11 @@ from the state store, so the same tasks run on threads, processes or Dask worker
 A task handles a batch of VMs, because one simulation step is often cheaper than a
 task run's own overhead.
 
+`simulate_bio_vms` runs a batch's create -> start -> execute -> collect as nested task
+runs inside one worker: the UI shows each step, and the cells built at creation stay warm
+in that worker's hypervisor for the steps after it (a worker process has its own cache, so
+steps spread over workers would rebuild every cell). It returns the batch's tidy rows.
+
 Every task changes or reads live VM state, so none is cached (`NO_CACHE`): Prefect's
 default policy would return a stored result for a second call with the same inputs in
 the same run (a second teardown would destroy nothing). Each has a timeout, so a stuck
@@ -15,10 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.orchestration.reporting import batch_timeseries
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
 
@@ -100,7 +107,6 @@ def vm_spec(
 )
 def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
     """Create the VMs, labelled with their owner so teardown can always find them."""
-    log = get_run_logger()
     created = []
     for spec in specs:
         if _exists(spec["vm_id"]):  # a retried task resumes instead of failing on duplicates
@@ -111,8 +117,8 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
         config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
         create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
                       placement=placement)
-        log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
         created.append(spec["vm_id"])
+    get_run_logger().info("created %s", ", ".join(created))
     return created
 
 
@@ -132,16 +138,13 @@ def start_bio_vms(vm_ids: list[str]) -> list[str]:
       timeout_seconds=PROCESS_TIMEOUT_S)
 def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[str, Any]]:
     """Run one process program on each VM; returns each VM's time series and summary."""
-    log = get_run_logger()
-    results = {}
-    for vm_id in vm_ids:
-        results[vm_id] = load_bio_vm(vm_id).execute_biological_process(code)
-        summary = results[vm_id]["summary"]
-        log.info(
-            "%s: %.1f simulated min, doubling %.1f min, atp_percent %.1f",
-            vm_id, summary["simulated_time_min"], summary["doubling_time_min"],
-            summary["atp_percent"],
-        )
+    results = {vm_id: load_bio_vm(vm_id).execute_biological_process(code) for vm_id in vm_ids}
+    doubling = [r["summary"]["doubling_time_min"] for r in results.values()]
+    get_run_logger().info(
+        "%d VM(s) ran %.1f simulated min; doubling %.1f-%.1f min", len(results),
+        next(iter(results.values()))["summary"]["simulated_time_min"] if results else 0.0,
+        min(doubling, default=0.0), max(doubling, default=0.0),
+    )
     return results
 
 
@@ -150,6 +153,27 @@ def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[s
 def collect_biological_metrics(vm_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Each VM's current metrics (JSON-ready: infinities become None)."""
     return {vm_id: json_safe(load_bio_vm(vm_id).get_biological_metrics()) for vm_id in vm_ids}
+
+
+@task(name="simulate-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
+      timeout_seconds=PROCESS_TIMEOUT_S)
+def simulate_bio_vms(
+    specs: list[dict[str, Any]], owner: str, code: str, label: str
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+    """One batch from creation to metrics in this worker, each step a task run of its own
+    (named `<step>-<label>`, e.g. `create-bio-vms-syn3a-batch1`).
+
+    Returns the batch's tidy time series rows and each VM's final metrics.
+    """
+    create, start, execute, collect = (
+        t.with_options(task_run_name=f"{t.name}-{label}")
+        for t in (create_bio_vms, start_bio_vms, execute_biological_process,
+                  collect_biological_metrics)
+    )
+    started = start(create(specs, owner))
+    results = execute(started, code)
+    metrics = collect(started)
+    return batch_timeseries(specs, results), metrics
 
 
 @task(name="teardown-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,

@@ -1,0 +1,69 @@
+"""Where the simulation tasks run: worker processes on this machine.
+
+libroadrunner holds the GIL while it integrates, so threads add no speed to simulation (two
+threads reached 0.93x one thread, two processes 1.92x). The comparison and the design-space
+sweep therefore run their CPU-bound batch tasks on Prefect's `ProcessPoolTaskRunner`, one
+process per core by default; I/O-bound XCP-ng steps stay on threads (`io_task_runner`).
+docs/api.md ("Task runners") has the measurements behind choosing it over prefect-dask's
+`LocalCluster`, which remains the way to use more than one machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+MAX_IO_THREADS = 8  # concurrent XCP-ng provisioning calls of one run
+
+
+def default_workers() -> int:
+    """The cores this process may use (its CPU affinity, where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_workers(workers: int | None) -> None:
+    """Refuse a worker count that cannot run (before any flow or server starts)."""
+    if workers is not None and (isinstance(workers, bool) or not 1 <= workers <= 256):
+        raise ValueError(f"workers must be between 1 and 256, got {workers}")
+
+
+def simulation_task_runner(workers: int | None = None) -> TaskRunner:
+    """The task runner for CPU-bound simulation tasks: `workers` processes (default: the
+    machine's cores). Task parameters and results must pickle (ids, specs, frames)."""
+    check_workers(workers)
+    return ProcessPoolTaskRunner(max_workers=workers or default_workers())
+
+
+def io_task_runner() -> TaskRunner:
+    """Threads for tasks that wait on the network (XCP-ng provisioning, SSH)."""
+    return ThreadPoolTaskRunner(max_workers=MAX_IO_THREADS)
+
+
+def in_process_task_runner() -> TaskRunner:
+    """One thread in the flow's process: for work smaller than a worker process's start."""
+    return ThreadPoolTaskRunner(max_workers=1)
+
+
+def share_api_with_workers() -> None:
+    """Point worker processes at the API this flow run reports to.
+
+    Without a configured `PREFECT_API_URL` a flow runs on Prefect's temporary (ephemeral)
+    server; a spawned worker would then start a temporary server of its own (seconds each)
+    and its task runs would never reach the UI. The process pool copies `os.environ` into
+    its workers at the first submission, so this must run before the first `.submit`.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url)
+    if url.startswith("http://127.0.0.1") or url.startswith("http://localhost"):
+        os.environ["PREFECT_API_URL"] = url
