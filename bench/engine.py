@@ -88,6 +88,22 @@ def fresh_process(side: str, job: str) -> float:
     return float(out) / 1e3
 
 
+STOCHASTIC_MINUTES = 30.0
+
+
+def stochastic_speed() -> None:
+    """Gillespie mode: simulated minutes per CPU second, per organism (one cell from balanced
+    growth, seed 1, one sample per minute). It falls with the molecules per cell: every
+    reaction event is simulated, and E. coli has ~6x Syn3A's ribosomes."""
+    print(f"stochastic (Gillespie), {STOCHASTIC_MINUTES:g} simulated min per organism:")
+    for organism in ("syn3a", "ecoli", "minimal_cell"):
+        cell = Cell(organism, stochastic=True, seed=1)
+        t0 = time.process_time()
+        cell.grow(STOCHASTIC_MINUTES)
+        cpu = time.process_time() - t0
+        print(f"  {organism:<13} {STOCHASTIC_MINUTES / cpu:8.1f} simulated min per CPU s")
+
+
 def main() -> None:
     # Several instances per side, used in turn: one RoadRunner instance can run a few % faster
     # or slower than another built identically (memory placement), which must not bias the ratio.
@@ -156,6 +172,7 @@ def main() -> None:
         t_b.append(fresh_process("bare", job))
     report("fresh interpreter per rep (incl. LLVM compile)", t_e, t_b)
 
+    stochastic_speed()
     print(
         f"HEADLINE simulate-only ratio {headline:.3f}; "
         f"goal <= {GOAL:.2f}: {'met' if headline <= GOAL else 'not met'}"

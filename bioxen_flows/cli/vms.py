@@ -112,9 +112,13 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Lifecycle, allocations and the cell's metrics; --json adds the stored config."""
+    """Lifecycle, allocations and the cell's metrics; --json adds the stored config.
+
+    The metrics are those recorded with the VM's current state (no model is compiled);
+    only a VM without them (e.g. on XCP-ng) is asked to compute them."""
     vm = load_vm(args.vm_id)
-    status, metrics = vm.get_status(), vm.get_biological_metrics()
+    status = vm.get_status()
+    metrics = vm.recorded_metrics() or vm.get_biological_metrics()
     if args.json:
         output.print_json({**status, "config": vm.record.config, "metrics": metrics})
         return 0

@@ -17,8 +17,10 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from bioxen_flows.engine.cell import Cell
+if TYPE_CHECKING:  # numpy and libroadrunner load only when a cell is built
+    from bioxen_flows.engine.cell import Cell
 
 MAX_LIVE_CELLS = 1_024  # least recently used cells beyond this are dropped (rebuilt on demand)
 

@@ -21,6 +21,8 @@ import json
 import math
 import re
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import islice
@@ -190,7 +192,8 @@ def compare_organisms(
             checkout).
         vm_type: Infrastructure: basic (in-process engine) or xcpng (a VM on an XCP-ng
             pool).
-        batch_size: VMs per batch task (1-100; default: about four batches per worker).
+        batch_size: VMs per batch task (1-100; default: about four batches per worker,
+            sixteen for stochastic cells).
         csv: Also write the time series as CSV (slow for long runs; Parquet is always
             written).
         config: Merged into every VM's config, e.g. {"xcpng_config": {...}} for xcpng.
@@ -199,6 +202,7 @@ def compare_organisms(
         The summary rows, the run directory (out_dir), the file paths, the VM count and
         the seeds used (None when deterministic).
     """
+    began = time.perf_counter()
     organisms = list(organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, replicates, hours, batch_size or 1)
     if deterministic and seed is not None:
@@ -212,18 +216,22 @@ def compare_organisms(
                              atp_percent=atp_percent, ribosomes=ribosomes,
                              seed=seed if stochastic else None, config=config)
     workers = getattr(task_runner_of_this_run(), "_max_workers", None) or default_workers()
-    size = batch_size or auto_batch_size(len(specs), workers)
+    size = batch_size or auto_batch_size(len(specs), workers, stochastic)
     batches = label_batches(batch_specs(specs, size))
     _tag_flow_run([*organisms, vm_type])
     log.info("comparing %s: %d VMs (%s) in %d batches of up to %d", ", ".join(organisms),
              len(specs), f"stochastic, seeds from {seed}" if stochastic else "deterministic",
              len(batches), size)
     submitted: list[PrefectFuture] = []
+    # the plot's imports load while the batches run (in workers, the flow process is idle)
+    threading.Thread(target=reporting.load_plotting, daemon=True).start()
     try:
         progress = reporting.ProgressArtifact("compare-organisms", len(specs))
+        first_batch = time.perf_counter()
         frames, metrics = run_batches(batches, owner, lambda b: batch_program(b, hours),
                                       _runner_for(vm_type, specs, hours), submitted,
                                       on_done=lambda n: _report(progress, n))
+        last_batch = time.perf_counter()
         series = reporting.tidy_timeseries(frames)
         summary = reporting.summary_frame(specs, metrics)
         png = reporting.plot_png(series)
@@ -236,7 +244,9 @@ def compare_organisms(
     finally:
         _settle(submitted)  # a batch still creating VMs must not outlive the teardown
         _teardown(owner, vm_type, config)
-    log.info("results in %s (%s now points there)", run_dir, latest)
+    log.info("results in %s (%s now points there); %.2f s before the first batch, "
+             "%.2f s of batches, %.2f s of results and teardown", run_dir, latest,
+             first_batch - began, last_batch - first_batch, time.perf_counter() - last_batch)
     return {
         "summary": summary.astype(object).where(summary.notna(), None).to_dict("records"),
         "out_dir": str(run_dir),
@@ -338,9 +348,12 @@ def task_runner_of_this_run() -> Any:
     return context.task_runner if context is not None else None
 
 
-def auto_batch_size(vms: int, workers: int) -> int:
-    """About `BATCHES_PER_WORKER` batches per worker (at least 1 VM, at most 100 per batch)."""
-    return max(1, min(100, math.ceil(vms / (workers * BATCHES_PER_WORKER))))
+def auto_batch_size(vms: int, workers: int, stochastic: bool = False) -> int:
+    """About `BATCHES_PER_WORKER` batches per worker (at least 1 VM, at most 100 per batch);
+    four times as many for stochastic cells, which take seconds each (a task run costs
+    tens of ms), so that workers finish together."""
+    batches = workers * BATCHES_PER_WORKER * (4 if stochastic else 1)
+    return max(1, min(100, math.ceil(vms / batches)))
 
 
 def _report(progress: reporting.ProgressArtifact, done: int) -> None:

@@ -159,6 +159,14 @@ def write_results(
     return paths
 
 
+def load_plotting() -> None:
+    """Import matplotlib (~0.5-1 s) ahead of `plot_png`, e.g. on a thread while batches run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
+
+
 def plot_png(series: pd.DataFrame) -> bytes:
     """Growth rate (and guest protein, if any) over time per organism: the replicates' mean
     as a line, their spread (mean +- sd) as a band, the control cell as a dashed line."""

@@ -107,9 +107,12 @@ def vm_spec(
 )
 def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
     """Create the VMs, labelled with their owner so teardown can always find them."""
+    from prefect.runtime import task_run
+
+    retried = (task_run.run_count or 1) > 1
     created = []
     for spec in specs:
-        if _exists(spec["vm_id"]):  # a retried task resumes instead of failing on duplicates
+        if retried and _exists(spec["vm_id"]):  # a retry resumes instead of failing on duplicates
             created.append(spec["vm_id"])
             continue
         config = dict(spec["config"])

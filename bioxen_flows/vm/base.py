@@ -157,10 +157,23 @@ class BiologicalVM(abc.ABC):
             raise
 
     def _commit(self, lease: str, **fields: Any) -> None:
-        """Write the cell's state (and ``fields``) as the VM's next version; frees the lease."""
+        """Write the cell's state (and ``fields``) as the VM's next version; frees the lease.
+
+        The snapshot also keeps the cell's metrics at that state (`recorded_metrics`), so
+        reading them later needs no model."""
         if self.stores_snapshot:
-            fields["snapshot"] = self._cell_snapshot()
+            from bioxen_flows.serialization import json_safe
+
+            fields["snapshot"] = {**self._cell_snapshot(), "metrics": json_safe(self._metrics())}
         self._write(lease, **fields)
+
+    def recorded_metrics(self) -> dict[str, Any] | None:
+        """The metrics stored with the VM's current version (None if it has none): what
+        `get_biological_metrics` computes, without building the cell (non-finite numbers,
+        e.g. the doubling time of a cell that does not grow, are None)."""
+        snapshot = self.record.snapshot
+        metrics = snapshot.get("metrics") if isinstance(snapshot, dict) else None
+        return dict(metrics) if isinstance(metrics, dict) else None
 
     def _write(self, lease: str, keep_lease: bool = False, **fields: Any) -> None:
         old = self.record.version

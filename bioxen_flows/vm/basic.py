@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
-from bioxen_flows.engine.cell import Cell
 from bioxen_flows.engine.hypervisor import Hypervisor, get_hypervisor
-from bioxen_flows.engine.programs import run_program
 from bioxen_flows.state import StateStore, VMRecord
 from bioxen_flows.vm.base import BiologicalVM
+
+if TYPE_CHECKING:  # the engine (numpy, libroadrunner) is imported only to build a cell
+    from bioxen_flows.engine.cell import Cell
 
 BALANCE_MIN = 2e4  # simulated minutes that bring a capped cell to balanced growth
 
@@ -46,6 +47,8 @@ class BasicBiologicalVM(BiologicalVM):
     def _build(self) -> Cell:
         """The cell as the record says: from its snapshot, or new (balanced growth), with
         the recorded caps. Loading never re-checks or changes allocations."""
+        from bioxen_flows.engine.cell import Cell
+
         record = self.record
         if record.snapshot:
             cell = Cell.from_snapshot(record.snapshot)
@@ -68,6 +71,8 @@ class BasicBiologicalVM(BiologicalVM):
             return cell
 
     def _run_program(self, code: str) -> dict[str, Any]:
+        from bioxen_flows.engine.programs import run_program
+
         with self._cell() as cell:
             return run_program(cell, code)
 
@@ -99,6 +104,8 @@ class BasicBiologicalVM(BiologicalVM):
 
     def probe_growth(self, caps: Sequence[tuple[float, float]]) -> list[float]:
         """Balanced growth (1/min) of a copy of this cell under each (atp %, ribosomes) cap."""
+        from bioxen_flows.engine.cell import Cell
+
         self.refresh()
         snap = self._cell_snapshot()
         probe = Cell.from_snapshot({**snap, "stochastic": False})
