@@ -372,9 +372,8 @@ def _tag_flow_run(tags: list[str]) -> None:
         return
     from prefect.client.orchestration import get_client
 
-    with get_client(sync_client=True) as client:
-        existing = client.read_flow_run(UUID(run_id)).tags or []
-        client.update_flow_run(UUID(run_id), tags=sorted({*existing, *tags}))
+    with get_client(sync_client=True) as client:  # keeps a deployment's own tags
+        client.update_flow_run(UUID(run_id), tags=sorted({*(current_run.tags or []), *tags}))
 
 
 @flow(

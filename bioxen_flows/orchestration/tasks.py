@@ -163,28 +163,39 @@ def collect_biological_metrics(vm_ids: list[str]) -> dict[str, dict[str, Any]]:
 def simulate_bio_vms(
     specs: list[dict[str, Any]], owner: str, code: str, label: str
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
-    """One batch from creation to metrics in this worker, each step a task run of its own
-    (named `<step>-<label>`, e.g. `create-bio-vms-syn3a-batch1`).
+    """One batch from creation to teardown in this worker, each step a task run of its own
+    (named `<step>-<label>`, e.g. `create-bio-vms-syn3a-batch1`). A batch that fails
+    leaves its VMs to the flow's own teardown, which always runs.
 
     Returns the batch's tidy time series rows and each VM's final metrics.
     """
-    create, start, execute, collect = (
+    create, start, execute, collect, teardown = (
         t.with_options(task_run_name=f"{t.name}-{label}")
         for t in (create_bio_vms, start_bio_vms, execute_biological_process,
-                  collect_biological_metrics)
+                  collect_biological_metrics, teardown_bio_vms)
     )
     started = start(create(specs, owner))
     results = execute(started, code)
     metrics = collect(started)
+    teardown(owner, started)  # frees the worker's cells as soon as the batch is done
     return batch_timeseries(specs, results), metrics
 
 
 @task(name="teardown-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
       timeout_seconds=SETUP_TIMEOUT_S, retries=3, retry_delay_seconds=[2, 10, 30],
       retry_condition_fn=retry_transient_only)
-def teardown_bio_vms(owner: str) -> list[str]:
-    """Destroy every VM the owner created, whatever state it is in."""
-    destroyed = destroy_labelled_vms(OWNER_LABEL, owner)
+def teardown_bio_vms(owner: str, vm_ids: list[str] | None = None) -> list[str]:
+    """Destroy every VM the owner created, whatever state it is in; with `vm_ids`, only
+    those (a batch, done with its VMs: no scan of the store)."""
+    if vm_ids is None:
+        destroyed = destroy_labelled_vms(OWNER_LABEL, owner)
+    else:
+        destroyed = []
+        for vm_id in vm_ids:
+            vm = load_bio_vm(vm_id)
+            if (vm.record.config.get("labels") or {}).get(OWNER_LABEL) == owner:
+                vm.destroy()
+                destroyed.append(vm_id)
     get_run_logger().info("destroyed %d VM(s): %s", len(destroyed), ", ".join(destroyed))
     return destroyed
 
