@@ -387,3 +387,40 @@ def test_console_script_and_python_m_are_the_same_program():
     module = ok("--help")
     assert script.returncode == 0 and script.stdout == module.stdout
     assert ok("--version").stdout.startswith("bioxen ")
+
+
+MODEL = ("roadrunner", "numpy", "antimony")
+
+
+@pytest.mark.parametrize("args", [("status", "lab"), ("status", "lab", "--json"),
+                                  ("stop", "lab"), ("start", "lab"), ("destroy", "lab")])
+def test_state_commands_compile_no_model(args):
+    """status reads the metrics recorded with the VM's state; lifecycle changes need no cell."""
+    ok("create", "lab", "syn3a", "--auto-start")
+    if args[0] == "start":
+        ok("stop", "lab")
+    expected = data("status", "lab")["metrics"] if args[0] == "status" else None
+    run = subprocess.run([sys.executable, "-c", PROBE.format(heavy=MODEL), *args],
+                         capture_output=True, encoding="utf-8", timeout=60, env=os.environ.copy())
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == "HEAVY="
+    if args[-1] == "--json":
+        shown = json.loads(run.stdout[:run.stdout.rindex("}") + 1])["metrics"]
+        assert shown == expected
+        assert shown["doubling_time_min"] == pytest.approx(105, rel=0.1)  # the model's number
+    elif args[0] == "status":
+        assert "doubling time" in run.stdout
+
+
+def test_long_vm_lists_print_as_plain_columns():
+    from bioxen_flows.cli import vms
+
+    listing = [{"vm_id": f"v{i}", "biological_type": "syn3a", "vm_type": "basic",
+                "state": "created", "uptime_seconds": 0.0, "simulated_time_min": 0.0,
+                "allocations": {}} for i in range(vms.PLAIN_LIST_ROWS + 1)]
+    from bioxen_flows.cli.output import plain_table
+
+    lines = plain_table(vms.VM_COLUMNS, vms._vm_rows(listing)).splitlines()
+    assert lines[0].split() == ["VM", "organism", "infra", "state", "uptime", "simulated",
+                                "allocations"]
+    assert len(lines) == len(listing) + 1 and lines[-1].split()[0] == f"v{len(listing) - 1}"

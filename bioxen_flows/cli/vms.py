@@ -68,20 +68,30 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not vms:
         print("no VMs; create one with: bioxen create VM_ID syn3a")
         return 0
-    output.console().print(vms_table(vms))
+    if len(vms) > PLAIN_LIST_ROWS:
+        print(output.plain_table(VM_COLUMNS, _vm_rows(vms)))
+    else:
+        output.console().print(vms_table(vms))
     return 0
+
+
+VM_COLUMNS = ("VM", "organism", "infra", "state", "uptime", "simulated", "allocations")
+PLAIN_LIST_ROWS = 100  # longer lists print as padded text (fast) instead of a rich table
 
 
 def vms_table(vms: list[dict[str, Any]]) -> Any:
     """The VM list as people read it (shared with the interactive session)."""
-    return output.table(None, ("VM", "organism", "infra", "state", "uptime", "simulated",
-                               "allocations"), [
+    return output.table(None, VM_COLUMNS, _vm_rows(vms))
+
+
+def _vm_rows(vms: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    return [
         (vm["vm_id"], vm["biological_type"], vm["vm_type"],
          vm["state"] if not vm.get("damaged") else f"damaged: {vm['damaged']}",
          output.duration(vm["uptime_seconds"]),
          f"{output.number(vm['simulated_time_min'])} min", output.allocations(vm["allocations"]))
         for vm in vms
-    ])
+    ]
 
 
 def cmd_lifecycle(args: argparse.Namespace) -> int:
