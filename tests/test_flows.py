@@ -179,8 +179,14 @@ def test_two_comparisons_at_once_with_one_out_dir_both_keep_their_results(tmp_pa
 
 
 def test_comparison_without_package_reports_engine_doubling(tmp_path):
-    result = compare_organisms(organisms=["ecoli"], hours=0.25, out_dir=str(tmp_path))
-    (row,) = result["summary"]
+    from bioxen_flows.orchestration.flows import watch_progress
+
+    seen = []
+    with watch_progress(lambda done, total: seen.append((done, total))):
+        result = compare_organisms(organisms=["ecoli", "syn3a"], hours=0.25, batch_size=1,
+                                   out_dir=str(tmp_path))
+    assert seen == [(1, 2), (2, 2)]  # one call per finished batch, VMs done of total
+    row = result["summary"][0]
     assert Path(result["out_dir"]).parent == tmp_path
     assert row["doubling_time_min"] == pytest.approx(28.7, abs=0.1)
     assert "burden_percent" not in row
