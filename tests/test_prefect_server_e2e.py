@@ -452,7 +452,7 @@ def test_worker_runs_lifecycle_and_comparison(local_prefect: LocalPrefect, clien
                         result_dir.resolve().name)
     with (result_dir / "summary.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
-    assert sorted(row["organism"] for row in rows) == ["ecoli", "syn3a"]
+    assert sorted(row["organism"] for row in rows if row["role"] == "cell") == ["ecoli", "syn3a"]
     assert list(rows[0])[:2] == ["organism", "burden_percent"]
     assert (result_dir / "growth.png").stat().st_size > 0
     assert (result_dir / "timeseries.parquet").exists()
