@@ -30,6 +30,7 @@ from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows.orchestration import reporting
+from bioxen_flows.orchestration.reaper import with_run_labels
 from bioxen_flows.orchestration.tasks import (
     OWNER_LABEL,
     collect_biological_metrics,
@@ -157,6 +158,7 @@ def compare_organisms(
     check_compare_parameters(organisms, replicates, hours, batch_size)
     log = get_run_logger()
     owner = _owner()
+    config = with_run_labels(config, owner)  # so `bioxen gc` can tell when the run is over
     run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
     specs = []
     for organism in organisms:
@@ -239,6 +241,7 @@ def vm_lifecycle(
         config: The VM's config, e.g. {"xcpng_config": {...}} for xcpng.
     """
     owner = _owner()
+    config = with_run_labels(config, owner)
     vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     try:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -43,6 +42,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 
 from bioxen_flows.errors import BudgetError, ConflictError, InputError, NotFoundError, StoreError
+from bioxen_flows.processes import HOST as _HOST
+from bioxen_flows.processes import process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import schema
 from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, quotas, vms
@@ -52,7 +53,6 @@ STATES = ("created", "running", "paused", "stopped")
 VM_TYPES = ("basic", "xcpng")
 LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
 LEASE_WAIT_SECONDS = 120.0  # how long a caller queues for a busy VM before a ConflictError
-_HOST = socket.gethostname()
 
 
 def bioxen_home() -> Path:
@@ -200,19 +200,11 @@ def new_lease_holder() -> str:
 
 
 def _holder_is_dead(holder: str | None) -> bool:
+    """A lease holder (``host:pid:nonce``) that was a process of this host and is gone."""
     if not holder:
         return False
     host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != _HOST or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return process_is_gone(f"{host}:{rest.partition(':')[0]}:")
 
 
 _engines: dict[tuple[str, int], Engine] = {}
