@@ -351,11 +351,13 @@ class StateStore:
 
     # ---- VM records -----------------------------------------------------------------
     def insert_vm(
-        self, record: VMRecord, *, lease: str | None = None, detail: dict | None = None
+        self, record: VMRecord, *, lease: str | None = None, detail: dict | None = None,
+        audit_create: bool = True,
     ) -> VMRecord:
         """Insert a new VM, optionally leased to its creator. The host budget and the owner's
-        quota are checked, and the ``create`` audit entry written, in the same transaction; a
-        refusal is audited too. A duplicate id changes nothing."""
+        quota are checked, and the ``create`` audit entry written (unless the creator audits
+        it when the VM is complete), in the same transaction; a refusal is audited too. A
+        duplicate id changes nothing."""
         values = _row_values(dataclasses.replace(record, version=1))
         if lease is not None:
             values.update(lease_holder=lease, lease_expires=time.time() + LEASE_TTL_SECONDS)
@@ -363,7 +365,8 @@ class StateStore:
             with self._write() as conn:
                 self._check_ledger(conn, record, record.allocations, new=True)
                 conn.execute(vms.insert().values(**values))
-                self._audit_row(conn, record.vm_id, "create", detail)
+                if audit_create:
+                    self._audit_row(conn, record.vm_id, "create", detail)
         except IntegrityError as exc:  # PRIMARY KEY: no check-then-insert race
             raise InputError(f"VM {record.vm_id!r} already exists") from exc
         except BudgetError as exc:
