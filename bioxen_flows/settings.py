@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     debug: bool = Field(False, description="show tracebacks instead of one-line errors")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="lowest level logged")
+        "WARNING", description="lowest level BioXen's own modules log (flow and task run "
+                               "logs are Prefect's)")
     gc_min_age_seconds: float = Field(
         300.0, ge=0, description="gc never reaps a VM younger than this (it may be starting)")
     vm_concurrency_limit: str = Field(

@@ -348,3 +348,49 @@ def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     refused(bioxen("db", "restore", str(bad)), "schema 99")
     refused(bioxen("db", "restore", str(tmp_path / "missing.jsonl")), "missing.jsonl")
     assert data("list") == []
+
+
+# ---- logs ------------------------------------------------------------------------------------
+def test_json_logs_name_vm_and_flow_run_and_never_a_secret(
+    prefect_api_url: str, tmp_path: Path, postgres_url: str
+) -> None:
+    from tests.conftest import _empty_postgres
+
+    _empty_postgres(postgres_url)
+    planted = "Pl4ntedS3cret"
+    # trust auth ignores the password, so a URL carrying one still connects
+    url = postgres_url.replace("postgres@", f"postgres:{planted}@")
+    env = {"PREFECT_API_URL": prefect_api_url, "BIOXEN_DATABASE_URL": url,
+           "BIOXEN_LOG_LEVEL": "DEBUG"}
+    run = bioxen("--log-format", "json", "compare", "syn3a", "--hours", "0.5",
+                 "--out", str(tmp_path / "out"), env=env)
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    assert len(lines) >= 5 and all({"time", "level", "message", "vm_id", "flow_run_id"}
+                                   <= set(line) for line in lines)
+    assert len({line["flow_run_id"] for line in lines if line["flow_run_id"]}) == 1
+    assert any(line["vm_id"] for line in lines)
+    # the secret is nowhere: console, results, the store, Prefect's logs
+    results = b"".join(p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert planted not in run.stdout + run.stderr and planted.encode() not in results
+    backup = tmp_path / "store.jsonl"
+    ok("db", "backup", str(backup), env=env)
+    assert planted not in backup.read_text()
+
+
+def test_the_redaction_filter_masks_registered_secrets(capsys: pytest.CaptureFixture) -> None:
+    import logging
+
+    from bioxen_flows.logs import configure_logging, register_secret
+
+    configure_logging("json", "INFO")
+    register_secret("hunter2-xcpng")
+    log = logging.getLogger("bioxen_flows.test")
+    log.info("password is %s", "hunter2-xcpng")
+    try:
+        raise RuntimeError("failed with hunter2-xcpng")
+    except RuntimeError:
+        log.exception("oops")
+    err = capsys.readouterr().err
+    assert "hunter2-xcpng" not in err and err.count("***") >= 2
+    assert [json.loads(line)["level"] for line in err.splitlines()] == ["INFO", "ERROR"]

@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"bioxen {__version__}")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="log lines as text or JSON (default: the log_format setting)")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="lowest level logged (default: the log_level setting)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -329,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_json_anywhere(list(sys.argv[1:] if argv is None else argv)))
     _show_library_warnings()
     try:
+        _configure_logging(args)
         return args.handler(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -341,6 +346,18 @@ def main(argv: list[str] | None = None) -> int:
         if _debug():
             raise
         return _error(exc)
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """--log-format/--log-level override the settings, for this process and the flows it
+    runs (they read the same settings)."""
+    from bioxen_flows.logs import configure_logging
+
+    for option, variable in (("log_format", "BIOXEN_LOG_FORMAT"),
+                             ("log_level", "BIOXEN_LOG_LEVEL")):
+        if getattr(args, option):
+            os.environ[variable] = getattr(args, option)
+    configure_logging()
 
 
 def _debug() -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from bioxen_flows.errors import NotFoundError
+from bioxen_flows.logs import configure_logging
 from bioxen_flows.processes import process_identity, process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore
@@ -118,6 +119,7 @@ def reap(orphans: list[Orphan], store: StateStore | None = None) -> list[str]:
 @flow(name="reap-bio-vms")
 def reap_bio_vms(dry_run: bool = False) -> list[dict[str, Any]]:
     """Scheduled crash recovery (prefect.yaml: every 15 minutes): destroy orphaned basic VMs."""
+    configure_logging()
     orphans = find_orphans()
     if not dry_run:
         reap(orphans)

@@ -169,10 +169,10 @@ def actor() -> dict[str, str | None]:
     """Who is acting: OS user and host, and the Prefect flow run when inside one."""
     from bioxen_flows.settings import os_user
 
-    return {"actor": f"{os_user()}@{_HOST}"[:160], "flow_run_id": _flow_run_id()}
+    return {"actor": f"{os_user()}@{_HOST}"[:160], "flow_run_id": current_flow_run_id()}
 
 
-def _flow_run_id() -> str | None:
+def current_flow_run_id() -> str | None:
     """The current flow run's id, without importing Prefect into processes that do not use it."""
     import sys
 
