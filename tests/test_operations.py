@@ -394,3 +394,42 @@ def test_the_redaction_filter_masks_registered_secrets(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "hunter2-xcpng" not in err and err.count("***") >= 2
     assert [json.loads(line)["level"] for line in err.splitlines()] == ["INFO", "ERROR"]
+
+
+def test_runs_wait_for_vm_slots_of_the_global_concurrency_limit(
+    prefect_api_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With one slot, two lifecycle runs started together hold their VMs one after the other."""
+    import threading
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+    from bioxen_flows.orchestration.flows import vm_lifecycle
+
+    name = f"bioxen-vms-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("BIOXEN_VM_CONCURRENCY_LIMIT", name)
+    with get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+    try:
+        runs = [threading.Thread(target=vm_lifecycle, kwargs={
+            "organism": "syn3a", "program": "grow(minutes=1440)", "vm_id": f"slot{n}"})
+            for n in range(2)]
+        for run in runs:
+            run.start()
+        for run in runs:
+            run.join(timeout=300)
+        entries = StateStore().audit_log(limit=None)
+        live, most = 0, 0
+        for entry in entries:
+            if entry["action"] == "create" and entry["outcome"] == "ok":
+                live += 1
+            elif entry["action"] == "destroy":
+                live -= 1
+            most = max(most, live)
+        assert {e["vm_id"] for e in entries if e["action"] == "destroy"} == {"slot0", "slot1"}
+        assert most == 1
+    finally:
+        with get_client(sync_client=True) as client:
+            client.delete_global_concurrency_limit_by_name(name)
