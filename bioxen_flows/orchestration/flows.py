@@ -36,7 +36,10 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
+from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import reporting
+from bioxen_flows.orchestration.limits import vm_slots
+from bioxen_flows.orchestration.reaper import with_run_labels
 from bioxen_flows.orchestration.runners import (
     default_workers,
     in_process_task_runner,
@@ -203,12 +206,14 @@ def compare_organisms(
         the seeds used (None when deterministic).
     """
     began = time.perf_counter()
+    configure_logging()
     organisms = list(organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, replicates, hours, batch_size or 1)
     if deterministic and seed is not None:
         raise ValueError("give either seed (stochastic) or deterministic, not both")
     log = get_run_logger()
     owner = _owner()
+    config = with_run_labels(config, owner)  # so `bioxen gc` can tell when the run is over
     stochastic = not deterministic and (seed is not None or replicates > 1)
     if stochastic and seed is None:
         seed = secrets.randbelow(MAX_SEED)
@@ -225,25 +230,26 @@ def compare_organisms(
     submitted: list[PrefectFuture] = []
     # the plot's imports load while the batches run (in workers, the flow process is idle)
     threading.Thread(target=reporting.load_plotting, daemon=True).start()
-    try:
-        progress = reporting.ProgressArtifact("compare-organisms", len(specs))
-        first_batch = time.perf_counter()
-        frames, metrics = run_batches(batches, owner, lambda b: batch_program(b, hours),
-                                      _runner_for(vm_type, specs, hours), submitted,
-                                      on_done=lambda n: _report(progress, n))
-        last_batch = time.perf_counter()
-        series = reporting.tidy_timeseries(frames)
-        summary = reporting.summary_frame(specs, metrics)
-        png = reporting.plot_png(series)
-        run_dir = reporting.run_directory(
-            Path(out_dir), current_run.get_name() or "compare-organisms", owner
-        )
-        paths = reporting.write_results(series, summary, png, run_dir, csv=csv)
-        latest = reporting.point_latest(Path(out_dir), run_dir)
-        reporting.publish_artifacts(summary, png, key="compare-organisms")
-    finally:
-        _settle(submitted)  # a batch still creating VMs must not outlive the teardown
-        _teardown(owner, vm_type, config)
+    with vm_slots(len(specs)):  # one slot per VM while they live (a full pool: wait)
+        try:
+            progress = reporting.ProgressArtifact("compare-organisms", len(specs))
+            first_batch = time.perf_counter()
+            frames, metrics = run_batches(batches, owner, lambda b: batch_program(b, hours),
+                                          _runner_for(vm_type, specs, hours), submitted,
+                                          on_done=lambda n: _report(progress, n))
+            last_batch = time.perf_counter()
+            series = reporting.tidy_timeseries(frames)
+            summary = reporting.summary_frame(specs, metrics)
+            png = reporting.plot_png(series)
+            run_dir = reporting.run_directory(
+                Path(out_dir), current_run.get_name() or "compare-organisms", owner
+            )
+            paths = reporting.write_results(series, summary, png, run_dir, csv=csv)
+            latest = reporting.point_latest(Path(out_dir), run_dir)
+            reporting.publish_artifacts(summary, png, key="compare-organisms")
+        finally:
+            _settle(submitted)  # a batch still creating VMs must not outlive the teardown
+            _teardown(owner, vm_type, config)
     log.info("results in %s (%s now points there); %.2f s before the first batch, "
              "%.2f s of batches, %.2f s of results and teardown", run_dir, latest,
              first_batch - began, last_batch - first_batch, time.perf_counter() - last_batch)
@@ -400,21 +406,24 @@ def vm_lifecycle(
         vm_id: The VM's id (default: derived from the flow run id).
         config: The VM's config, e.g. {"xcpng_config": {...}} for xcpng.
     """
+    configure_logging()
     owner = _owner()
+    config = with_run_labels(config, owner)
     vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
-    try:
-        _tag_flow_run([organism, vm_type])
-        if vm_type == "xcpng":  # each provisioning step is its own, retryable task
-            cfg = _xcpng_config(config)
-            vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
-            spec["config"]["placement"] = boot_xcpng_vm(cfg, vm)
-        created = create_bio_vms([spec], owner)
-        started = start_bio_vms(created)
-        result = execute_biological_process(started, program)[vm_id]
-        metrics = collect_biological_metrics(started)[vm_id]
-    finally:
-        _teardown(owner, vm_type, config)
+    with vm_slots(1):
+        try:
+            _tag_flow_run([organism, vm_type])
+            if vm_type == "xcpng":  # each provisioning step is its own, retryable task
+                cfg = _xcpng_config(config)
+                vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
+                spec["config"]["placement"] = boot_xcpng_vm(cfg, vm)
+            created = create_bio_vms([spec], owner)
+            started = start_bio_vms(created)
+            result = execute_biological_process(started, program)[vm_id]
+            metrics = collect_biological_metrics(started)[vm_id]
+        finally:
+            _teardown(owner, vm_type, config)
     return {"vm_id": vm_id, "metrics": metrics, "timeseries": result["timeseries"]}
 
 

@@ -25,6 +25,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration.reporting import batch_timeseries
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
@@ -118,8 +119,9 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
         config = dict(spec["config"])
         placement = config.pop("placement", None)  # the backend's, passed apart from config
         config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
-        create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
-                      placement=placement)
+        with vm_context(spec["vm_id"]):
+            create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
+                          placement=placement)
         created.append(spec["vm_id"])
     get_run_logger().info("created %s", ", ".join(created))
     return created
@@ -141,7 +143,10 @@ def start_bio_vms(vm_ids: list[str]) -> list[str]:
       timeout_seconds=PROCESS_TIMEOUT_S)
 def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[str, Any]]:
     """Run one process program on each VM; returns each VM's time series and summary."""
-    results = {vm_id: load_bio_vm(vm_id).execute_biological_process(code) for vm_id in vm_ids}
+    results = {}
+    for vm_id in vm_ids:
+        with vm_context(vm_id):  # log lines of this VM's program name it
+            results[vm_id] = load_bio_vm(vm_id).execute_biological_process(code)
     doubling = [r["summary"]["doubling_time_min"] for r in results.values()]
     get_run_logger().info(
         "%d VM(s) ran %.1f simulated min; doubling %.1f-%.1f min", len(results),
