@@ -233,13 +233,13 @@ def test_doctor_reports_a_prefect_api_that_does_not_answer() -> None:
 def test_gc_after_kill_9_of_a_comparison(prefect_api_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url}
     compare = subprocess.Popen(
-        [sys.executable, "-m", "bioxen_flows", "compare", "--replicates", "2",
+        [sys.executable, "-m", "bioxen_flows", "compare", "--replicates", "2", "--workers", "4",
          "--hours", "24", "--seed", "1", "--out", str(tmp_path / "out")],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True)
     try:
         deadline = time.monotonic() + 180
-        # 6 VMs in all; how many live at once depends on the task runner's workers
+        # 6 VMs in all; about one per worker lives at once (a batch tears its VMs down)
         while len(StateStore().list_vms()) < 4 and time.monotonic() < deadline:
             assert compare.poll() is None, "the comparison ended before it was killed"
             time.sleep(0.2)

@@ -110,6 +110,7 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
     """Create the VMs, labelled with their owner so teardown can always find them."""
     from prefect.runtime import task_run
 
+    log = get_run_logger()
     retried = (task_run.run_count or 1) > 1
     created = []
     for spec in specs:
@@ -119,11 +120,11 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
         config = dict(spec["config"])
         placement = config.pop("placement", None)  # the backend's, passed apart from config
         config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
-        with vm_context(spec["vm_id"]):
+        with vm_context(spec["vm_id"]):  # log lines of this VM name it
             create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
                           placement=placement)
+            log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
         created.append(spec["vm_id"])
-    get_run_logger().info("created %s", ", ".join(created))
     return created
 
 
@@ -143,16 +144,15 @@ def start_bio_vms(vm_ids: list[str]) -> list[str]:
       timeout_seconds=PROCESS_TIMEOUT_S)
 def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[str, Any]]:
     """Run one process program on each VM; returns each VM's time series and summary."""
+    log = get_run_logger()
     results = {}
     for vm_id in vm_ids:
         with vm_context(vm_id):  # log lines of this VM's program name it
             results[vm_id] = load_bio_vm(vm_id).execute_biological_process(code)
-    doubling = [r["summary"]["doubling_time_min"] for r in results.values()]
-    get_run_logger().info(
-        "%d VM(s) ran %.1f simulated min; doubling %.1f-%.1f min", len(results),
-        next(iter(results.values()))["summary"]["simulated_time_min"] if results else 0.0,
-        min(doubling, default=0.0), max(doubling, default=0.0),
-    )
+            summary = results[vm_id]["summary"]
+            log.info("%s: %.1f simulated min, doubling %.1f min, atp_percent %.1f", vm_id,
+                     summary["simulated_time_min"], summary["doubling_time_min"],
+                     summary["atp_percent"])
     return results
 
 
