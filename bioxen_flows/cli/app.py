@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows import __version__
-from bioxen_flows.cli import store, tools, vms
+from bioxen_flows.cli import export, store, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
 
@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("package", metavar="PACKAGE",
                          help="gfp_reporter, lac_operon, rfp_plasmid, or an .ant/.xml/.sbml file")
     install.add_argument("--copies", type=int, help="gene copies (default: the package's own)")
+
+    exporter = add("export", export.cmd_export,
+                   "write a VM's whole model as SBML or Antimony (current state as initial "
+                   "values)", json=False)
+    vm_id(exporter)
+    exporter.add_argument("--format", choices=("sbml", "antimony"), default="sbml",
+                          help="default: sbml (level 3)")
+    exporter.add_argument("--output", "-o", type=Path, metavar="FILE",
+                          help="write to FILE instead of standard output")
 
     vm_id(add("resources", vms.cmd_resources, "resource usage, caps and recommendations"))
     allocate = add("allocate", vms.cmd_allocate, "cap a VM's energy supply and/or ribosomes")
