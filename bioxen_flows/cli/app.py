@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows import __version__
-from bioxen_flows.cli import export, store, tools, vms
+from bioxen_flows.cli import export, store, sweep, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
 
@@ -36,6 +36,7 @@ examples:
   bioxen monitor lab1 --interval 2 --count 5
   bioxen destroy lab1
   bioxen compare ecoli syn3a --hours 2
+  bioxen sweep ecoli syn3a --strength 0.25,1,4 --copies 1,5,20 --hours 24
 shell completion: eval "$(bioxen completion bash)"   (zsh, fish too)"""
 
 
@@ -209,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="infrastructure of the VMs (xcpng needs --config)")
     compare.add_argument("--config", type=Path, metavar="FILE",
                          help="config file whose xcpng_config/simulation every VM gets")
+
+    sweep.add_parser(add)
 
     xcpng = add("xcpng", tools.cmd_xcpng_help, "XCP-ng pool maintenance", json=False)
     xcpng_commands = xcpng.add_subparsers(dest="xcpng_command", metavar="SUBCOMMAND")
