@@ -27,16 +27,7 @@ def parse_axis(text: str, name: str, *, integer: bool = False) -> list[float]:
     match = _RANGE.match(text)
     try:
         if match:
-            low, high, scale, count = match.groups()
-            low_v, high_v, n = float(low), float(high), int(count)
-            if not 1 <= n <= MAX_AXIS_VALUES:
-                raise InputError(f"--{name} {text!r}: a range has 1 to {MAX_AXIS_VALUES} values")
-            if scale == "log":
-                if low_v <= 0 or high_v <= 0:
-                    raise InputError(f"--{name} {text!r}: a log range needs bounds > 0")
-                values = np.geomspace(low_v, high_v, n).tolist()
-            else:
-                values = np.linspace(low_v, high_v, n).tolist()
+            low, high, n = float(match[1]), float(match[2]), int(match[4])
         else:
             values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -44,6 +35,13 @@ def parse_axis(text: str, name: str, *, integer: bool = False) -> list[float]:
             f"--{name} {text!r}: give numbers separated by commas (0.25,1,4) or a range "
             "LOW:HIGH:logN / LOW:HIGH:linN (0.1:10:log8)"
         ) from None
+    if match:
+        if not 1 <= n <= MAX_AXIS_VALUES:
+            raise InputError(f"--{name} {text!r}: give 1 to {MAX_AXIS_VALUES} values")
+        if match[3] == "log" and (low <= 0 or high <= 0):
+            raise InputError(f"--{name} {text!r}: a log range needs bounds > 0")
+        spaced = np.geomspace if match[3] == "log" else np.linspace
+        values = spaced(low, high, n).tolist()
     if integer:
         values = [float(round(v)) for v in values]
     values = sorted({round(v, 12) for v in values})
