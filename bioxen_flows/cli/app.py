@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows import __version__
-from bioxen_flows.cli import export, store, sweep, tools, vms
+from bioxen_flows.cli import export, results, store, sweep, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
 
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="config file whose xcpng_config/simulation every VM gets")
 
     sweep.add_parser(add)
+    results.add_parser(add, lambda parent: parent.add_subparsers(
+        dest="results_command", metavar="SUBCOMMAND"))
 
     xcpng = add("xcpng", tools.cmd_xcpng_help, "XCP-ng pool maintenance", json=False)
     xcpng_commands = xcpng.add_subparsers(dest="xcpng_command", metavar="SUBCOMMAND")
