@@ -306,9 +306,19 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except Exception as exc:  # one line, never a traceback (BIOXEN_DEBUG=1 shows it)
-        if os.environ.get("BIOXEN_DEBUG"):
+        if _debug():
             raise
         return _error(exc)
+
+
+def _debug() -> bool:
+    """BIOXEN_DEBUG; a bad settings value must not hide the error being reported."""
+    from bioxen_flows.settings import get_settings
+
+    try:
+        return get_settings().debug
+    except BioXenError:
+        return False
 
 
 def _show_library_warnings() -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
+from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
-from bioxen_flows.state.store import readable
+from bioxen_flows.state.store import check_owner, readable
 from bioxen_flows.vm.base import BiologicalVM, check_allocation
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ def create_bio_vm(
     *,
     store: StateStore | None = None,
     placement: dict[str, str] | None = None,
+    owner: str | None = None,
 ) -> BiologicalVM:
     """Create a VM in state `created`; its cell starts in balanced growth.
 
+    The VM counts against ``owner``'s quota (default: the ``owner`` setting).
     `placement` (XCP-ng: a guest a flow has already provisioned) comes from the backend,
     never from a config: a config carrying one is refused.
     """
@@ -77,11 +80,14 @@ def create_bio_vm(
         allocations=allocations,
         snapshot=None,
         updated_at=now,
+        owner=check_owner(owner or get_settings().owner),
     )
     lease = new_lease_holder()
-    # the primary key makes duplicate ids fail atomically; the budget is checked in the
-    # same transaction; the creator holds the lease until the VM is complete
-    record = store.insert_vm(record, lease=lease)
+    # the primary key makes duplicate ids fail atomically; the budget and quota are checked
+    # in the same transaction; the creator holds the lease until the VM is complete
+    record = store.insert_vm(record, lease=lease, detail={
+        "biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
+        **({"allocations": allocations} if allocations else {})})
     try:
         if vm_type == "xcpng":
             record = _provision_xcpng(record, store, lease, placement)
@@ -91,10 +97,9 @@ def create_bio_vm(
         for package in config.get("packages") or []:
             vm._install(package, None)
         vm._commit(lease)
-    except BaseException:
-        _forget(vm_id, store)
+    except BaseException as exc:
+        _forget(vm_id, store, reason=f"create failed: {type(exc).__name__}")
         raise
-    store.audit(vm_id, "create", {"biological_type": biological_type, "vm_type": vm_type})
     return vm
 
 
@@ -150,8 +155,7 @@ def destroy_labelled_vms(
         try:
             _instantiate(record, store).destroy()
         except Exception:  # a VM that cannot be rebuilt must still not leak
-            _forget(record.vm_id, store)
-            store.audit(record.vm_id, "destroy", {"forced": True})
+            _forget(record.vm_id, store, reason="unbuildable")
         destroyed.append(record.vm_id)
     return destroyed
 
@@ -162,8 +166,7 @@ def force_destroy_vm(vm_id: str, *, store: StateStore | None = None) -> bool:
     store = store or StateStore()
     if store.find_vm(vm_id) is None:
         return False
-    _forget(vm_id, store)
-    store.audit(vm_id, "destroy", {"forced": True})
+    _forget(vm_id, store, reason="forced")
     return True
 
 
@@ -194,7 +197,7 @@ def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
     return BasicBiologicalVM(record, store)
 
 
-def _forget(vm_id: str, store: StateStore) -> None:
+def _forget(vm_id: str, store: StateStore, *, reason: str) -> None:
     """Remove every trace of a VM whose creation failed (XCP-ng VMs found by their tag)."""
     from bioxen_flows.engine.hypervisor import get_hypervisor
 
@@ -211,4 +214,4 @@ def _forget(vm_id: str, store: StateStore) -> None:
             from bioxen_flows.vm.basic import cell_key
 
             get_hypervisor().remove_cell(cell_key(store.url, vm_id, record.created_at))
-        store.delete_vm(vm_id, force=True)
+        store.delete_vm(vm_id, force=True, detail={"reason": reason})
