@@ -66,17 +66,32 @@ def _sweep(out: Path, strengths: str) -> dict:
                      "--out", str(out), "--json"]}
 
 
+def test_result_storage_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     bioxen_home: Path) -> None:
+    from bioxen_flows.orchestration.sweep import result_storage
+
+    assert result_storage() == (bioxen_home / "prefect-results").resolve()
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(tmp_path / "cache"))
+    assert result_storage() == (tmp_path / "cache").resolve()
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", "s3-bucket/sweeps")  # a saved block's slug
+    assert result_storage() == "s3-bucket/sweeps"
+
+
 def test_a_repeated_sweep_reuses_every_point(
-    prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Against a Prefect server: the second identical sweep simulates nothing; an
     overlapping one simulates only its new points. The numbers are the model's."""
     out = tmp_path / "results"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(cache))
     runs = []
     for strengths in ("1,4", "1,4", "1,4,8"):
         assert main(_sweep(out, strengths)["argv"]) == 0
         runs.append(json.loads(capsys.readouterr().out))
     first, again, wider = runs
+    assert len(list(cache.iterdir())) == 7  # one cached result per point and control
     assert (first["points"], first["reused"], first["controls_reused"]) == (4, 0, 0)
     assert (again["points"], again["reused"], again["controls_reused"]) == (4, 4, 1)
     assert (wider["points"], wider["reused"], wider["controls_reused"]) == (6, 4, 1)

@@ -14,7 +14,8 @@ axes are lists (0.25,1,4) or ranges: LOW:HIGH:logN (N values evenly spaced on a 
 e.g. 0.1:10:log8) or LOW:HIGH:linN (1:20:lin5). Each point is a VM grown for --hours; each
 organism and nutrient level also gets a control VM without the package, for the burden.
 Points computed before (same model, package, parameters, seed, engine) are reused from
-Prefect's result cache ($BIOXEN_RESULT_STORAGE, default $BIOXEN_HOME/prefect-results).
+Prefect's result cache (setting result_storage, BIOXEN_RESULT_STORAGE; default
+$BIOXEN_HOME/prefect-results).
 
 example:
   bioxen sweep ecoli syn3a --package gfp_reporter --strength 0.25,1,4 --copies 1,5,20 \\

@@ -41,19 +41,19 @@ from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
 from bioxen_flows.serialization import json_safe
 
 SWEEP_TIMEOUT_S = 12 * 60 * 60
-RESULT_STORAGE_ENV = "BIOXEN_RESULT_STORAGE"
 
 
 def result_storage() -> str | Path:
-    """Where cached point results live: `$BIOXEN_RESULT_STORAGE`, a folder (default
-    `$BIOXEN_HOME/prefect-results`) or a saved Prefect storage block `type/name`
-    (e.g. `s3-bucket/sweeps`) for workers on several machines."""
-    from bioxen_flows.state.store import bioxen_home
+    """Where cached point results live: the `result_storage` setting
+    (`BIOXEN_RESULT_STORAGE`), a folder (default `<home>/prefect-results`) or a saved Prefect
+    storage block `type/name` (e.g. `s3-bucket/sweeps`) for workers on several machines."""
+    from bioxen_flows.settings import get_settings
 
-    value = os.environ.get(RESULT_STORAGE_ENV, "").strip()
+    settings = get_settings()
+    value = (settings.result_storage or "").strip()
     if re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9_-]+", value):
         return value
-    return (Path(value).expanduser() if value else bioxen_home() / "prefect-results").resolve()
+    return (Path(value).expanduser() if value else settings.home / "prefect-results").resolve()
 
 
 @lru_cache(maxsize=256)
