@@ -35,10 +35,10 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from bioxen_flows import __version__
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
-from bioxen_flows.orchestration.flows import _owner, _teardown_hook
 from bioxen_flows.orchestration.runners import simulation_task_runner
 from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
 from bioxen_flows.serialization import json_safe
+from bioxen_flows.vm import destroy_labelled_vms
 
 SWEEP_TIMEOUT_S = 12 * 60 * 60
 
@@ -163,6 +163,11 @@ def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, A
     })
 
 
+def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
+    """A crashed or cancelled sweep destroys the VMs of its points still alive."""
+    destroy_labelled_vms(OWNER_LABEL, str(flow_run.id))
+
+
 @contextmanager
 def _api_for_workers() -> Iterator[None]:
     """Worker processes report to this run's Prefect API. On the embedded (ephemeral)
@@ -229,7 +234,7 @@ def sweep_design_space(
         workers: Worker processes for new points (default: one per CPU).
     """
     log = get_run_logger()
-    owner = _owner()
+    owner = str(current_run.get_id() or "local")
     run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
     if package and not _is_builtin(package):
         package = str(Path(package).resolve())  # worker processes may stand elsewhere
