@@ -60,7 +60,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     nutrients = parse_axis(args.nutrient, "nutrient") if args.nutrient else None
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
-    if not 0 <= args.max_burden <= 100:
+    if not 0 <= args.max_burden <= 100:  # the flow checks these too; here before Prefect starts
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
     design_points(args.organisms, args.package, strengths, copies, nutrients or [None],
                   args.replicates, args.seed, args.hours)  # refuses a bad sweep up front

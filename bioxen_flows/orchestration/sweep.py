@@ -33,6 +33,7 @@ from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows import __version__
+from bioxen_flows.errors import InputError
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
 from bioxen_flows.orchestration.runners import simulation_task_runner
@@ -233,6 +234,10 @@ def sweep_design_space(
         out_dir: Folder for the results; each run writes a subdirectory of its own.
         workers: Worker processes for new points (default: one per CPU).
     """
+    if workers is not None and not 1 <= workers <= 256:
+        raise InputError(f"workers must be between 1 and 256, got {workers}")
+    if not 0 <= max_burden <= 100:
+        raise InputError(f"max_burden must be between 0 and 100 %, got {max_burden:g}")
     log = get_run_logger()
     owner = str(current_run.get_id() or "local")
     run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
