@@ -29,7 +29,9 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import reporting
+from bioxen_flows.orchestration.reaper import with_run_labels
 from bioxen_flows.orchestration.tasks import (
     OWNER_LABEL,
     collect_biological_metrics,
@@ -153,10 +155,12 @@ def compare_organisms(
     Returns:
         The summary rows, the run directory (out_dir), the file paths and the VM count.
     """
+    configure_logging()
     organisms = list(organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, replicates, hours, batch_size)
     log = get_run_logger()
     owner = _owner()
+    config = with_run_labels(config, owner)  # so `bioxen gc` can tell when the run is over
     run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
     specs = []
     for organism in organisms:
@@ -238,7 +242,9 @@ def vm_lifecycle(
         vm_id: The VM's id (default: derived from the flow run id).
         config: The VM's config, e.g. {"xcpng_config": {...}} for xcpng.
     """
+    configure_logging()
     owner = _owner()
+    config = with_run_labels(config, owner)
     vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     try:

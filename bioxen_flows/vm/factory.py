@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from bioxen_flows.errors import InputError
+from bioxen_flows.errors import BioXenError, InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
@@ -85,9 +85,9 @@ def create_bio_vm(
     lease = new_lease_holder()
     # the primary key makes duplicate ids fail atomically; the budget and quota are checked
     # in the same transaction; the creator holds the lease until the VM is complete
-    record = store.insert_vm(record, lease=lease, detail={
-        "biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
-        **({"allocations": allocations} if allocations else {})})
+    detail = {"biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
+              **({"allocations": allocations} if allocations else {})}
+    record = store.insert_vm(record, lease=lease, detail=detail, audit_create=False)
     try:
         if vm_type == "xcpng":
             record = _provision_xcpng(record, store, lease, placement)
@@ -96,9 +96,12 @@ def create_bio_vm(
             vm._apply_caps(allocations)
         for package in config.get("packages") or []:
             vm._install(package, None)
-        vm._commit(lease)
+        vm._commit(lease, "create", detail)
     except BaseException as exc:
-        _forget(vm_id, store, reason=f"create failed: {type(exc).__name__}")
+        _forget(vm_id, store, audit=False)
+        refused = isinstance(exc, (BioXenError, ValueError))
+        store.audit(vm_id, "create", {**detail, "error": str(exc)[:500]},
+                    outcome="refused" if refused else "failed")
         raise
     return vm
 
@@ -197,7 +200,7 @@ def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
     return BasicBiologicalVM(record, store)
 
 
-def _forget(vm_id: str, store: StateStore, *, reason: str) -> None:
+def _forget(vm_id: str, store: StateStore, *, reason: str = "", audit: bool = True) -> None:
     """Remove every trace of a VM whose creation failed (XCP-ng VMs found by their tag)."""
     from bioxen_flows.engine.hypervisor import get_hypervisor
 
@@ -214,4 +217,5 @@ def _forget(vm_id: str, store: StateStore, *, reason: str) -> None:
             from bioxen_flows.vm.basic import cell_key
 
             get_hypervisor().remove_cell(cell_key(store.url, vm_id, record.created_at))
-        store.delete_vm(vm_id, force=True, detail={"reason": reason})
+        store.delete_vm(vm_id, force=True, action="destroy" if audit else None,
+                        detail={"reason": reason})
