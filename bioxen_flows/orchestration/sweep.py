@@ -34,6 +34,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows import __version__
 from bioxen_flows.errors import InputError
+from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
 from bioxen_flows.orchestration.runners import simulation_task_runner
@@ -146,13 +147,14 @@ def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, A
         simulation.update(stochastic=True, seed=point["seed"])
     if point["nutrient"] is not None:
         simulation["nutrient"] = point["nutrient"]
-    vm = create_bio_vm(vm_id, point["organism"], "basic",
-                       {"labels": {OWNER_LABEL: owner}, "simulation": simulation})
-    try:
-        vm.start()
-        m = vm.execute_biological_process(point_program(point))["summary"]
-    finally:
-        vm.destroy()
+    with vm_context(vm_id):  # log lines name the point's VM
+        vm = create_bio_vm(vm_id, point["organism"], "basic",
+                           {"labels": {OWNER_LABEL: owner}, "simulation": simulation})
+        try:
+            vm.start()
+            m = vm.execute_biological_process(point_program(point))["summary"]
+        finally:
+            vm.destroy()
     return json_safe({
         "growth_rate_per_min": m["growth_rate_per_min"],
         "doubling_time_min": m["doubling_time_min"],
