@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows import __version__
-from bioxen_flows.cli import ops, store, tools, vms
+from bioxen_flows.cli import export, ops, results, store, sweep, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
 
@@ -36,6 +36,7 @@ examples:
   bioxen monitor lab1 --interval 2 --count 5
   bioxen destroy lab1
   bioxen compare ecoli syn3a --hours 2
+  bioxen sweep ecoli syn3a --strength 0.25,1,4 --copies 1,5,20 --hours 24
 shell completion: eval "$(bioxen completion bash)"   (zsh, fish too)"""
 
 
@@ -123,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("package", metavar="PACKAGE",
                          help="gfp_reporter, lac_operon, rfp_plasmid, or an .ant/.xml/.sbml file")
     install.add_argument("--copies", type=int, help="gene copies (default: the package's own)")
+
+    exporter = add("export", export.cmd_export,
+                   "write a VM's whole model as SBML or Antimony (current state as initial "
+                   "values)", json=False)
+    vm_id(exporter)
+    exporter.add_argument("--format", choices=("sbml", "antimony"), default="sbml",
+                          help="default: sbml (level 3)")
+    exporter.add_argument("--output", "-o", type=Path, metavar="FILE",
+                          help="write to FILE instead of standard output")
 
     vm_id(add("resources", vms.cmd_resources, "resource usage, caps and recommendations"))
     allocate = add("allocate", vms.cmd_allocate, "cap a VM's energy supply and/or ribosomes")
@@ -250,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="infrastructure of the VMs (xcpng needs --config)")
     compare.add_argument("--config", type=Path, metavar="FILE",
                          help="config file whose xcpng_config/simulation every VM gets")
+
+    sweep.add_parser(add)
+    results.add_parser(add, lambda parent: parent.add_subparsers(
+        dest="results_command", metavar="SUBCOMMAND"))
 
     xcpng = add("xcpng", tools.cmd_xcpng_help, "XCP-ng pool maintenance", json=False)
     xcpng_commands = xcpng.add_subparsers(dest="xcpng_command", metavar="SUBCOMMAND")
