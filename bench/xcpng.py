@@ -14,8 +14,8 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from bioxen_flows.testing.xapi_simulator import XapiSimulator
 from bioxen_flows.xcpng import backend
-from bioxen_flows.xcpng.simulator import XapiSimulator
 
 PASSWORD = "bench-password"
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import XenAPI
 
-from bioxen_flows.xcpng.simulator import STALE_IP, XapiSimulator
+from bioxen_flows.testing.xapi_simulator import STALE_IP, XapiSimulator
 
 TEMPLATE = "bioxen-guest"
 

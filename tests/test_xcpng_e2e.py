@@ -1,7 +1,9 @@
 """XCP-ng end to end: the XAPI simulator, a real SSH server on loopback, `bioxen guest` inside.
 
 Production code cannot tell the simulator from xapi nor the SSH server from a guest's sshd.
-Every test ends by checking that the pool holds no VM and no disk of ours.
+The SSH server accepts a connection only while the simulator has a running, booted VM at
+that address, so talking to a destroyed VM fails as it would on a pool. Every test ends by
+checking that the pool holds no VM, disk or task of ours and that gc finds nothing.
 """
 
 from __future__ import annotations
@@ -9,16 +11,37 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bioxen_flows.errors import BudgetError, TransientInfrastructureError
-from bioxen_flows.orchestration.flows import reap_leaked_xcpng_vms, vm_lifecycle
+from bioxen_flows.errors import BudgetError, TransientInfrastructureError, XapiError
+from bioxen_flows.orchestration.flows import vm_lifecycle
+from bioxen_flows.orchestration.xcpng_tasks import plan_gc
 from bioxen_flows.state import StateStore
+from bioxen_flows.testing.xapi_simulator import XapiSimulator
 from bioxen_flows.vm import create_bio_vm, list_bio_vms, load_bio_vm
-from bioxen_flows.xcpng.simulator import XapiSimulator
-from bioxen_flows.xcpng.xapi import XapiError
+from bioxen_flows.xcpng.xapi import name_prefix
 from tests.sshd import GuestSSHServer
 
 PASSWORD = "pw-7f3e9c2b1a-never-logged"
 PROGRAM = 'install("gfp_reporter")\nstart_transcription(["gfp"])\ngrow(minutes=45)'
+
+
+def assert_nothing_left(sim: XapiSimulator) -> None:
+    """No VM of ours (not even an unprovisioned clone, still a template), no disk, no task,
+    and `bioxen xcpng gc` (with no minimum age) finds nothing."""
+    assert sim.vms() == []
+    prefix = name_prefix(StateStore().installation_id())
+    assert [v["name_label"] for v in sim.vms(include_templates=True)
+            if v["name_label"].startswith(prefix)] == []
+    assert sim.vdis(kind="system") == []
+    assert [v for v in sim.vdis() if "bioxen_installation" in v["other_config"]] == []
+    assert sim.tasks() == []
+    cfg = {"url": sim.url, "username": "root", "template": "bioxen-guest", "ssh_user": "x",
+           "ssh_key_path": "/nonexistent", "ssh_host_key": "SHA256:" + "A" * 43,
+           "password_env": "SIMULATOR_ADMIN_PASSWORD"}
+    if sim.ca_file:
+        cfg["ca_file"] = str(sim.ca_file)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SIMULATOR_ADMIN_PASSWORD", sim.password)
+        assert plan_gc(cfg, 0.0) == []
 
 
 @pytest.fixture
@@ -26,19 +49,15 @@ def pool(monkeypatch):
     monkeypatch.setenv("XCPNG_PASSWORD", PASSWORD)
     with XapiSimulator(password=PASSWORD, boot_seconds=0.3) as sim:
         yield sim
-        # nothing of ours may be left on the pool: no VM (not even an unprovisioned clone,
-        # which is still a template), no disk, no task
-        assert sim.vms() == []
-        assert [v for v in sim.vms(include_templates=True)
-                if "bioxen_vm_id" in v["other_config"]] == []
-        assert sim.vdis(kind="system") == []
-        assert sim.tasks() == []
+        assert_nothing_left(sim)
 
 
 @pytest.fixture
-def guest(tmp_path):
-    """The guest: `bioxen guest` (this package's CLI) runs in its own BIOXEN_HOME."""
-    with GuestSSHServer(tmp_path / "sshd", guest_env={"BIOXEN_HOME": str(tmp_path / "guest")}) as s:
+def guest(tmp_path, pool):
+    """The guest: `bioxen guest` (this package's CLI) runs in its own BIOXEN_HOME, reachable
+    only while the pool runs a VM that reported this address."""
+    with GuestSSHServer(tmp_path / "sshd", guest_env={"BIOXEN_HOME": str(tmp_path / "guest")},
+                        reachable=pool.guest_reachable) as s:
         yield s
 
 
@@ -172,17 +191,77 @@ def test_wrong_host_key_is_refused_and_cleaned_up(pool, guest, tmp_path):
     assert list_bio_vms() == []
 
 
+def gc(config_file, home, *extra: str) -> dict:
+    """`bioxen xcpng gc --config FILE --json ...` in-process, as the installation at `home`."""
+    import contextlib
+    import io
+    import json
+
+    from bioxen_flows.cli import main
+
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(out):
+        env.setenv("BIOXEN_HOME", str(home))
+        assert main(["xcpng", "gc", "--config", str(config_file), "--json", *extra]) == 0
+    return json.loads(out.getvalue())
+
+
 @pytest.mark.usefixtures("prefect_api_url")
-def test_reaper_destroys_vms_whose_owner_is_gone(pool, guest):
+def test_gc_lists_then_destroys_only_this_installations_leftovers(
+    pool, guest, bioxen_home, tmp_path, monkeypatch
+):
+    import yaml
+
     from bioxen_flows.xcpng import backend
 
+    config_file = tmp_path / "pool.yaml"
+    config_file.write_text(yaml.safe_dump(xcpng_config(pool, guest)))
     cfg = xcpng_config(pool, guest)["xcpng_config"]
     backend.provision_vm(cfg, "orphan", owner="00000000-0000-0000-0000-000000000000")
     kept = create_bio_vm("kept", "ecoli", "xcpng", xcpng_config(pool, guest))
     assert len(pool.vms()) == 2
-    assert reap_leaked_xcpng_vms(cfg) == ["orphan"]
-    assert [v["name_label"] for v in pool.vms()] == ["bioxen-kept"]
+
+    # a second installation (another BIOXEN_HOME, same pool) sees nothing of ours
+    monkeypatch.setenv(backend.MIN_AGE_ENV, "0")
+    other = gc(config_file, tmp_path / "other_home", "--yes")
+    assert other == {"leftovers": [], "destroyed": []}
+    assert len(pool.vms()) == 2
+
+    # ours: young things stay whatever their owner; the record keeps "kept" alive
+    monkeypatch.setenv(backend.MIN_AGE_ENV, "3600")
+    young = gc(config_file, bioxen_home)["leftovers"]
+    assert {(x["vm_id"], x["action"]) for x in young} == {("orphan", "keep"), ("kept", "keep")}
+    assert "younger than the minimum age" in next(
+        x["reason"] for x in young if x["vm_id"] == "orphan")
+
+    monkeypatch.setenv(backend.MIN_AGE_ENV, "0")
+    listed = gc(config_file, bioxen_home)  # without --yes: a list, nothing destroyed
+    verdicts = {x["vm_id"]: (x["action"], x["reason"]) for x in listed["leftovers"]}
+    assert verdicts["orphan"] == ("destroy", "owner 00000000-0000-0000-0000-000000000000 is gone")
+    assert verdicts["kept"] == ("keep", "bio-VM kept exists in this installation's store")
+    assert listed["destroyed"] == [] and len(pool.vms()) == 2
+
+    done = gc(config_file, bioxen_home, "--yes")
+    assert [name.rsplit("-", 1)[-1] for name in done["destroyed"]] == ["orphan"]
+    assert [v["name_label"].rsplit("-", 1)[-1] for v in pool.vms()] == ["kept"]
     kept.destroy()
+
+
+def test_a_flow_reaps_only_its_own_vms_of_this_installation(pool, guest, tmp_path, monkeypatch):
+    """Another installation's VM with the same owner and vm_id is not touched."""
+    from bioxen_flows.xcpng import backend
+
+    cfg = xcpng_config(pool, guest)["xcpng_config"]
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "other_home"))
+    backend.clone_and_tag(cfg, "same", owner="run-1")
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "bioxen_home"))
+    backend.clone_and_tag(cfg, "same", owner="run-1")
+    assert backend.reap_vms(cfg, keep=lambda tags: tags.get("owner") != "run-1") == ["same"]
+    (theirs,) = pool.vms(include_templates=True)[-1:]
+    assert theirs["name_label"].startswith("bioxen-") and "bioxen_owner" in theirs["other_config"]
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "other_home"))
+    assert backend.reap_vms(cfg, keep=lambda tags: False) == ["same"]
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "bioxen_home"))
 
 
 @pytest.mark.usefixtures("prefect_api_url")
