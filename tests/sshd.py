@@ -47,17 +47,20 @@ class _Server(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         self.owner._connections.add(conn)
+        address = conn.get_extra_info("sockname")[0]
+        refuse = self.owner.refuse_connections > 0
+        self.owner.refuse_connections -= refuse
+        reachable = self.owner.reachable
+        if refuse or (reachable is not None and not reachable(address)):
+            # an injected fault, or no guest at this address (its VM is gone): the client
+            # sees the connection drop before the SSH handshake, as with a dead host
+            asyncio.get_running_loop().call_soon(conn.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._connections.discard(self.conn)
 
     def begin_auth(self, username: str) -> bool:
         self.owner.auth_attempts.append(username)
-        reachable = self.owner.reachable
-        address = self.conn.get_extra_info("sockname")[0] if self.conn else ""
-        if reachable is not None and not reachable(address):  # no such guest (VM gone)
-            raise asyncssh.DisconnectError(asyncssh.DISC_HOST_NOT_ALLOWED_TO_CONNECT,
-                                           f"no guest at {address}")
         return True
 
     def password_auth_supported(self) -> bool:
@@ -91,6 +94,7 @@ class GuestSSHServer:
         self.reachable = reachable
         # the next N guest runs finish, but their connection drops before the reply is sent
         self.lose_replies = 0
+        self.refuse_connections = 0  # the next N connections drop before authentication
         self.commands: list[str] = []
         self.auth_attempts: list[str] = []  # usernames that began authentication
         self._host_key = write_key_pair(self.tmp_dir / "ssh_host_ed25519_key")

@@ -5,9 +5,9 @@ and sends the request on stdin. Inside the guest the bio-VM is an ordinary `basi
 VM in the guest's own BIOXEN_HOME, so both infrastructures compute the same numbers.
 
 The guest does not rely on SSH to stop it: OpenSSH without a pty lets a command run on
-after the client hangs up. A request carries `deadline_seconds`; when it passes, the
-operation is interrupted before it commits (the store's transaction rolls back) and the
-reply says so. A request also carries a `request_id`: the reply of a request that
+after the client hangs up. A request carries `deadline_seconds`; the operation runs in a
+child process that is killed when it passes (an uncommitted store transaction rolls back)
+and the reply says so. A request also carries a `request_id`: the reply of a request that
 succeeded is kept, so the host may resend a request whose answer it lost and it is
 applied once.
 """
@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import fcntl
 import json
+import os
 import re
 import signal
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,13 +35,6 @@ KEPT_REPLIES = 200  # replies kept for resent requests (the newest)
 REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
-class DeadlinePassed(Exception):
-    """The request's deadline passed before it finished: nothing of it was committed."""
-
-
-def _on_deadline(signum: int, frame: Any) -> None:
-    raise DeadlinePassed("the request's deadline passed before it finished; nothing was "
-                         "committed")
 
 
 def handle(request: dict[str, Any]) -> Any:
@@ -160,7 +156,6 @@ def _checked(request: Any) -> tuple[str | None, float | None]:
 
 def main() -> int:
     """Read one JSON request from stdin, write one JSON reply to stdout."""
-    signal.signal(signal.SIGALRM, _on_deadline)
     try:
         raw = sys.stdin.read(MAX_REQUEST_BYTES + 1)
         if len(raw) > MAX_REQUEST_BYTES:
@@ -169,19 +164,51 @@ def main() -> int:
         request_id, deadline = _checked(request)
         with _only_one(request_id):  # a resent request waits for the first to finish
             reply = _kept_reply(request_id)
-            if reply is None:
-                if deadline is not None:
-                    signal.setitimer(signal.ITIMER_REAL, deadline)
-                try:
-                    result = handle(request)
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-                reply = {"ok": True, "result": json_safe(result)}
+            if reply is None and deadline is None:
+                reply = {"ok": True, "result": json_safe(handle(request))}
                 _keep_reply(request_id, reply)
-        code = 0
-    except (ValueError, KeyError, TypeError, DeadlinePassed) as exc:  # bad input, refused
+            elif reply is None:
+                reply = _run_until(request, request_id or uuid.uuid4().hex, deadline)
+    except (ValueError, KeyError, TypeError) as exc:  # bad input or a refused operation
         reply = {"ok": False, "error": str(exc) or type(exc).__name__}
-        code = 1
     json.dump(reply, sys.stdout)
     sys.stdout.write("\n")
-    return code
+    return 0 if reply["ok"] else 1
+
+
+def _run_until(request: dict[str, Any], request_id: str, deadline: float) -> dict[str, Any]:
+    """Carry the request out in a child process that is killed at the deadline.
+
+    A Python-level alarm would wait for a long libroadrunner call to return; SIGKILL does
+    not, and a store transaction that was not committed is rolled back. The child keeps its
+    reply before exiting, so a child killed after it committed still has its answer read."""
+    folder = _replies()
+    folder.mkdir(parents=True, exist_ok=True)
+    failed = folder / f".{request_id}.failed"
+    ends = time.monotonic() + deadline
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        code = 0
+        try:
+            _keep_reply(request_id, {"ok": True, "result": json_safe(handle(request))})
+        except (ValueError, KeyError, TypeError) as exc:
+            failed.write_text(str(exc) or type(exc).__name__, encoding="utf-8")
+        except BaseException as exc:  # noqa: BLE001 (reported by the parent as a crash)
+            failed.write_text(f"guest failed: {type(exc).__name__}: {exc}", encoding="utf-8")
+            code = 70
+        os._exit(code)
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() >= ends:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            break
+        time.sleep(0.02)
+    reply = _kept_reply(request_id)
+    if reply is not None:
+        return reply
+    if failed.is_file():
+        message = failed.read_text(encoding="utf-8")
+        failed.unlink()
+        return {"ok": False, "error": message}
+    return {"ok": False, "error": f"the request's deadline ({deadline:g} s) passed before it "
+            "finished; it was stopped and nothing of it was committed"}

@@ -47,6 +47,8 @@ Deliberate differences from xapi:
   disk VBDs carry ``other_config["owner"] = "true"`` (the disks the VM owns).
 - Socket faults: ``inject_reset(method)`` drops the connection mid-call (before or after
   the call took effect), ``slow_methods[method] = seconds`` delays one method's answers.
+- Tasks of a session that logged out are removed once finished (xapi's GC does this
+  later, on a timer).
 - VDI.destroy refuses (VDI_IN_USE) while any VBD of an existing VM points at the VDI, attached
   or not; xapi checks only currently attached VBDs (and ISO SRs may refuse deletion anyway).
 - Async calls check the session up front and everything else inside the task, as xapi does;
@@ -198,7 +200,7 @@ def _reset_connection() -> None:
     if handler is not None:
         handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                       struct.pack("ii", 1, 0))
-        handler.connection.close()
+        handler.connection.shutdown(socket.SHUT_RDWR)  # the answer can no longer be sent
         handler.close_connection = True
     raise _ConnectionReset
 
@@ -290,6 +292,7 @@ class XapiSimulator:
         self._master_address: str | None = None
         self._boots: Counter[str] = Counter()  # VM ref -> start count; stale boot timers skip
         self._booted: dict[str, int] = {}  # VM ref -> the start whose guest reported in
+        self._task_session: dict[str, str] = {}  # task ref -> the session that made it
         self._timers: set[threading.Timer] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -570,6 +573,7 @@ class XapiSimulator:
             if not is_async:
                 return fn(*params)
             task = self._new("task", name_label=method, created=_now(), resident_on=self._host)
+            self._task_session[task] = params[0]
         self._after(max(self.latency_seconds, self.task_seconds, 0.05), self._run_task, task,
                     name, fn, params)
         return task
@@ -590,6 +594,8 @@ class XapiSimulator:
             except XapiError as e:
                 record.update(status="failure", error_info=e.description)
             record.update(progress=1.0, finished=_now())
+            if self._task_session.get(task) not in self._db["session"]:
+                self._forget_task(task)  # its session is gone: xapi's GC collects it
 
     def _raise_fault(self, method: str, params: list[Any]) -> None:
         fault = self._faults.get(method)
@@ -706,8 +712,16 @@ class XapiSimulator:
 
     @_api("session.logout")
     def _logout(self, s: str) -> str:
+        """Like xapi's GC, finished tasks of a session that has gone go with it."""
         self._db["session"].pop(s, None)
+        for task, owner in list(self._task_session.items()):
+            if owner == s and self._db["task"].get(task, {}).get("status") != "pending":
+                self._forget_task(task)
         return ""
+
+    def _forget_task(self, task: str) -> None:
+        self._db["task"].pop(task, None)
+        self._task_session.pop(task, None)
 
     def _check_vm_op(self, vm: str, op: str) -> dict[str, Any]:
         """xapi's checks, in xapi's order: power state, template, snapshot, control domain."""
@@ -847,7 +861,7 @@ class XapiSimulator:
     @_api("task.destroy")
     def _task_destroy(self, s: str, task: str) -> str:
         self._get("task", task)
-        del self._db["task"][task]
+        self._forget_task(task)
         return ""
 
     @_api("task.cancel")

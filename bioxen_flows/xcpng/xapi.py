@@ -270,9 +270,20 @@ def fix_disks_sr(x: Any, vm: str) -> None:
 
 
 def provision_disks(x: Any, vm: str, timeout: float = 600.0) -> None:
-    """VM.provision, then the new disks carry the VM's tags (so orphans can be found)."""
-    with xapi_errors("provisioning the VM's disks"):
-        wait_for_task(x, x.Async.VM.provision(vm), "provisioning disks", timeout)
+    """VM.provision, then the new disks carry the VM's tags (so orphans can be found).
+
+    xapi's provision first turns the template into a VM, so a clone that is no longer a
+    template was provisioned by an earlier attempt whose answer was lost: not again. The
+    XML-RPC client itself resends a call once when the connection drops, so a second
+    provision task may meet the first's work: ONLY_PROVISION_TEMPLATE then means done."""
+    try:
+        with xapi_errors("provisioning the VM's disks"):
+            if x.VM.get_is_a_template(vm):
+                wait_for_task(x, x.Async.VM.provision(vm), "provisioning disks", timeout)
+    except XapiError as exc:
+        if exc.code != "ONLY_PROVISION_TEMPLATE":
+            raise
+        log.info("VM %s was provisioned by an earlier attempt", vm)
     tag_disks(x, vm)
 
 
