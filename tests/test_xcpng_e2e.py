@@ -269,3 +269,60 @@ def test_teardown_refuses_a_vm_this_installation_did_not_make(pool, guest):
     still = [v for v in pool.vms(include_templates=True) if v["uuid"] == template["uuid"]]
     assert still and still[0]["is_a_template"]
     assert list_bio_vms() == []
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_credentials_block_registers_saves_loads_and_drives_a_flow(
+    pool, guest, bioxen_home, caplog
+):
+    """The XCPngCredentials block type is registered the Prefect way (`prefect block
+    register -m ...`), saved and loaded; a flow given its name never sees the password."""
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from bioxen_flows.xcpng.credentials import XCPngCredentials
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m",
+         "bioxen_flows.xcpng.credentials"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        assert client.read_block_type_by_slug("xcp-ng-credentials").name == "XCP-ng Credentials"
+
+    XCPngCredentials(url=pool.url, username="root", password=PASSWORD).save(
+        "sim-pool", overwrite=True)
+    loaded = XCPngCredentials.load("sim-pool")
+    assert loaded.password.get_secret_value() == PASSWORD
+    assert PASSWORD not in repr(loaded) and PASSWORD not in str(loaded.model_dump())
+    with loaded.get_session() as x:
+        assert len(x.VM.get_all()) >= 1
+
+    caplog.set_level(logging.DEBUG)
+    cfg = xcpng_config(pool, guest)
+    for key in ("url", "username"):
+        del cfg["xcpng_config"][key]
+    cfg["xcpng_config"]["credentials_block"] = "sim-pool"
+    cfg["xcpng_config"]["password_env"] = "NO_SUCH_VARIABLE"  # the block's password is used
+    out = vm_lifecycle(organism="syn3a", program="grow(5)", vm_type="xcpng", config=cfg)
+    assert out["metrics"]["simulated_time_min"] == 5
+    assert PASSWORD not in repr(out) and PASSWORD not in caplog.text
+    with get_client(sync_client=True) as client:
+        assert all(PASSWORD not in repr(run.parameters) for run in client.read_flow_runs())
+        assert all(PASSWORD not in log.message for log in client.read_logs())
+    for path in bioxen_home.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_a_config_names_the_block_or_the_pool_not_both(pool, guest):
+    cfg = xcpng_config(pool, guest)
+    cfg["xcpng_config"]["credentials_block"] = "sim-pool"
+    with pytest.raises(ValueError, match="either credentials_block or url"):
+        create_bio_vm("both", "ecoli", "xcpng", cfg)
+    assert list_bio_vms() == []
