@@ -225,3 +225,32 @@ def test_a_retry_after_the_guest_cell_failed_uses_a_vm_that_exists(pool, guest):
     assert out["metrics"]["simulated_time_min"] == 5
     assert pool.call_counts["Async.VM.clone"] == 1  # provisioned once, reused on retry
     assert boots and all(boots)  # every connection found its VM alive
+
+
+# ---- the transport and error classification ------------------------------------------------------
+
+def test_ignore_ssl_keeps_the_timeout_and_a_slow_pool_is_transient(tls_pool):
+    from bioxen_flows.xcpng import xapi
+
+    endpoint = xapi.XapiEndpoint(url=tls_pool.url, username="root", ignore_ssl=True,
+                                 timeout_seconds=0.5)
+    with xapi.xapi_session(endpoint, PASSWORD) as x:  # unverified, as asked
+        assert x.VM.get_all()
+    tls_pool.slow_methods["session.login_with_password"] = 2.0
+    started = time.monotonic()
+    with pytest.raises(TransientInfrastructureError, match="cannot reach XAPI"):
+        with xapi.xapi_session(endpoint, PASSWORD):
+            pass
+    assert time.monotonic() - started < 1.5  # the transport's timeout, not the answer
+    tls_pool.clear_faults()
+
+
+def test_destroy_vm_treats_only_a_missing_vm_as_gone(pool, guest):
+    vm = create_bio_vm("denied", "ecoli", "xcpng", xcpng_config(pool, guest))
+    pool.inject_permanent("VM.get_by_uuid", "PERMISSION_DENIED")
+    with pytest.raises(XapiError, match="PERMISSION_DENIED"):
+        vm.destroy()
+    assert len(pool.vms()) == 1  # not mistaken for "already gone"
+    pool.clear_faults()
+    load_bio_vm("denied").destroy()
+    assert list_bio_vms() == []
