@@ -232,7 +232,7 @@ def test_secrets_refused_at_any_depth(store: StateStore, key: str) -> None:
         store.update_vm("vm2", config=config)
     with pytest.raises(ValueError, match="Prefect Secret"):
         store.audit("vm2", "configure", {"db": {key: "hunter2"}})
-    assert store.audit_log() == []
+    assert [(e["vm_id"], e["action"]) for e in store.audit_log()] == [("vm2", "create")]
     assert store.get_vm("vm2").config == make_record("x").config
     if store.backend == "sqlite":
         assert b"hunter2" not in b"".join(p.read_bytes() for p in store.path.parent.iterdir())
@@ -359,15 +359,14 @@ def test_cross_process(store: StateStore) -> None:
         from bioxen_flows.state import StateStore
         store = StateStore()
         store.update_vm("shared", expected_version=1, state="running",
-                        snapshot={"t": 30.0, "species": {"ribosomes": 20000}})
-        store.audit("shared", "start")
+                        snapshot={"t": 30.0, "species": {"ribosomes": 20000}}, action="start")
     """)
     assert updated.returncode == 0, updated.stderr
     record = store.get_vm("shared")
     assert (record.state, record.version) == ("running", 2)
     assert record.config == {"genes": 4300}
     assert record.snapshot == {"t": 30.0, "species": {"ribosomes": 20000}}
-    assert [e["action"] for e in store.audit_log("shared")] == ["start"]
+    assert [e["action"] for e in store.audit_log("shared")] == ["create", "start"]
 
 
 WORKER = """
@@ -384,8 +383,8 @@ for i in range(50):
                              state="created", created_at=time.time(), config={"i": i},
                              allocations={}))
     store.update_vm(vm_id, expected_version=1, state="running",
-                    allocations={"ribosomes": 1 + worker * 100 + i}, snapshot={"t": float(i)})
-    store.audit(vm_id, "start", {"worker": worker})
+                    allocations={"ribosomes": 1 + worker * 100 + i}, snapshot={"t": float(i)},
+                    action="start", detail={"worker": worker})
 """
 
 
@@ -412,7 +411,7 @@ def test_concurrent_processes(store: StateStore, tmp_path: Path) -> None:
             assert (record.state, record.version) == ("running", 2)
             assert record.allocations == {"ribosomes": 1 + w * 100 + i}
             assert record.snapshot == {"t": float(i)}
-    assert len(store.audit_log(limit=1000)) == 200
+    assert len(store.audit_log(limit=1000)) == 400  # each VM's create and start
     if store.backend == "sqlite":
         assert integrity(store.path) == "ok"
 

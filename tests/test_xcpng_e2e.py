@@ -161,19 +161,19 @@ def test_gc_lists_then_destroys_only_this_installations_leftovers(
     assert len(pool.vms()) == 2
 
     # a second installation (another BIOXEN_HOME, same pool) sees nothing of ours
-    monkeypatch.setenv(backend.MIN_AGE_ENV, "0")
+    monkeypatch.setenv("BIOXEN_GC_MIN_AGE_SECONDS", "0")
     other = gc(config_file, tmp_path / "other_home", "--yes")
     assert other == {"leftovers": [], "destroyed": []}
     assert len(pool.vms()) == 2
 
     # ours: young things stay whatever their owner; the record keeps "kept" alive
-    monkeypatch.setenv(backend.MIN_AGE_ENV, "3600")
+    monkeypatch.setenv("BIOXEN_GC_MIN_AGE_SECONDS", "3600")
     young = gc(config_file, bioxen_home)["leftovers"]
     assert {(x["vm_id"], x["action"]) for x in young} == {("orphan", "keep"), ("kept", "keep")}
     assert "younger than the minimum age" in next(
         x["reason"] for x in young if x["vm_id"] == "orphan")
 
-    monkeypatch.setenv(backend.MIN_AGE_ENV, "0")
+    monkeypatch.setenv("BIOXEN_GC_MIN_AGE_SECONDS", "0")
     listed = gc(config_file, bioxen_home)  # without --yes: a list, nothing destroyed
     verdicts = {x["vm_id"]: (x["action"], x["reason"]) for x in listed["leftovers"]}
     assert verdicts["orphan"] == ("destroy", "owner 00000000-0000-0000-0000-000000000000 is gone")

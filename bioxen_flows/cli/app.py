@@ -206,8 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     gc = xcpng_commands.add_parser(
         "gc", help="list (and with --yes destroy) this installation's leaked VMs and disks",
         description="list this installation's XCP-ng VMs and orphaned disks whose VM record "
-        "and flow run are gone and that are older than BIOXEN_XCPNG_GC_MIN_AGE_SECONDS "
-        "(default 900), with the reason for each; destroy them only with --yes",
+        "and flow run are gone and that are older than BIOXEN_GC_MIN_AGE_SECONDS "
+        "(default 300), with the reason for each; destroy them only with --yes",
     )
     gc.set_defaults(handler=tools.cmd_xcpng_gc, subparser=gc)
     gc.add_argument("--config", type=Path, required=True, metavar="FILE",
@@ -295,9 +295,19 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return 1
     except Exception as exc:  # one line, never a traceback (BIOXEN_DEBUG=1 shows it)
-        if os.environ.get("BIOXEN_DEBUG"):
+        if _debug():
             raise
         return _error(exc)
+
+
+def _debug() -> bool:
+    """BIOXEN_DEBUG; a bad settings value must not hide the error being reported."""
+    from bioxen_flows.settings import get_settings
+
+    try:
+        return get_settings().debug
+    except BioXenError:
+        return False
 
 
 def _show_library_warnings() -> None:

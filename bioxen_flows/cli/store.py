@@ -14,7 +14,6 @@ def cmd_budget(args: argparse.Namespace) -> int:
     store = StateStore()
     if args.ribosomes is not None or args.atp is not None:
         budget = store.set_budget(ribosomes=args.ribosomes, atp_percent=args.atp)
-        store.audit("-", "budget", {"ribosomes": args.ribosomes, "atp_percent": args.atp})
     else:
         budget = store.budget()
     if args.json:

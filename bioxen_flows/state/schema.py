@@ -46,6 +46,8 @@ vms = Table(
     Column("lease_expires", Float),
     Column("ribosomes", Integer),
     Column("atp_percent", Float),
+    # migration 3: the owner (user or project) whose quota the VM counts against
+    Column("owner", String(64)),
 )
 
 audit = Table(
@@ -55,6 +57,18 @@ audit = Table(
     Column("vm_id", String(64)),
     Column("action", String(32)),
     Column("detail", Text),
+    # migration 3: who did it, from which flow run, and whether it was refused
+    Column("actor", String(160)),
+    Column("flow_run_id", String(64)),
+    Column("outcome", String(16)),
+)
+
+quotas = Table(
+    "quotas", metadata,
+    Column("owner", String(64), primary_key=True),
+    Column("vms", Integer),  # NULL: no limit
+    Column("ribosomes", Integer),
+    Column("atp_percent", Float),
 )
 
 meta = Table(
@@ -117,7 +131,17 @@ def _v2(conn: Connection) -> None:
     ))
 
 
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2)
+def _v3(conn: Connection) -> None:
+    """Owners and quotas; the audit log records actor, flow run and outcome."""
+    conn.execute(text("ALTER TABLE vms ADD COLUMN owner VARCHAR(64)"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS vms_owner ON vms(owner)"))
+    for column in ("actor VARCHAR(160)", "flow_run_id VARCHAR(64)", "outcome VARCHAR(16)"):
+        conn.execute(text(f"ALTER TABLE audit ADD COLUMN {column}"))
+    conn.execute(text("CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts)"))
+    quotas.create(conn, checkfirst=True)
+
+
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

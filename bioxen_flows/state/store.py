@@ -43,8 +43,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 
 from bioxen_flows.errors import BudgetError, ConflictError, InputError, NotFoundError, StoreError
+from bioxen_flows.settings import get_settings
 from bioxen_flows.state import schema
-from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, vms
+from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, quotas, vms
 
 SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
 STATES = ("created", "running", "paused", "stopped")
@@ -56,13 +57,12 @@ _HOST = socket.gethostname()
 
 def bioxen_home() -> Path:
     """State directory; read at call time so tests and users can redirect it."""
-    return Path(os.environ.get("BIOXEN_HOME", "~/.bioxen")).expanduser()
+    return get_settings().home
 
 
 def database_url() -> str:
     """``BIOXEN_DATABASE_URL`` when set (``postgresql://USER@HOST:5432/DB``), else SQLite."""
-    url = os.environ.get("BIOXEN_DATABASE_URL", "").strip()
-    return url or f"sqlite:///{bioxen_home() / 'state.db'}"
+    return get_settings().database()
 
 
 @dataclass
@@ -82,6 +82,7 @@ class VMRecord:
     updated_at: float = field(default_factory=time.time)
     version: int = 1
     damaged: str | None = None
+    owner: str | None = None  # the user or project whose quota the VM counts against
 
 
 _UPDATABLE = frozenset({
@@ -124,6 +125,7 @@ def _row_values(record: VMRecord) -> dict[str, Any]:
         "version": record.version,
         "ribosomes": record.allocations.get("ribosomes"),
         "atp_percent": record.allocations.get("atp_percent"),
+        "owner": record.owner,
     }
 
 
@@ -137,7 +139,7 @@ def _from_row(row: Any) -> VMRecord:
         vm_id=row.vm_id, biological_type=row.biological_type, vm_type=row.vm_type,
         state=row.state, created_at=row.created_at, allocations=allocations,
         uptime_seconds=row.uptime_seconds or 0.0, running_since=row.running_since,
-        updated_at=row.updated_at, version=row.version,
+        updated_at=row.updated_at, version=row.version, owner=row.owner,
     )
     try:
         config = json.loads(row.config) if row.config is not None else None
@@ -161,6 +163,35 @@ def readable(record: VMRecord) -> VMRecord:
         raise StoreError(f"VM {record.vm_id!r} is damaged ({record.damaged}); "
                          f"remove it with `bioxen destroy --force {record.vm_id}`")
     return record
+
+
+def actor() -> dict[str, str | None]:
+    """Who is acting: OS user and host, and the Prefect flow run when inside one."""
+    from bioxen_flows.settings import os_user
+
+    return {"actor": f"{os_user()}@{_HOST}"[:160], "flow_run_id": _flow_run_id()}
+
+
+def _flow_run_id() -> str | None:
+    """The current flow run's id, without importing Prefect into processes that do not use it."""
+    import sys
+
+    if "prefect" in sys.modules:
+        from prefect.runtime import flow_run
+
+        run_id = flow_run.get_id()
+        if run_id:
+            return str(run_id)
+    return os.environ.get("PREFECT__FLOW_RUN_ID") or None
+
+
+def check_owner(owner: str) -> str:
+    """An owner label: 1-64 of A-Z a-z 0-9 _ . - (it appears in messages and quotas)."""
+    import re
+
+    if not isinstance(owner, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", owner):
+        raise InputError(f"owner must be 1-64 characters from A-Z a-z 0-9 _ . -, got {owner!r}")
+    return owner
 
 
 def new_lease_holder() -> str:
@@ -327,19 +358,26 @@ class StateStore:
             return schema.current_version(conn)
 
     # ---- VM records -----------------------------------------------------------------
-    def insert_vm(self, record: VMRecord, *, lease: str | None = None) -> VMRecord:
-        """Insert a new VM (its allocations are checked against the budget in the same
-        transaction), optionally leased to its creator; a duplicate id changes nothing."""
+    def insert_vm(
+        self, record: VMRecord, *, lease: str | None = None, detail: dict | None = None
+    ) -> VMRecord:
+        """Insert a new VM, optionally leased to its creator. The host budget and the owner's
+        quota are checked, and the ``create`` audit entry written, in the same transaction; a
+        refusal is audited too. A duplicate id changes nothing."""
         values = _row_values(dataclasses.replace(record, version=1))
         if lease is not None:
             values.update(lease_holder=lease, lease_expires=time.time() + LEASE_TTL_SECONDS)
         try:
             with self._write() as conn:
-                if record.allocations:
-                    self._check_budget(conn, record.vm_id, record.allocations)
+                self._check_ledger(conn, record, record.allocations, new=True)
                 conn.execute(vms.insert().values(**values))
+                self._audit_row(conn, record.vm_id, "create", detail)
         except IntegrityError as exc:  # PRIMARY KEY: no check-then-insert race
             raise InputError(f"VM {record.vm_id!r} already exists") from exc
+        except BudgetError as exc:
+            self.audit(record.vm_id, "create", {**(detail or {}), "error": str(exc)},
+                       outcome="refused")
+            raise
         return dataclasses.replace(record, version=1)
 
     def find_vm(self, vm_id: str) -> VMRecord | None:
@@ -374,12 +412,14 @@ class StateStore:
         expected_state: str | None = None,
         lease: str | None = None,
         keep_lease: bool = False,
+        action: str | None = None,
+        detail: dict | None = None,
         **fields: Any,
     ) -> VMRecord:
         """Compare-and-swap: write ``fields`` and bump the version, in one transaction that
-        re-reads the row. Refused with `ConflictError` when the version or state moved on, or
-        another caller holds the VM's lease; ``lease`` (the caller's) is released unless
-        ``keep_lease``."""
+        re-reads the row (and records ``action`` in the audit log, if given). Refused with
+        `ConflictError` when the version or state moved on, or another caller holds the VM's
+        lease; ``lease`` (the caller's) is released unless ``keep_lease``."""
         with self._write() as conn:
             current = self._locked_row(conn, vm_id)
             now = time.time()
@@ -405,6 +445,8 @@ class StateStore:
                 )
             updated = self._apply(conn, current, fields,
                                   release=not (lease is not None and keep_lease))
+            if action is not None:
+                self._audit_row(conn, vm_id, action, detail)
         return updated
 
     def modify(
@@ -413,13 +455,18 @@ class StateStore:
         change: Callable[[VMRecord], dict[str, Any]],
         *,
         wait: float = LEASE_WAIT_SECONDS,
+        action: str | None = None,
     ) -> VMRecord:
         """Read-modify-write in one transaction: ``change(current)`` returns the fields to
-        write (or raises, writing nothing). Queues up to ``wait`` s behind a lease holder."""
+        write (or raises, writing nothing), and ``action`` is audited in the same transaction.
+        Queues up to ``wait`` s behind a lease holder."""
         def attempt(conn: Connection, row: Any, now: float) -> VMRecord | None:
             if _busy(row, now):
                 return None
-            return self._apply(conn, row, change(readable(_from_row(row))))
+            updated = self._apply(conn, row, change(readable(_from_row(row))))
+            if action is not None:
+                self._audit_row(conn, vm_id, action, None)
+            return updated
 
         return self._when_free(vm_id, wait, attempt)
 
@@ -458,7 +505,7 @@ class StateStore:
             record, **fields, updated_at=time.time(), version=row.version + 1
         )
         if "allocations" in fields and fields["allocations"] != record.allocations:
-            self._check_budget(conn, row.vm_id, updated.allocations)
+            self._check_ledger(conn, updated, updated.allocations, new=False)
         values = _row_values(updated)
         del values["vm_id"], values["created_at"]
         if release:
@@ -504,10 +551,12 @@ class StateStore:
                          .values(lease_holder=None, lease_expires=None))
 
     def delete_vm(
-        self, vm_id: str, *, lease: str | None = None, force: bool = False
+        self, vm_id: str, *, lease: str | None = None, force: bool = False,
+        action: str | None = "destroy", detail: dict | None = None,
     ) -> bool:
-        """Forget a VM (its allocations return to the budget). Refused while another caller
-        holds its lease, unless ``force``; deleting twice returns False."""
+        """Forget a VM (its allocations return to the budget) and audit ``action`` in the same
+        transaction. Refused while another caller holds its lease, unless ``force``; deleting
+        twice returns False."""
         with self._write() as conn:
             query = select(vms.c.lease_holder, vms.c.lease_expires).where(vms.c.vm_id == vm_id)
             row = conn.execute(query).first()
@@ -516,7 +565,11 @@ class StateStore:
             if not force and row.lease_holder != lease and _busy(row, time.time()):
                 raise ConflictError(f"VM {vm_id!r} is busy: {row.lease_holder} is running on "
                                     "it; nothing was destroyed")
-            return conn.execute(vms.delete().where(vms.c.vm_id == vm_id)).rowcount > 0
+            deleted = conn.execute(vms.delete().where(vms.c.vm_id == vm_id)).rowcount > 0
+            if deleted and action is not None:
+                self._audit_row(conn, vm_id, action, {**(detail or {}), "forced": force}
+                                if force else detail)
+            return deleted
 
     # ---- the budget ledger ----------------------------------------------------------
     @staticmethod
@@ -536,9 +589,18 @@ class StateStore:
             used = used.where(vms.c.vm_id != exclude)
         return limits, conn.execute(used).one()
 
-    def _check_budget(self, conn: Connection, vm_id: str, allocations: dict) -> None:
-        """Refuse allocations that would exceed the host budget (caller's transaction)."""
-        limits, used = self._ledger(conn, lock=True, exclude=vm_id)
+    def _check_ledger(
+        self, conn: Connection, record: VMRecord, allocations: dict, *, new: bool
+    ) -> None:
+        """Refuse a new VM or allocations that would exceed the host budget or the owner's
+        quota (caller's transaction, holding the ledger lock)."""
+        limits, used = self._ledger(conn, lock=True, exclude=record.vm_id)
+        self._check_budget(limits, used, allocations)
+        if record.owner is not None:
+            self._check_quota(conn, record, allocations, new=new)
+
+    @staticmethod
+    def _check_budget(limits: Any, used: Any, allocations: dict) -> None:
         ribosomes = allocations.get("ribosomes")
         if ribosomes is not None and used[0] + ribosomes > limits.ribosomes:
             raise BudgetError(
@@ -551,6 +613,87 @@ class StateStore:
                 f"ATP allocation of {atp:g} % exceeds the host budget: "
                 f"{limits.atp_percent - used[1]:g} % of {limits.atp_percent:g} % available"
             )
+
+    @staticmethod
+    def _check_quota(conn: Connection, record: VMRecord, allocations: dict, *, new: bool) -> None:
+        owner = record.owner
+        quota = conn.execute(select(quotas).where(quotas.c.owner == owner)).first()
+        if quota is None:
+            return
+        count, ribosomes, atp = conn.execute(
+            select(func.count(), func.coalesce(func.sum(vms.c.ribosomes), 0),
+                   func.coalesce(func.sum(vms.c.atp_percent), 0.0))
+            .where(vms.c.owner == owner).where(vms.c.vm_id != record.vm_id)).one()
+        fix = f"raise it with `bioxen quota set --owner {owner} ...` or free some"
+        if new and quota.vms is not None and count + 1 > quota.vms:
+            raise BudgetError(f"owner {owner!r} is at its quota of {quota.vms} live VMs "
+                              f"({count} in use); {fix}")
+        wanted = allocations.get("ribosomes")
+        if wanted is not None and quota.ribosomes is not None \
+                and ribosomes + wanted > quota.ribosomes:
+            raise BudgetError(f"ribosome allocation of {wanted} exceeds owner {owner!r}'s quota "
+                              f"of {quota.ribosomes} ({ribosomes} in use); {fix}")
+        wanted = allocations.get("atp_percent")
+        if wanted is not None and quota.atp_percent is not None \
+                and atp + wanted > quota.atp_percent + 1e-9:
+            raise BudgetError(f"ATP allocation of {wanted:g} % exceeds owner {owner!r}'s quota "
+                              f"of {quota.atp_percent:g} % ({atp:g} % in use); {fix}")
+
+    # ---- quotas ---------------------------------------------------------------------
+    def set_quota(
+        self, owner: str, *, vms_limit: int | None = None, ribosomes: int | None = None,
+        atp_percent: float | None = None, clear: bool = False,
+    ) -> dict[str, Any]:
+        """Set (or with ``clear`` remove) an owner's limits; unspecified limits stay as they
+        are. A limit below current use stops new VMs and allocations, nothing is destroyed."""
+        check_owner(owner)
+        for name, value, kind, top in (("VM", vms_limit, int, 10**6),
+                                       ("ribosome", ribosomes, int, 10**12),
+                                       ("ATP", atp_percent, (int, float), 1e9)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kind)
+                                      or not 0 <= value <= top):
+                raise InputError(f"{name} quota must be a number in 0..{top:g}, got {value!r}")
+        with self._write() as conn:
+            current = conn.execute(select(quotas).where(quotas.c.owner == owner)).first()
+            if clear:
+                conn.execute(quotas.delete().where(quotas.c.owner == owner))
+            else:
+                values = {"vms": vms_limit, "ribosomes": ribosomes,
+                          "atp_percent": None if atp_percent is None else float(atp_percent)}
+                values = {k: v for k, v in values.items() if v is not None}
+                if current is None:
+                    conn.execute(quotas.insert().values(owner=owner, **values))
+                elif values:
+                    conn.execute(quotas.update().where(quotas.c.owner == owner).values(**values))
+            self._audit_row(conn, "-", "quota", {
+                "owner": owner, "clear": clear, "vms": vms_limit, "ribosomes": ribosomes,
+                "atp_percent": atp_percent})
+        return next((q for q in self.quotas() if q["owner"] == owner),
+                    {"owner": owner, "vms_limit": None, "ribosomes_limit": None,
+                     "atp_percent_limit": None})
+
+    def quotas(self) -> list[dict[str, Any]]:
+        """Every owner with a quota or a live VM: limits (None: unlimited) and use."""
+        use = (select(vms.c.owner, func.count().label("n"),
+                      func.coalesce(func.sum(vms.c.ribosomes), 0).label("ribosomes"),
+                      func.coalesce(func.sum(vms.c.atp_percent), 0.0).label("atp"))
+               .where(vms.c.owner.is_not(None)).group_by(vms.c.owner))
+        with self._read() as conn:
+            used = {row.owner: row for row in conn.execute(use)}
+            limits = {row.owner: row for row in conn.execute(select(quotas))}
+        rows = []
+        for owner in sorted(set(used) | set(limits)):
+            limit, u = limits.get(owner), used.get(owner)
+            rows.append({
+                "owner": owner,
+                "vms": int(u.n) if u else 0,
+                "vms_limit": limit.vms if limit else None,
+                "ribosomes": int(u.ribosomes) if u else 0,
+                "ribosomes_limit": limit.ribosomes if limit else None,
+                "atp_percent": float(u.atp) if u else 0.0,
+                "atp_percent_limit": limit.atp_percent if limit else None,
+            })
+        return rows
 
     def budget(self) -> dict[str, float]:
         """The host budget, what live VMs hold, and what is left (ribosomes; ATP in % of one
@@ -589,6 +732,8 @@ class StateStore:
                 changes["atp_percent"] = float(atp_percent)
             if changes:
                 conn.execute(budget.update().where(budget.c.id == 1).values(**changes))
+                self._audit_row(conn, "-", "budget", {"ribosomes": ribosomes,
+                                                      "atp_percent": atp_percent})
         return self.budget()
 
     # ---- metadata -------------------------------------------------------------------
@@ -611,20 +756,38 @@ class StateStore:
         return self.set_meta_if_absent("installation_id", uuid.uuid4().hex)
 
     # ---- audit ----------------------------------------------------------------------
-    def audit(self, vm_id: str, action: str, detail: dict | None = None) -> None:
-        _check_no_secrets(detail, "audit detail")
+    def audit(
+        self, vm_id: str, action: str, detail: dict | None = None, *, outcome: str = "ok"
+    ) -> None:
+        """Append an entry on its own (changes audit themselves in their own transaction)."""
         with self._write() as conn:
-            conn.execute(audit.insert().values(
-                ts=time.time(), vm_id=vm_id, action=action, detail=_dump(detail or {})))
+            self._audit_row(conn, vm_id, action, detail, outcome)
 
-    def audit_log(self, vm_id: str | None = None, limit: int = 100) -> list[dict]:
-        """The most recent ``limit`` entries, oldest first."""
-        query = select(audit).order_by(audit.c.id.desc()).limit(limit)
+    @staticmethod
+    def _audit_row(conn: Connection, vm_id: str, action: str, detail: dict | None,
+                   outcome: str = "ok") -> None:
+        """The log is append-only: the store has no call that changes or deletes entries."""
+        _check_no_secrets(detail, "audit detail")
+        conn.execute(audit.insert().values(
+            ts=time.time(), vm_id=vm_id, action=action, detail=_dump(detail or {}),
+            outcome=outcome, **actor()))
+
+    def audit_log(
+        self, vm_id: str | None = None, *, since: float | None = None,
+        limit: int | None = 100,
+    ) -> list[dict]:
+        """Entries (for one VM, since a time), the most recent ``limit``, oldest first."""
+        query = select(audit).order_by(audit.c.id.desc())
+        if limit is not None:
+            query = query.limit(limit)
         if vm_id is not None:
             query = query.where(audit.c.vm_id == vm_id)
+        if since is not None:
+            query = query.where(audit.c.ts >= since)
         with self._read() as conn:
             rows = conn.execute(query).all()
-        return [{**row._asdict(), "detail": json.loads(row.detail)} for row in reversed(rows)]
+        return [{**row._asdict(), "detail": json.loads(row.detail or "{}")}
+                for row in reversed(rows)]
 
 
 def _busy(row: Any, now: float) -> bool:

@@ -107,7 +107,6 @@ class BiologicalVM(abc.ABC):
                 self.store.release_lease(self.vm_id, holder)
                 raise
             self.store.delete_vm(self.vm_id, lease=holder)
-            self.store.audit(self.vm_id, "destroy")
             self.record.state = "destroyed"
 
     def _transition(self, action: str) -> None:
@@ -132,9 +131,8 @@ class BiologicalVM(abc.ABC):
 
         with performance_monitor.track(action):
             old = self.record.version
-            self.record = self.store.modify(self.vm_id, change)
+            self.record = self.store.modify(self.vm_id, change, action=action)
             self._committed(old)
-            self.store.audit(self.vm_id, action)
 
     @contextmanager
     def _exclusive(self, what: str) -> Iterator[str]:
@@ -156,11 +154,13 @@ class BiologicalVM(abc.ABC):
             self.store.release_lease(self.vm_id, holder)
             raise
 
-    def _commit(self, lease: str, **fields: Any) -> None:
-        """Write the cell's state (and ``fields``) as the VM's next version; frees the lease."""
+    def _commit(self, lease: str, action: str | None = None, detail: dict | None = None,
+                **fields: Any) -> None:
+        """Write the cell's state (and ``fields``) as the VM's next version, auditing
+        ``action`` in the same transaction; frees the lease."""
         if self.stores_snapshot:
             fields["snapshot"] = self._cell_snapshot()
-        self._write(lease, **fields)
+        self._write(lease, action=action, detail=detail, **fields)
 
     def _write(self, lease: str, keep_lease: bool = False, **fields: Any) -> None:
         old = self.record.version
@@ -196,8 +196,8 @@ class BiologicalVM(abc.ABC):
             self._require_running("execute a process")
             with performance_monitor.track("execute_biological_process"):
                 result = self._run_program(code)
-                self._commit(lease)
-        self.store.audit(self.vm_id, "execute", {"calls": len(result.get("calls") or [])})
+                calls = [str(call)[:200] for call in (result.get("calls") or [])[:50]]
+                self._commit(lease, "execute", {"calls": calls})
         return result
 
     def install_biological_package(self, name_or_path: str, copies: int | None = None) -> dict:
@@ -207,8 +207,8 @@ class BiologicalVM(abc.ABC):
         with self._exclusive("install a package") as lease:
             with performance_monitor.track("install_biological_package"):
                 installed = self._install(name_or_path, copies)
-                self._commit(lease)
-        self.store.audit(self.vm_id, "install", {"package": installed.get("package")})
+                self._commit(lease, "install", {"package": installed.get("package"),
+                                                "copies": installed.get("copies")})
         return installed
 
     def get_biological_metrics(self) -> dict[str, Any]:
@@ -316,8 +316,7 @@ class BiologicalVM(abc.ABC):
                 if ribosomes is not None:
                     allocations["ribosomes"] = int(ribosomes)
                 self._set_allocations(lease, allocations, previous)
-                self._commit(lease)
-        self.store.audit(self.vm_id, "allocate", dict(allocations))
+                self._commit(lease, "allocate", dict(allocations))
         return allocations
 
     def _set_allocations(self, lease: str, allocations: dict, previous: dict) -> None:
@@ -347,8 +346,7 @@ class BiologicalVM(abc.ABC):
             previous = dict(self.record.allocations)
             self._restore_cell(snapshot["cell"])
             self._set_allocations(lease, dict(allocations), previous)
-            self._commit(lease)
-        self.store.audit(self.vm_id, "restore")
+            self._commit(lease, "restore", dict(allocations))
 
     def save(self) -> None:
         """Write the cell's simulation state to the store (other processes load it from there)."""

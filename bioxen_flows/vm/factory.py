@@ -13,8 +13,9 @@ from typing import Any
 
 from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
+from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
-from bioxen_flows.state.store import readable
+from bioxen_flows.state.store import check_owner, readable
 from bioxen_flows.vm.base import BiologicalVM, check_allocation
 
 log = logging.getLogger(__name__)
@@ -34,9 +35,11 @@ def create_bio_vm(
     *,
     store: StateStore | None = None,
     placement: dict[str, str] | None = None,
+    owner: str | None = None,
 ) -> BiologicalVM:
     """Create a VM in state `created`; its cell starts in balanced growth.
 
+    The VM counts against ``owner``'s quota (default: the ``owner`` setting).
     `placement` (XCP-ng: a guest a flow has already provisioned) comes from the backend,
     never from a config: a config carrying one is refused.
     """
@@ -77,11 +80,14 @@ def create_bio_vm(
         allocations=allocations,
         snapshot=None,
         updated_at=now,
+        owner=check_owner(owner or get_settings().owner),
     )
     lease = new_lease_holder()
-    # the primary key makes duplicate ids fail atomically; the budget is checked in the
-    # same transaction; the creator holds the lease until the VM is complete
-    record = store.insert_vm(record, lease=lease)
+    # the primary key makes duplicate ids fail atomically; the budget and quota are checked
+    # in the same transaction; the creator holds the lease until the VM is complete
+    record = store.insert_vm(record, lease=lease, detail={
+        "biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
+        **({"allocations": allocations} if allocations else {})})
     try:
         if vm_type == "xcpng":
             record = _provision_xcpng(record, store, lease, placement)
@@ -91,12 +97,12 @@ def create_bio_vm(
         for package in config.get("packages") or []:
             vm._install(package, None)
         vm._commit(lease)
-    except BaseException:
+    except BaseException as exc:
         # an XCP-ng VM the caller provisioned (placement) is the caller's to tear down: a
         # retry reuses it, so it must still exist (the flow's teardown reaps it in the end)
-        _forget(vm_id, store, release_xcpng=placement is None)
+        _forget(vm_id, store, reason=f"create failed: {type(exc).__name__}",
+                release_xcpng=placement is None)
         raise
-    store.audit(vm_id, "create", {"biological_type": biological_type, "vm_type": vm_type})
     return vm
 
 
@@ -152,8 +158,7 @@ def destroy_labelled_vms(
         try:
             _instantiate(record, store).destroy()
         except Exception:  # a VM that cannot be rebuilt must still not leak
-            _forget(record.vm_id, store)
-            store.audit(record.vm_id, "destroy", {"forced": True})
+            _forget(record.vm_id, store, reason="unbuildable")
         destroyed.append(record.vm_id)
     return destroyed
 
@@ -164,8 +169,7 @@ def force_destroy_vm(vm_id: str, *, store: StateStore | None = None) -> bool:
     store = store or StateStore()
     if store.find_vm(vm_id) is None:
         return False
-    _forget(vm_id, store)
-    store.audit(vm_id, "destroy", {"forced": True})
+    _forget(vm_id, store, reason="forced")
     return True
 
 
@@ -196,7 +200,9 @@ def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
     return BasicBiologicalVM(record, store)
 
 
-def _forget(vm_id: str, store: StateStore, *, release_xcpng: bool = True) -> None:
+def _forget(
+    vm_id: str, store: StateStore, *, reason: str, release_xcpng: bool = True
+) -> None:
     """Remove every trace of a VM whose creation failed (XCP-ng VMs found by their tag,
     unless `release_xcpng` is False: then the XCP-ng VM is not ours to remove)."""
     from bioxen_flows.engine.hypervisor import get_hypervisor
@@ -215,4 +221,4 @@ def _forget(vm_id: str, store: StateStore, *, release_xcpng: bool = True) -> Non
             from bioxen_flows.vm.basic import cell_key
 
             get_hypervisor().remove_cell(cell_key(store.url, vm_id, record.created_at))
-        store.delete_vm(vm_id, force=True)
+        store.delete_vm(vm_id, force=True, detail={"reason": reason})

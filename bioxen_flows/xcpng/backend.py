@@ -31,9 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MIN_AGE_ENV = "BIOXEN_XCPNG_GC_MIN_AGE_SECONDS"
-DEFAULT_MIN_AGE_S = 900.0  # clone -> tag takes seconds; a quarter hour is a wide margin
-
 
 def pool_config(cfg: Mapping[str, Any] | XCPngConfig) -> XCPngConfig:
     """The typed pool settings (defaults from `XCPngConfig` only); bad ones are InputError."""
@@ -50,17 +47,11 @@ def pool_config(cfg: Mapping[str, Any] | XCPngConfig) -> XCPngConfig:
 
 
 def gc_min_age_seconds() -> float:
-    """How old a leftover must be before the reaper destroys it (the one place it is read)."""
-    raw = os.environ.get(MIN_AGE_ENV)
-    if raw is None:
-        return DEFAULT_MIN_AGE_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise InputError(f"{MIN_AGE_ENV} must be a number of seconds, got {raw!r}") from None
-    if not value >= 0:
-        raise InputError(f"{MIN_AGE_ENV} must be >= 0, got {raw!r}")
-    return value
+    """How old a leftover must be before the reaper destroys it: the `gc_min_age_seconds`
+    setting (BIOXEN_GC_MIN_AGE_SECONDS), shared with the basic-VM gc."""
+    from bioxen_flows.settings import get_settings
+
+    return get_settings().gc_min_age_seconds
 
 
 def xapi_password(cfg: XCPngConfig) -> str:
