@@ -59,6 +59,16 @@ def test_connection_reset_after_provision_acted_does_not_provision_twice(pool, g
     assert pool.call_counts["Async.VM.clone"] == 1
 
 
+@pytest.mark.usefixtures("prefect_api_url")
+def test_connection_reset_after_the_clone_acted_leaves_no_twin(pool, guest):
+    pool.inject_reset("Async.VM.clone", after_call=True)  # xmlrpc.client resends: 2 clones
+    out = vm_lifecycle(organism="ecoli", program="grow(5)", vm_type="xcpng",
+                       config=xcpng_config(pool, guest))
+    assert out["metrics"]["simulated_time_min"] == 5
+    assert pool.call_counts["Async.VM.clone"] == 2
+    assert pool.call_counts["VM.destroy"] == 2  # the untagged twin went at once, then ours
+
+
 # ---- a task that times out ------------------------------------------------------------------
 
 def test_a_timed_out_task_is_cancelled_before_it_is_destroyed(pool, guest):

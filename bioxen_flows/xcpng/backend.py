@@ -111,7 +111,19 @@ def clone_and_tag(cfg: Mapping[str, Any] | XCPngConfig, vm_id: str, owner: str) 
         except BaseException:
             _discard(x, vm, tags)
             raise
+        _discard_twins(x, vm, tags)
         return vm
+
+
+def _discard_twins(x: Any, vm: str, tags: dict[str, str]) -> None:
+    """Destroy untagged clones of the same name: xmlrpc.client resends a call once when the
+    connection drops, so a clone whose answer was lost may exist next to ours."""
+    with xapi.xapi_errors("looking for twin clones"):
+        twins = [ref for ref in x.VM.get_by_name_label(x.VM.get_name_label(vm))
+                 if ref != vm and not xapi.tags_of(x, ref)]
+    for twin in twins:
+        log.info("destroying an untagged twin clone of %s", tags["vm_id"])
+        _discard(x, twin, tags)
 
 
 def _discard(x: Any, vm: str, tags: dict[str, str]) -> None:
