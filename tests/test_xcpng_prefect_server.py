@@ -116,3 +116,30 @@ def test_a_crashed_xcpng_run_leaves_nothing_on_the_pool(
     run = _wait_final(client, run_id, local_prefect)
     assert run.state.is_crashed(), f"{run.state}\n{local_prefect.log_tail('worker')}"
     wait_until_clean(pool, local_prefect)
+
+
+def test_an_xcpng_run_killed_with_its_worker_is_reaped_by_the_cleanup_deployment(
+    local_prefect: LocalPrefect, client: Any, pool: XapiSimulator
+) -> None:
+    """kill -9 of the worker and the flow run's process: no hook runs. The server marks
+    the run Crashed when its heartbeats stop, and the cleanup-crashed-run deployment (run
+    by the restarted worker) reaps the VM it was booting, by its owner tag."""
+    from tests.test_prefect_server_e2e import _start_worker
+
+    run_id = _start(client, LIFECYCLE, lifecycle_parameters())
+    assert _eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
+    worker = psutil.Process(local_prefect.worker.pid)
+    victims = [worker, *worker.children(recursive=True)]
+    for proc in victims:
+        proc.kill()  # SIGKILL: no hook, no final state
+    psutil.wait_procs(victims, timeout=30)
+    local_prefect.worker.wait(timeout=30)
+    assert booting(pool)  # the zombie's VM is still there
+
+    _start_worker(local_prefect)  # what systemd's Restart=on-failure does
+    assert _eventually(lambda: client.read_flow_run(run_id).state.is_crashed(), timeout=300), (
+        f"still {client.read_flow_run(run_id).state}\n{local_prefect.log_tail('server')}"
+    )
+    assert _eventually(lambda: not pool.vms(), timeout=RUN_TIMEOUT), local_prefect.log_tail(
+        "worker")
+    wait_until_clean(pool, local_prefect)

@@ -255,13 +255,14 @@ def _verdict(
     reason = keep(tags)
     if reason is None and age is not None and age < min_age_seconds:
         reason = f"younger than the minimum age ({age:.0f} s < {min_age_seconds:g} s)"
-    if reason is None:
+    destroy = reason is None
+    if destroy:
         untagged = "untagged clone, " if kind == "VM" and "installation" not in tags else ""
         orphan = "disk of no VM, " if kind == "VDI" else ""
         reason = f"{untagged}{orphan}owner {tags.get('owner') or 'unknown'} is gone"
     return Leftover(kind=kind, ref=ref, name=name, vm_id=tags.get("vm_id", ""),
-                    owner=tags.get("owner", ""), age_seconds=age, reason=reason,
-                    destroy=keep(tags) is None and (age is None or age >= min_age_seconds))
+                    owner=tags.get("owner", ""), age_seconds=age, reason=str(reason),
+                    destroy=destroy)
 
 
 def destroy_leftovers(cfg: Mapping[str, Any] | XCPngConfig, leftovers: list[Leftover]) -> list[str]:
