@@ -26,6 +26,7 @@ PREFIX = "BIOXEN_"
 LOCATORS = ("home", "env", "config_dir")  # they say where the file is, so not in it
 MAX_SETTINGS_FILE_BYTES = 64 * 1024
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_NAME_PATTERN = f"^{_NAME.pattern}$"  # pydantic searches; anchored, it must match whole
 
 
 def os_user() -> str:
@@ -44,22 +45,23 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("~/.bioxen"),
                        description="state directory: the SQLite store, settings file, modules")
-    env: str = Field("development", pattern=_NAME.pattern,
+    env: str = Field("development", pattern=_NAME_PATTERN,
                      description="environment name: selects settings.<env>.yaml")
     config_dir: Path | None = Field(None, description="system-wide directory of settings files")
     database_url: str | None = Field(
         None, description="postgresql://USER@HOST:5432/DB for a shared store (default: SQLite "
                           "in home)")
-    owner: str = Field(default_factory=os_user, pattern=_NAME.pattern,
+    owner: str = Field(default_factory=os_user, pattern=_NAME_PATTERN,
                        description="user or project label VMs are created for (quotas, audit)")
     debug: bool = Field(False, description="show tracebacks instead of one-line errors")
     log_format: Literal["text", "json"] = Field("text", description="log line format")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        "INFO", description="lowest level logged")
+        "WARNING", description="lowest level BioXen's own modules log (flow and task run "
+                               "logs are Prefect's)")
     gc_min_age_seconds: float = Field(
         300.0, ge=0, description="gc never reaps a VM younger than this (it may be starting)")
     vm_concurrency_limit: str = Field(
-        "bioxen-vms", pattern=_NAME.pattern,
+        "bioxen-vms", pattern=_NAME_PATTERN,
         description="Prefect global concurrency limit flows take one slot of per VM")
 
     @field_validator("home", "config_dir")

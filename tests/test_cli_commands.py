@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 SYN3A_GENBANK = Path(__file__).resolve().parents[2] / "shared" / "data" / "syn3A.gb"
-HEAVY = ("prefect", "roadrunner", "pandas", "numpy", "pydantic")
+HEAVY = ("prefect", "roadrunner", "pandas", "numpy")  # pydantic: settings need it
 
 
 def bioxen(*args: str, input: str | None = None, env: dict[str, str] | None = None,

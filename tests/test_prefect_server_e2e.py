@@ -47,6 +47,7 @@ COMPARE = "compare-organisms/nightly-comparison"
 LIFECYCLE = "vm-lifecycle/vm-lifecycle"
 SCHEDULED = "compare-organisms/nightly-comparison-e2e"  # test-only, see _deploy_e2e_copy
 CLEANUP = "cleanup-crashed-run/cleanup-crashed-run"
+REAP = "reap-bio-vms/reap-bio-vms"
 ZOMBIE_AUTOMATION = "bioxen-crash-zombie-runs"
 PG_DSN = os.environ.get("BIOXEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 SCHEDULER_LOOP_S = 2
@@ -362,6 +363,15 @@ def test_setup_registers_the_deployments_and_can_run_twice(
     [trigger] = client.read_resource_related_automations(f"prefect.deployment.{cleanup.id}")
     assert trigger.trigger.expect == {"prefect.flow-run.Crashed"}
 
+    reap = client.read_deployment_by_name(REAP)
+    assert reap.entrypoint == "flows/reap_bio_vms.py:reap_bio_vms"
+    [every] = reap.schedules
+    assert every.active and every.schedule.interval == timedelta(minutes=15)
+    assert "bioxen" not in reap.tags
+    limit = client.read_global_concurrency_limit_by_name("bioxen-vms")
+    assert limit.limit == 100 and limit.active
+    assert "global concurrency limit bioxen-vms exists" in second
+
     lifecycle = client.read_deployment_by_name(LIFECYCLE)
     assert lifecycle.work_pool_name == POOL
     assert lifecycle.entrypoint == "flows/vm_lifecycle.py:vm_lifecycle"
@@ -541,3 +551,35 @@ def test_a_run_killed_with_its_worker_is_crashed_and_its_vms_destroyed(
     [cleanup] = [r for r in client.read_flow_runs()
                  if r.parameters.get("flow_run") == f"prefect.flow-run.{run_id}"]
     assert _wait_final(client, cleanup.id, local_prefect).state.is_completed()
+
+
+def test_the_gc_deployment_destroys_orphans_through_the_worker(
+    local_prefect: LocalPrefect, client
+) -> None:
+    """The reap-bio-vms deployment (scheduled every 15 minutes) run now: it destroys a VM
+    whose flow process is gone and leaves one made by hand."""
+    from bioxen_flows.orchestration.reaper import FLOW_RUN_LABEL, PROCESS_LABEL
+    from bioxen_flows.processes import HOST
+    from bioxen_flows.state import StateStore
+    from bioxen_flows.vm import create_bio_vm, list_bio_vms, load_bio_vm
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    orphan = create_bio_vm("orphan-e2e", "syn3a", config={"labels": {
+        FLOW_RUN_LABEL: "00000000-0000-0000-0000-000000000000",
+        PROCESS_LABEL: f"{HOST}:{gone.pid}:-"}})
+    create_bio_vm("by-hand-e2e", "syn3a")
+    # older than gc_min_age_seconds (300 s by default), as a leaked VM would be
+    from sqlalchemy import update
+
+    from bioxen_flows.state.schema import vms
+
+    with StateStore().engine.begin() as conn:
+        conn.execute(update(vms).where(vms.c.vm_id == orphan.vm_id)
+                     .values(created_at=time.time() - 3600))
+    run = _wait_final(client, _start(client, REAP, {}), local_prefect)
+    assert run.state.is_completed(), f"{run.state}\n{local_prefect.log_tail('worker')}"
+    assert [vm["vm_id"] for vm in list_bio_vms()] == ["by-hand-e2e"]
+    [entry] = [e for e in StateStore().audit_log("orphan-e2e") if e["action"] == "gc"]
+    assert "is gone" in entry["detail"]["reason"] and entry["flow_run_id"] == str(run.id)
+    load_bio_vm("by-hand-e2e").destroy()  # later tests expect the worker's store empty

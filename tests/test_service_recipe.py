@@ -88,7 +88,8 @@ def checkout(tmp_path: Path) -> Path:
     """A stand-in for /opt/bioxen-flows: .venv/bin/prefect is this interpreter's prefect."""
     venv_bin = tmp_path / "opt" / ".venv" / "bin"
     venv_bin.mkdir(parents=True)
-    (venv_bin / "prefect").symlink_to(Path(sys.executable).parent / "prefect")
+    for script in ("prefect", "bioxen"):
+        (venv_bin / script).symlink_to(Path(sys.executable).parent / script)
     return tmp_path / "opt"
 
 
@@ -97,7 +98,8 @@ def test_systemd_analyze_verify_accepts_the_units(tmp_path: Path, checkout: Path
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (Debian: apt-get install systemd)")
     copies = []
-    for name in ("prefect-server.service", "prefect-worker.service"):
+    for name in ("prefect-server.service", "prefect-worker.service", "bioxen-gc.service",
+                 "bioxen-gc.timer"):
         copy = tmp_path / name
         copy.write_text((UNITS / name).read_text().replace(CHECKOUT, str(checkout)))
         copies.append(str(copy))

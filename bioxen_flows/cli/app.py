@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows import __version__
-from bioxen_flows.cli import store, tools, vms
+from bioxen_flows.cli import ops, store, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
 
@@ -66,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"bioxen {__version__}")
+    parser.add_argument("--log-format", choices=("text", "json"),
+                        help="log lines as text or JSON (default: the log_format setting)")
+    parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="lowest level logged (default: the log_level setting)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -91,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--config", type=Path, metavar="FILE",
                         help="JSON/YAML config (resources, simulation, packages, xcpng_config)")
     create.add_argument("--auto-start", action="store_true", help="start the VM once created")
+    create.add_argument("--owner", help="user or project whose quota it counts against "
+                                        "(default: the owner setting, your user name)")
 
     add("list", vms.cmd_list, "list VMs with state, uptime and infrastructure")
     for action, text in (("start", "start a created or stopped VM"),
@@ -141,8 +147,52 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--ribosomes", type=int, metavar="N", help="set the ribosome budget")
     budget.add_argument("--atp", type=float, metavar="P",
                         help="set the ATP budget (%% of one cell's maximum)")
-    db = add("db", store.cmd_db, "the state store's schema: status, upgrade")
-    db.add_argument("db_command", choices=("status", "upgrade"), metavar="{status,upgrade}")
+    db = add("db", store.cmd_db, "the state store: schema status/upgrade, backup, restore")
+    db_commands = db.add_subparsers(dest="db_command", metavar="SUBCOMMAND", required=True)
+    for name, text in (("status", "the store's schema version"),
+                       ("upgrade", "apply pending schema migrations"),
+                       ("backup", "write a consistent copy (JSON lines) while others write"),
+                       ("restore", "load a backup into this store (SQLite or PostgreSQL)")):
+        sub = db_commands.add_parser(name, help=text, description=text)
+        sub.set_defaults(handler=store.cmd_db, subparser=sub)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        if name in ("backup", "restore"):
+            sub.add_argument("file", type=Path, metavar="FILE", help="the backup file")
+        if name == "restore":
+            sub.add_argument("--yes", action="store_true",
+                             help="replace a store that is not empty")
+
+    # ---- operations -------------------------------------------------------------------
+    add("settings", ops.cmd_settings,
+        "every BIOXEN_* setting: its value and where it came from")
+    quota = add("quota", ops.cmd_quota, "per-owner limits on live VMs, ribosomes and ATP")
+    quota.set_defaults(quota_command=None)
+    quota_commands = quota.add_subparsers(dest="quota_command", metavar="SUBCOMMAND")
+    qset = quota_commands.add_parser("set", help="set an owner's limits",
+                                     description="set an owner's limits (others stay)")
+    qset.set_defaults(handler=ops.cmd_quota, subparser=qset)
+    qset.add_argument("--owner", required=True, help="user or project label")
+    qset.add_argument("--vms", type=int, metavar="N", help="live VMs")
+    qset.add_argument("--ribosomes", type=int, metavar="N", help="ribosomes allocated in total")
+    qset.add_argument("--atp", type=float, metavar="P", help="ATP share in total, %%")
+    qset.add_argument("--clear", action="store_true", help="remove the owner's quota")
+    qset.add_argument("--json", action="store_true", help="machine-readable output")
+    audit = add("audit", ops.cmd_audit, "the audit log of every state change (oldest first)")
+    audit.add_argument("--vm", metavar="VM_ID", help="only this VM's entries")
+    audit.add_argument("--since", metavar="ISO", help="only entries at or after (UTC if naive)")
+    audit.add_argument("--limit", type=int, default=1000, metavar="N",
+                       help="the most recent N entries (default 1000)")
+    audit.add_argument("--jsonl", action="store_true",
+                       help="export: every matching entry as JSON lines")
+    doctor = add("doctor", ops.cmd_doctor,
+                 "check engine, store, Prefect API, XCP-ng pool and disk (exit 1 if any fails)")
+    doctor.add_argument("--xcpng-config", type=Path, metavar="FILE",
+                        help="also check the pool in this config's xcpng_config")
+    gc_basic = add("gc", ops.cmd_gc,
+                   "find basic VMs whose flow run is over or process gone; --yes destroys")
+    gc_basic.add_argument("--yes", action="store_true", help="destroy them (default: list)")
+    gc_basic.add_argument("--min-age", type=float, metavar="S",
+                          help="skip VMs younger than S seconds (default: gc_min_age_seconds)")
 
     # ---- configuration, genome --------------------------------------------------------
     config = add("config", tools.cmd_config_help, "configuration templates and validation",
@@ -286,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_json_anywhere(list(sys.argv[1:] if argv is None else argv)))
     _show_library_warnings()
     try:
+        _configure_logging(args)
         return args.handler(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -298,6 +349,18 @@ def main(argv: list[str] | None = None) -> int:
         if _debug():
             raise
         return _error(exc)
+
+
+def _configure_logging(args: argparse.Namespace) -> None:
+    """--log-format/--log-level override the settings, for this process and the flows it
+    runs (they read the same settings)."""
+    from bioxen_flows.logs import configure_logging
+
+    for option, variable in (("log_format", "BIOXEN_LOG_FORMAT"),
+                             ("log_level", "BIOXEN_LOG_LEVEL")):
+        if getattr(args, option):
+            os.environ[variable] = getattr(args, option)
+    configure_logging()
 
 
 def _debug() -> bool:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from bioxen_flows.cli import output
+
+if TYPE_CHECKING:
+    from bioxen_flows.state import StateStore
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
@@ -35,6 +39,8 @@ def cmd_db(args: argparse.Namespace) -> int:
     from bioxen_flows.state.schema import SCHEMA_VERSION
 
     store = StateStore()  # opening an older store upgrades it; say what happened
+    if args.db_command in ("backup", "restore"):
+        return _backup_or_restore(args, store)
     applied = store.upgrade() if args.db_command == "upgrade" else []
     info = {"url": store.display_url, "backend": store.backend,
             "schema_version": store.schema_version(), "code_schema_version": SCHEMA_VERSION,
@@ -45,4 +51,21 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"{info['url']}: schema {info['schema_version']} "
               f"(this BioXen: {SCHEMA_VERSION}); "
               + (f"applied {applied}" if applied else "up to date"))
+    return 0
+
+
+def _backup_or_restore(args: argparse.Namespace, store: StateStore) -> int:
+    from bioxen_flows.state.backup import backup, restore
+
+    if args.db_command == "backup":
+        counts = backup(store, args.file)
+    else:
+        counts = restore(store, args.file, replace=args.yes)
+        store.audit("-", "restore", {"file": str(args.file), "rows": counts})
+    if args.json:
+        output.print_json({"url": store.display_url, "file": str(args.file), "rows": counts})
+    else:
+        verb = "backed up" if args.db_command == "backup" else "restored"
+        print(f"{verb} {store.display_url} {'to' if verb == 'backed up' else 'from'} "
+              f"{args.file}: {counts['vms']} VM(s), {counts['audit']} audit entries")
     return 0

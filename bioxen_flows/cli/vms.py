@@ -45,7 +45,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     config, vm_type = None, args.vm_type or "basic"
     if args.config is not None:
         config, vm_type = _config_from_file(args.config, args.bio_type, args.vm_type)
-    vm = create_bio_vm(args.vm_id, args.bio_type, vm_type, config)
+    vm = create_bio_vm(args.vm_id, args.bio_type, vm_type, config, owner=args.owner)
     if args.auto_start:
         vm.start()
     status = vm.get_status()

@@ -29,7 +29,10 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import reporting
+from bioxen_flows.orchestration.limits import vm_slots
+from bioxen_flows.orchestration.reaper import with_run_labels
 from bioxen_flows.orchestration.tasks import (
     OWNER_LABEL,
     collect_biological_metrics,
@@ -153,10 +156,12 @@ def compare_organisms(
     Returns:
         The summary rows, the run directory (out_dir), the file paths and the VM count.
     """
+    configure_logging()
     organisms = list(organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, replicates, hours, batch_size)
     log = get_run_logger()
     owner = _owner()
+    config = with_run_labels(config, owner)  # so `bioxen gc` can tell when the run is over
     run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
     specs = []
     for organism in organisms:
@@ -173,37 +178,38 @@ def compare_organisms(
             ))
     log.info("comparing %s: %d VMs in batches of %d", ", ".join(organisms), len(specs), batch_size)
     submitted: list[PrefectFuture] = []
-    try:
-        futures = []
-        for batch, label in _labelled(_batches(specs, batch_size)):
-            create, start, execute, collect = (
-                t.with_options(task_run_name=f"{t.name}-{label}") for t in
-                (create_bio_vms, start_bio_vms, execute_biological_process,
-                 collect_biological_metrics)
+    with vm_slots(len(specs)):  # one slot per VM while they live (a full pool: wait)
+        try:
+            futures = []
+            for batch, label in _labelled(_batches(specs, batch_size)):
+                create, start, execute, collect = (
+                    t.with_options(task_run_name=f"{t.name}-{label}") for t in
+                    (create_bio_vms, start_bio_vms, execute_biological_process,
+                     collect_biological_metrics)
+                )
+                with tags(batch[0]["organism"], vm_type):
+                    created = create.submit(batch, owner)
+                    started = start.submit(created)
+                    ran = execute.submit(started, _program(batch[0], hours))
+                    collected = collect.submit(started, wait_for=[ran])
+                submitted += [created, started, ran, collected]
+                futures.append((ran, collected))
+            results, metrics = {}, {}
+            for ran, collected in futures:
+                results.update(ran.result())
+                metrics.update(collected.result())
+            series = reporting.timeseries_frame(specs, results)
+            summary = reporting.summary_frame(specs, metrics)
+            png = reporting.plot_png(series)
+            run_dir = reporting.run_directory(
+                Path(out_dir), current_run.get_name() or "compare-organisms", owner
             )
-            with tags(batch[0]["organism"], vm_type):
-                created = create.submit(batch, owner)
-                started = start.submit(created)
-                ran = execute.submit(started, _program(batch[0], hours))
-                collected = collect.submit(started, wait_for=[ran])
-            submitted += [created, started, ran, collected]
-            futures.append((ran, collected))
-        results, metrics = {}, {}
-        for ran, collected in futures:
-            results.update(ran.result())
-            metrics.update(collected.result())
-        series = reporting.timeseries_frame(specs, results)
-        summary = reporting.summary_frame(specs, metrics)
-        png = reporting.plot_png(series)
-        run_dir = reporting.run_directory(
-            Path(out_dir), current_run.get_name() or "compare-organisms", owner
-        )
-        paths = reporting.write_results(series, summary, png, run_dir)
-        latest = reporting.point_latest(Path(out_dir), run_dir)
-        reporting.publish_artifacts(summary, png, key="compare-organisms")
-    finally:
-        _settle(submitted)  # a batch still creating VMs must not outlive the teardown
-        _teardown(owner, vm_type, config)
+            paths = reporting.write_results(series, summary, png, run_dir)
+            latest = reporting.point_latest(Path(out_dir), run_dir)
+            reporting.publish_artifacts(summary, png, key="compare-organisms")
+        finally:
+            _settle(submitted)  # a batch still creating VMs must not outlive the teardown
+            _teardown(owner, vm_type, config)
     log.info("results in %s (%s now points there)", run_dir, latest)
     return {
         "summary": summary.astype(object).where(summary.notna(), None).to_dict("records"),
@@ -238,21 +244,24 @@ def vm_lifecycle(
         vm_id: The VM's id (default: derived from the flow run id).
         config: The VM's config, e.g. {"xcpng_config": {...}} for xcpng.
     """
+    configure_logging()
     owner = _owner()
+    config = with_run_labels(config, owner)
     vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
-    try:
-        with tags(organism, vm_type):
-            if vm_type == "xcpng":  # each provisioning step is its own, retryable task
-                cfg = _xcpng_config(config)
-                vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
-                spec["config"]["placement"] = boot_xcpng_vm(cfg, vm)
-            created = create_bio_vms([spec], owner)
-            started = start_bio_vms(created)
-            result = execute_biological_process(started, program)[vm_id]
-            metrics = collect_biological_metrics(started)[vm_id]
-    finally:
-        _teardown(owner, vm_type, config)
+    with vm_slots(1):
+        try:
+            with tags(organism, vm_type):
+                if vm_type == "xcpng":  # each provisioning step is its own, retryable task
+                    cfg = _xcpng_config(config)
+                    vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
+                    spec["config"]["placement"] = boot_xcpng_vm(cfg, vm)
+                created = create_bio_vms([spec], owner)
+                started = start_bio_vms(created)
+                result = execute_biological_process(started, program)[vm_id]
+                metrics = collect_biological_metrics(started)[vm_id]
+        finally:
+            _teardown(owner, vm_type, config)
     return {"vm_id": vm_id, "metrics": metrics, "timeseries": result["timeseries"]}
 
 

@@ -19,6 +19,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.logs import vm_context
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
 
@@ -109,9 +110,10 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
         config = dict(spec["config"])
         placement = config.pop("placement", None)  # the backend's, passed apart from config
         config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
-        create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
-                      placement=placement)
-        log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
+        with vm_context(spec["vm_id"]):
+            create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
+                          placement=placement)
+            log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
         created.append(spec["vm_id"])
     return created
 
@@ -135,13 +137,14 @@ def execute_biological_process(vm_ids: list[str], code: str) -> dict[str, dict[s
     log = get_run_logger()
     results = {}
     for vm_id in vm_ids:
-        results[vm_id] = load_bio_vm(vm_id).execute_biological_process(code)
-        summary = results[vm_id]["summary"]
-        log.info(
-            "%s: %.1f simulated min, doubling %.1f min, atp_percent %.1f",
-            vm_id, summary["simulated_time_min"], summary["doubling_time_min"],
-            summary["atp_percent"],
-        )
+        with vm_context(vm_id):
+            results[vm_id] = load_bio_vm(vm_id).execute_biological_process(code)
+            summary = results[vm_id]["summary"]
+            log.info(
+                "%s: %.1f simulated min, doubling %.1f min, atp_percent %.1f",
+                vm_id, summary["simulated_time_min"], summary["doubling_time_min"],
+                summary["atp_percent"],
+            )
     return results
 
 

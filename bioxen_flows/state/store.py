@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
 import sqlite3
 import threading
 import time
@@ -43,6 +42,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 
 from bioxen_flows.errors import BudgetError, ConflictError, InputError, NotFoundError, StoreError
+from bioxen_flows.processes import HOST as _HOST
+from bioxen_flows.processes import process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import schema
 from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, quotas, vms
@@ -52,7 +53,6 @@ STATES = ("created", "running", "paused", "stopped")
 VM_TYPES = ("basic", "xcpng")
 LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
 LEASE_WAIT_SECONDS = 120.0  # how long a caller queues for a busy VM before a ConflictError
-_HOST = socket.gethostname()
 
 
 def bioxen_home() -> Path:
@@ -169,10 +169,10 @@ def actor() -> dict[str, str | None]:
     """Who is acting: OS user and host, and the Prefect flow run when inside one."""
     from bioxen_flows.settings import os_user
 
-    return {"actor": f"{os_user()}@{_HOST}"[:160], "flow_run_id": _flow_run_id()}
+    return {"actor": f"{os_user()}@{_HOST}"[:160], "flow_run_id": current_flow_run_id()}
 
 
-def _flow_run_id() -> str | None:
+def current_flow_run_id() -> str | None:
     """The current flow run's id, without importing Prefect into processes that do not use it."""
     import sys
 
@@ -200,19 +200,11 @@ def new_lease_holder() -> str:
 
 
 def _holder_is_dead(holder: str | None) -> bool:
+    """A lease holder (``host:pid:nonce``) that was a process of this host and is gone."""
     if not holder:
         return False
     host, _, rest = holder.partition(":")
-    pid = rest.partition(":")[0]
-    if host != _HOST or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return process_is_gone(f"{host}:{rest.partition(':')[0]}:")
 
 
 _engines: dict[tuple[str, int], Engine] = {}
@@ -359,11 +351,13 @@ class StateStore:
 
     # ---- VM records -----------------------------------------------------------------
     def insert_vm(
-        self, record: VMRecord, *, lease: str | None = None, detail: dict | None = None
+        self, record: VMRecord, *, lease: str | None = None, detail: dict | None = None,
+        audit_create: bool = True,
     ) -> VMRecord:
         """Insert a new VM, optionally leased to its creator. The host budget and the owner's
-        quota are checked, and the ``create`` audit entry written, in the same transaction; a
-        refusal is audited too. A duplicate id changes nothing."""
+        quota are checked, and the ``create`` audit entry written (unless the creator audits
+        it when the VM is complete), in the same transaction; a refusal is audited too. A
+        duplicate id changes nothing."""
         values = _row_values(dataclasses.replace(record, version=1))
         if lease is not None:
             values.update(lease_holder=lease, lease_expires=time.time() + LEASE_TTL_SECONDS)
@@ -371,7 +365,8 @@ class StateStore:
             with self._write() as conn:
                 self._check_ledger(conn, record, record.allocations, new=True)
                 conn.execute(vms.insert().values(**values))
-                self._audit_row(conn, record.vm_id, "create", detail)
+                if audit_create:
+                    self._audit_row(conn, record.vm_id, "create", detail)
         except IntegrityError as exc:  # PRIMARY KEY: no check-then-insert race
             raise InputError(f"VM {record.vm_id!r} already exists") from exc
         except BudgetError as exc:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bioxen_flows.errors import InputError, NotFoundError
+from bioxen_flows.logs import vm_context
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
 
@@ -129,7 +130,7 @@ class BiologicalVM(abc.ABC):
                 fields["running_since"] = None
             return fields
 
-        with performance_monitor.track(action):
+        with performance_monitor.track(action), vm_context(self.vm_id):
             old = self.record.version
             self.record = self.store.modify(self.vm_id, change, action=action)
             self._committed(old)
@@ -148,7 +149,8 @@ class BiologicalVM(abc.ABC):
             self.record.state = "destroyed"
             raise InputError(f"cannot {what}: VM {self.vm_id!r} is destroyed") from None
         try:
-            yield holder
+            with vm_context(self.vm_id):  # log lines of this operation name the VM
+                yield holder
         except BaseException:
             self._discard_changes()
             self.store.release_lease(self.vm_id, holder)

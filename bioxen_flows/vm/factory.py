@@ -11,7 +11,7 @@ import re
 import time
 from typing import Any
 
-from bioxen_flows.errors import InputError
+from bioxen_flows.errors import BioXenError, InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
@@ -85,9 +85,9 @@ def create_bio_vm(
     lease = new_lease_holder()
     # the primary key makes duplicate ids fail atomically; the budget and quota are checked
     # in the same transaction; the creator holds the lease until the VM is complete
-    record = store.insert_vm(record, lease=lease, detail={
-        "biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
-        **({"allocations": allocations} if allocations else {})})
+    detail = {"biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
+              **({"allocations": allocations} if allocations else {})}
+    record = store.insert_vm(record, lease=lease, detail=detail, audit_create=False)
     try:
         if vm_type == "xcpng":
             record = _provision_xcpng(record, store, lease, placement)
@@ -96,12 +96,14 @@ def create_bio_vm(
             vm._apply_caps(allocations)
         for package in config.get("packages") or []:
             vm._install(package, None)
-        vm._commit(lease)
+        vm._commit(lease, "create", detail)
     except BaseException as exc:
         # an XCP-ng VM the caller provisioned (placement) is the caller's to tear down: a
         # retry reuses it, so it must still exist (the flow's teardown reaps it in the end)
-        _forget(vm_id, store, reason=f"create failed: {type(exc).__name__}",
-                release_xcpng=placement is None)
+        _forget(vm_id, store, audit=False, release_xcpng=placement is None)
+        refused = isinstance(exc, (BioXenError, ValueError))
+        store.audit(vm_id, "create", {**detail, "error": str(exc)[:500]},
+                    outcome="refused" if refused else "failed")
         raise
     return vm
 
@@ -201,7 +203,8 @@ def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
 
 
 def _forget(
-    vm_id: str, store: StateStore, *, reason: str, release_xcpng: bool = True
+    vm_id: str, store: StateStore, *, reason: str = "", audit: bool = True,
+    release_xcpng: bool = True,
 ) -> None:
     """Remove every trace of a VM whose creation failed (XCP-ng VMs found by their tag,
     unless `release_xcpng` is False: then the XCP-ng VM is not ours to remove)."""
@@ -221,4 +224,5 @@ def _forget(
             from bioxen_flows.vm.basic import cell_key
 
             get_hypervisor().remove_cell(cell_key(store.url, vm_id, record.created_at))
-        store.delete_vm(vm_id, force=True, detail={"reason": reason})
+        store.delete_vm(vm_id, force=True, action="destroy" if audit else None,
+                        detail={"reason": reason})

@@ -1,0 +1,153 @@
+"""Operations commands: settings, quotas, the audit log, health (doctor) and gc."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from bioxen_flows.cli import output
+from bioxen_flows.errors import InputError
+
+
+def prefect_quiet() -> None:
+    """An offline lab machine should not try to send Prefect telemetry."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def xcpng_section(path: Path) -> dict[str, Any]:
+    from bioxen_flows.cli.tools import _flow_config
+
+    section = (_flow_config(path) or {}).get("xcpng_config")
+    if not section:
+        raise InputError(f"{path}: no xcpng_config section")
+    return section
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Each effective setting and where it came from (default, file, environment)."""
+    from bioxen_flows.settings import describe, settings_file
+
+    rows = describe()
+    if args.json:
+        output.print_json({"settings_file": str(settings_file()), "settings": rows})
+        return 0
+    output.console().print(output.table(
+        f"settings (file: {settings_file()})", ("variable", "value", "source"),
+        [(r["variable"], "" if r["value"] is None else r["value"], r["source"]) for r in rows]))
+    return 0
+
+
+def cmd_quota(args: argparse.Namespace) -> int:
+    """`bioxen quota` lists owners' limits and use; `bioxen quota set --owner O ...` sets."""
+    from bioxen_flows.state import StateStore
+
+    store = StateStore()
+    if args.quota_command == "set":
+        if args.vms is None and args.ribosomes is None and args.atp is None and not args.clear:
+            args.subparser.error("give at least one of --vms, --ribosomes, --atp or --clear")
+        store.set_quota(args.owner, vms_limit=args.vms, ribosomes=args.ribosomes,
+                        atp_percent=args.atp, clear=args.clear)
+    rows = store.quotas()
+    if args.json:
+        output.print_json(rows)
+        return 0
+    if not rows:
+        print("no quotas and no owned VMs; set one with: bioxen quota set --owner O --vms N")
+        return 0
+
+    def limit(used: Any, cap: Any, unit: str = "") -> str:
+        return f"{used:g}{unit} of {'unlimited' if cap is None else f'{cap:g}{unit}'}"
+
+    output.console().print(output.table("quotas", ("owner", "VMs", "ribosomes", "ATP share"), [
+        (r["owner"], limit(r["vms"], r["vms_limit"]),
+         limit(r["ribosomes"], r["ribosomes_limit"]),
+         limit(r["atp_percent"], r["atp_percent_limit"], " %")) for r in rows]))
+    return 0
+
+
+def parse_since(text: str | None) -> float | None:
+    """An ISO 8601 time (naive means UTC) as a Unix time."""
+    if text is None:
+        return None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"--since must be an ISO 8601 time like 2026-11-23T14:00, "
+                         f"got {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """The audit log, oldest first; --jsonl writes every matching entry, one per line."""
+    from bioxen_flows.state import StateStore
+
+    entries = StateStore().audit_log(args.vm, since=parse_since(args.since),
+                                     limit=None if args.jsonl else args.limit)
+    for entry in entries:
+        entry["time"] = _iso(entry.pop("ts"))
+    if args.jsonl:
+        for entry in entries:
+            sys.stdout.write(json.dumps(entry, sort_keys=True, allow_nan=False) + "\n")
+        return 0
+    if args.json:
+        output.print_json(entries)
+        return 0
+    if not entries:
+        print("no audit entries" + (f" for VM {args.vm}" if args.vm else ""))
+        return 0
+    output.console().print(output.table(
+        "audit log", ("time (UTC)", "VM", "action", "outcome", "actor", "flow run", "detail"),
+        [(e["time"][:23], e["vm_id"], e["action"], e["outcome"] or "ok", e["actor"] or "",
+          (e["flow_run_id"] or "")[:8], json.dumps(e["detail"], sort_keys=True)[:80])
+         for e in entries]))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Exit 0 when every check passes, 1 otherwise."""
+    from bioxen_flows.health import as_dicts, run_checks
+
+    prefect_quiet()
+    checks = run_checks(xcpng_section(args.xcpng_config) if args.xcpng_config else None)
+    healthy = all(check.ok for check in checks)
+    if args.json:
+        output.print_json({"ok": healthy, "checks": as_dicts(checks)})
+    else:
+        for check in checks:
+            print(f"{'ok  ' if check.ok else 'FAIL'} {check.name:8} {check.detail} "
+                  f"({check.seconds:.1f} s)")
+    return 0 if healthy else 1
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """List orphaned basic VMs and why; destroy them only with --yes."""
+    from bioxen_flows.orchestration.reaper import find_orphans, reap
+
+    prefect_quiet()
+    orphans = find_orphans(min_age_seconds=args.min_age)
+    destroyed = reap(orphans) if args.yes else []
+    if args.json:
+        output.print_json({"orphans": [vars(o) for o in orphans], "destroyed": destroyed,
+                           "dry_run": not args.yes})
+        return 0
+    for orphan in orphans:
+        verb = "destroyed" if orphan.vm_id in destroyed else "would destroy"
+        print(f"{verb} {orphan.vm_id}: {orphan.reason}")
+    if not orphans:
+        print("no orphaned VMs")
+    elif not args.yes:
+        print(f"{len(orphans)} orphaned VM(s); run `bioxen gc --yes` to destroy them")
+    return 0

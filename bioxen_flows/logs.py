@@ -1,0 +1,133 @@
+"""Log lines for people (text) or for log pipelines (JSON), with secrets masked.
+
+Every JSON line carries the VM it is about (``vm_id``, set by `vm_context` around VM
+operations) and the Prefect flow run (``flow_run_id``) when there is one. Known secrets — the
+password in ``BIOXEN_DATABASE_URL``, the XCP-ng password once read — are replaced by ``***``
+in every line, on the console and in what Prefect ships to its API.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+MASK = "***"
+_vm_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("bioxen_vm_id", default=None)
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask ``value`` in every log line from now on (short values would mask too much)."""
+    if value and len(value) >= 4:
+        with _secrets_lock:
+            _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+@contextmanager
+def vm_context(vm_id: str) -> Iterator[None]:
+    """Lines logged inside carry ``vm_id``."""
+    token = _vm_id.set(vm_id)
+    try:
+        yield
+    finally:
+        _vm_id.reset(token)
+
+
+class RedactingFilter(logging.Filter):
+    """Masks known secrets in the record's message (and its arguments, once formatted)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, vm_id, flow_run_id."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from bioxen_flows.state.store import current_flow_run_id
+
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, tz=timezone.utc)
+            .isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "vm_id": getattr(record, "vm_id", None) or _vm_id.get(),
+            "flow_run_id": str(getattr(record, "flow_run_id", None) or current_flow_run_id()
+                               or "") or None,
+        }
+        task_run_id = getattr(record, "task_run_id", None)
+        if task_run_id:
+            entry["task_run_id"] = str(task_run_id)
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, default=str)
+
+
+def _handler_formatter(log_format: str) -> logging.Formatter:
+    if log_format == "json":
+        return JsonFormatter()
+    return logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
+    """BioXen's own loggers to stderr in ``log_format`` (default: the settings'); Prefect's
+    console lines in the same format; secrets masked everywhere. Safe to call again."""
+    from bioxen_flows.settings import get_settings
+
+    settings = get_settings()
+    log_format = log_format or settings.log_format
+    register_secret(_database_password(settings.database_url))
+    ours = logging.getLogger("bioxen_flows")
+    ours.setLevel(level or settings.log_level)
+    handler = next((h for h in ours.handlers if getattr(h, "_bioxen", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler(sys.stderr)
+        handler._bioxen = True  # type: ignore[attr-defined]
+        handler.addFilter(RedactingFilter())
+        ours.addHandler(handler)
+        ours.propagate = False
+    handler.setFormatter(_handler_formatter(log_format))
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for prefect_handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, RedactingFilter) for f in prefect_handler.filters):
+                prefect_handler.addFilter(RedactingFilter())
+            if log_format == "json" and isinstance(prefect_handler, logging.StreamHandler):
+                prefect_handler.setFormatter(JsonFormatter())
+
+
+def _database_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).password
+    except ArgumentError:
+        return None

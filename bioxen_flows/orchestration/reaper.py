@@ -1,0 +1,131 @@
+"""Crash recovery for basic VMs: find and destroy the VMs of flow runs that are over.
+
+A flow labels each VM it creates with its flow run id and the identity of the process
+running the flow (``host:pid:start``). A VM is an orphan when that flow run is in a terminal
+state in the Prefect API, or when that process is gone from this host (``kill -9`` of a
+``bioxen compare`` leaves its VMs and the API thinks the run is still running). VMs made by
+hand (no labels) are never reaped; neither is a VM younger than ``gc_min_age_seconds``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from bioxen_flows.errors import NotFoundError
+from bioxen_flows.logs import configure_logging
+from bioxen_flows.processes import process_identity, process_is_gone
+from bioxen_flows.settings import get_settings
+from bioxen_flows.state import StateStore
+
+FLOW_RUN_LABEL = "flow_run_id"
+PROCESS_LABEL = "bioxen_process"
+
+
+def with_run_labels(config: dict[str, Any] | None, flow_run_id: str) -> dict[str, Any]:
+    """``config`` with the labels a flow puts on every VM it creates: its run id and the
+    identity of the flow's own process (call it in the flow, not in a task worker)."""
+    config = dict(config or {})
+    config["labels"] = {**(config.get("labels") or {}), FLOW_RUN_LABEL: flow_run_id,
+                        PROCESS_LABEL: process_identity()}
+    return config
+
+
+@dataclass(frozen=True)
+class Orphan:
+    vm_id: str
+    reason: str
+
+
+def _run_states(run_ids: set[str]) -> dict[str, str | None]:
+    """Each flow run's state name in the Prefect API (None: unknown there or unreachable)."""
+    states: dict[str, str | None] = dict.fromkeys(run_ids)
+    valid = {run_id for run_id in run_ids if _is_uuid(run_id)}
+    if not valid:
+        return states
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            for run_id in valid:
+                try:
+                    run = client.read_flow_run(uuid.UUID(run_id))
+                except ObjectNotFound:
+                    continue
+                if run.state is not None and run.state.is_final():
+                    states[run_id] = run.state.name
+    except Exception:  # noqa: BLE001 (no API: decide by the process alone)
+        return states
+    return states
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+def find_orphans(
+    store: StateStore | None = None, *, min_age_seconds: float | None = None
+) -> list[Orphan]:
+    """The basic VMs whose owning flow run is over or whose owning process is gone."""
+    store = store or StateStore()
+    min_age = get_settings().gc_min_age_seconds if min_age_seconds is None else min_age_seconds
+    now = time.time()
+    candidates = []
+    for record in store.list_vms():
+        labels = record.config.get("labels") or {}
+        if record.vm_type != "basic" or now - record.created_at < min_age:
+            continue
+        if FLOW_RUN_LABEL in labels or PROCESS_LABEL in labels:
+            candidates.append((record.vm_id, labels))
+    states = _run_states({labels[FLOW_RUN_LABEL] for _, labels in candidates
+                          if FLOW_RUN_LABEL in labels})
+    orphans = []
+    for vm_id, labels in candidates:
+        run_id, process = labels.get(FLOW_RUN_LABEL), labels.get(PROCESS_LABEL)
+        if run_id and states.get(run_id):
+            orphans.append(Orphan(vm_id, f"flow run {run_id} is {states[run_id]}"))
+        elif process_is_gone(process):
+            orphans.append(Orphan(vm_id, f"its process {process} is gone"))
+    return orphans
+
+
+def reap(orphans: list[Orphan], store: StateStore | None = None) -> list[str]:
+    """Destroy the orphans (each audited as ``gc`` with its reason); returns those destroyed."""
+    from bioxen_flows.vm.factory import force_destroy_vm, load_bio_vm
+
+    store = store or StateStore()
+    destroyed = []
+    for orphan in orphans:
+        store.audit(orphan.vm_id, "gc", {"reason": orphan.reason})
+        try:
+            load_bio_vm(orphan.vm_id, store=store).destroy()
+        except NotFoundError:
+            continue
+        except Exception:  # a VM that cannot be rebuilt must still not leak
+            force_destroy_vm(orphan.vm_id, store=store)
+        destroyed.append(orphan.vm_id)
+    return destroyed
+
+
+@flow(name="reap-bio-vms")
+def reap_bio_vms(dry_run: bool = False) -> list[dict[str, Any]]:
+    """Scheduled crash recovery (prefect.yaml: every 15 minutes): destroy orphaned basic VMs."""
+    configure_logging()
+    orphans = find_orphans()
+    if not dry_run:
+        reap(orphans)
+    log = get_run_logger()
+    for orphan in orphans:
+        log.info("%s %s: %s", "would destroy" if dry_run else "destroyed", orphan.vm_id,
+                 orphan.reason)
+    log.info("%d orphaned VM(s)%s", len(orphans), " (dry run)" if dry_run else "")
+    return [asdict(orphan) for orphan in orphans]
