@@ -268,12 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     xcpng = add("xcpng", tools.cmd_xcpng_help, "XCP-ng pool maintenance", json=False)
     xcpng_commands = xcpng.add_subparsers(dest="xcpng_command", metavar="SUBCOMMAND")
     gc = xcpng_commands.add_parser(
-        "gc", help="destroy leaked VMs (tagged by BioXen, owner gone)",
-        description="destroy XCP-ng VMs tagged by BioXen whose VM record and flow run are gone",
+        "gc", help="list (and with --yes destroy) this installation's leaked VMs and disks",
+        description="list this installation's XCP-ng VMs and orphaned disks whose VM record "
+        "and flow run are gone and that are older than BIOXEN_GC_MIN_AGE_SECONDS "
+        "(default 300), with the reason for each; destroy them only with --yes",
     )
     gc.set_defaults(handler=tools.cmd_xcpng_gc, subparser=gc)
     gc.add_argument("--config", type=Path, required=True, metavar="FILE",
                     help="config file with the xcpng_config section")
+    gc.add_argument("--yes", action="store_true", help="destroy what is listed")
     gc.add_argument("--json", action="store_true", help="machine-readable output")
     add("guest", tools.cmd_guest,
         "inside an XCP-ng guest: run one JSON request from stdin (used over SSH)", json=False)
