@@ -348,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
 
         argcomplete.autocomplete(parser)
     args = parser.parse_args(_json_anywhere(list(sys.argv[1:] if argv is None else argv)))
-    _show_library_warnings()
     try:
         _configure_logging(args)
         return args.handler(args)
@@ -385,19 +384,6 @@ def _debug() -> bool:
         return get_settings().debug
     except BioXenError:
         return False
-
-
-def _show_library_warnings() -> None:
-    """The library's logged warnings reach the user as 'bioxen: warning: ...' on stderr."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bioxen: warning: %(message)s"))
-    logger = logging.getLogger("bioxen_flows")
-    if not logger.handlers:  # main() may run more than once in a process (tests)
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False  # shown once, also when Prefect configured the root logger
 
 
 if __name__ == "__main__":
