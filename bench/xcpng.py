@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from bioxen_flows.testing.xapi_simulator import XapiSimulator
 from bioxen_flows.xcpng import backend
-from bioxen_flows.xcpng.simulator import XapiSimulator
 
 PASSWORD = "bench-password"
 
@@ -38,8 +39,12 @@ def main() -> None:
     parser.add_argument("--boot", type=float, default=3.0, help="simulated boot seconds")
     args = parser.parse_args()
     os.environ["XCPNG_PASSWORD"] = PASSWORD
+    os.environ["BIOXEN_HOME"] = tempfile.mkdtemp(prefix="bioxen-bench-")  # its own installation
     with XapiSimulator(password=PASSWORD, boot_seconds=args.boot, latency_seconds=0.005) as sim:
-        cfg = {"url": sim.url, "username": "root", "template": "bioxen-guest"}
+        cfg = {"url": sim.url, "username": "root", "template": "bioxen-guest",
+               # provisioning never reaches SSH; the config still names how it would
+               "ssh_user": "bioxen", "ssh_key_path": "/nonexistent",
+               "ssh_host_key": "SHA256:" + "A" * 43}
         one = min(timed(cfg, 1) for _ in range(2))
         many = timed(cfg, args.vms)
         leaked = len(sim.vms()) + len(sim.vdis(kind="system"))

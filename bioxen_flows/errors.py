@@ -39,3 +39,39 @@ class InfrastructureError(BioXenError):
 
 class TransientInfrastructureError(InfrastructureError):
     """A fault that retrying can cure (a lost connection, a busy host); never bad input."""
+
+
+# ---- XCP-ng: the pool (XAPI) and the guest (SSH) ------------------------------------------
+class XapiError(InfrastructureError, ValueError):
+    """A permanent XAPI failure: retrying will not help; the message says what to fix."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class GuestError(InfrastructureError, RuntimeError):
+    """The guest command ran and failed (or replied with something that is not a result)."""
+
+    def __init__(self, message: str, exit_status: int | None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_status = exit_status
+        self.stderr = stderr
+
+
+class GuestTimeoutError(GuestError):
+    """The guest did not answer within the command timeout; the guest abandons the request
+    at its own deadline, so nothing it was asked to do is committed after that."""
+
+
+class GuestConnectionError(TransientInfrastructureError):
+    """The SSH connection failed or dropped (refused, timed out, reset): worth retrying."""
+
+
+class HostKeyMismatchError(InfrastructureError, ValueError):
+    """The server's host key is unknown or wrong: permanent, never retried, never accepted."""
+
+
+class GuestAuthError(InfrastructureError, ValueError):
+    """The server refused our key: permanent until the configuration changes."""

@@ -89,10 +89,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """``bioxen: warning: message``, the CLI's own voice for what the library logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"bioxen: {record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + redact(self.formatException(record.exc_info))
+        return text
+
+
 def _handler_formatter(log_format: str) -> logging.Formatter:
-    if log_format == "json":
-        return JsonFormatter()
-    return logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    return JsonFormatter() if log_format == "json" else TextFormatter()
 
 
 def configure_logging(log_format: str | None = None, level: str | None = None) -> None:

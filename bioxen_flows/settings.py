@@ -60,6 +60,10 @@ class Settings(BaseSettings):
                                "logs are Prefect's)")
     gc_min_age_seconds: float = Field(
         300.0, ge=0, description="gc never reaps a VM younger than this (it may be starting)")
+    result_storage: str | None = Field(
+        None, description="where Prefect keeps cached sweep-point results: a folder (default "
+                          "<home>/prefect-results) or a saved storage block 'type/name', e.g. "
+                          "s3-bucket/sweeps, for workers on several machines")
     vm_concurrency_limit: str = Field(
         "bioxen-vms", pattern=_NAME_PATTERN,
         description="Prefect global concurrency limit flows take one slot of per VM")

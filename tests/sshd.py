@@ -4,6 +4,11 @@ It behaves like an OpenSSH server with a locked-down account: one user, one auth
 a fresh ed25519 host key, and exec requests run WITHOUT a shell (`shlex.split`, then a fixed
 program map), so a test can see exactly which command line arrived. The production client
 cannot tell it from a real guest.
+
+`kill_on_hangup=False` behaves like OpenSSH without a pty: a client that hangs up leaves the
+guest process running to its end. `reachable(address)` (e.g. the XAPI simulator's
+`guest_reachable`) decides whether a guest exists at the address the client dialled; when
+it says no, the connection is dropped before authentication, as for a VM that is gone.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import os
 import shlex
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -41,6 +47,14 @@ class _Server(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
         self.owner._connections.add(conn)
+        address = conn.get_extra_info("sockname")[0]
+        refuse = self.owner.refuse_connections > 0
+        self.owner.refuse_connections -= refuse
+        reachable = self.owner.reachable
+        if refuse or (reachable is not None and not reachable(address)):
+            # an injected fault, or no guest at this address (its VM is gone): the client
+            # sees the connection drop before the SSH handshake, as with a dead host
+            asyncio.get_running_loop().call_soon(conn.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner._connections.discard(self.conn)
@@ -67,12 +81,20 @@ class GuestSSHServer:
         tmp_dir: Path,
         guest_env: dict[str, str] | None = None,
         program_map: dict[str, list[str]] | None = None,
+        *,
+        kill_on_hangup: bool = True,
+        reachable: Callable[[str], bool] | None = None,
     ) -> None:
         self.tmp_dir = Path(tmp_dir)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.env = {**os.environ, **(guest_env or {})}
         self.program_map = program_map or {"bioxen": [sys.executable, "-m", "bioxen_flows"]}
         self.username = USERNAME
+        self.kill_on_hangup = kill_on_hangup
+        self.reachable = reachable
+        # the next N guest runs finish, but their connection drops before the reply is sent
+        self.lose_replies = 0
+        self.refuse_connections = 0  # the next N connections drop before authentication
         self.commands: list[str] = []
         self.auth_attempts: list[str] = []  # usernames that began authentication
         self._host_key = write_key_pair(self.tmp_dir / "ssh_host_ed25519_key")
@@ -157,15 +179,20 @@ class GuestSSHServer:
             env=self.env,
         )
         self._procs.add(proc)
+        lose_reply = self.lose_replies > 0
+        self.lose_replies -= lose_reply
         feeding = asyncio.ensure_future(_feed_stdin(process, proc))
-        running = asyncio.ensure_future(_pump_output(process, proc))
+        running = asyncio.ensure_future(_pump_output(process, proc, deliver=not lose_reply))
         closed = asyncio.ensure_future(process.channel.wait_closed())
         try:
             await asyncio.wait({running, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if not running.done():  # the client hung up (or timed out): stop the guest
+            if not running.done() and self.kill_on_hangup:  # the client hung up: stop it
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
             code = await running
+            if lose_reply:  # the guest did its work; the client never hears of it
+                process.channel.get_connection().abort()
+                return
             process.exit(code if code >= 0 else 128 - code)  # killed by signal N: 128+N
         finally:
             feeding.cancel()
@@ -186,7 +213,9 @@ async def _feed_stdin(process: asyncssh.SSHServerProcess, proc: asyncio.subproce
         proc.stdin.close()
 
 
-async def _pump_output(process: asyncssh.SSHServerProcess, proc: asyncio.subprocess.Process) -> int:
+async def _pump_output(
+    process: asyncssh.SSHServerProcess, proc: asyncio.subprocess.Process, deliver: bool = True
+) -> int:
     """Process stdout/stderr → channel, both at once and fully, then the exit code.
 
     If the channel goes away the output is still read (and dropped) to the end, so the guest
@@ -195,7 +224,7 @@ async def _pump_output(process: asyncssh.SSHServerProcess, proc: asyncio.subproc
     assert proc.stdout is not None and proc.stderr is not None
 
     async def copy(source: asyncio.StreamReader, sink: asyncssh.SSHWriter) -> None:
-        open_ = True
+        open_ = deliver
         while data := await source.read(65536):
             if open_:
                 try:

@@ -37,6 +37,22 @@ def test_heterologous_gene_wp_100_halves_growth(heterologous_module):
     assert cell.metrics()["growth_rate_per_min"] == pytest.approx(0.0112, rel=0.02)
 
 
+def test_protein_yield_peaks_at_intermediate_expression(heterologous_module):
+    """Weisse 2015: growth falls monotonically with heterologous expression while the
+    protein made per cell per hour rises, peaks near w_p = 100, and falls again
+    (docs/model.md, figure weisse2015_burden.png)."""
+    growth, yields = [], []
+    for strength in (0.1, 1.0, 10.0):  # w_p = 10, 100, 1000
+        cell = Cell("ecoli")
+        cell.install(str(heterologous_module), strength=strength)
+        cell.grow(1e5, points=2)
+        m = cell.metrics()
+        growth.append(m["growth_rate_per_min"])
+        yields.append(m["protein_synthesis_per_min"]["het"])
+    assert growth[0] > growth[1] > growth[2]
+    assert yields[1] > 1.5 * yields[0] and yields[1] > 1.5 * yields[2]
+
+
 @pytest.mark.parametrize(
     ("organism", "doubling", "ribosomes"),
     [("syn3a", 105.0, 500.0), ("minimal_cell", 180.0, None), ("ecoli", 28.7, 3190.0)],

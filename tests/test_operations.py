@@ -434,3 +434,29 @@ def test_runs_wait_for_vm_slots_of_the_global_concurrency_limit(
     finally:
         with get_client(sync_client=True) as client:
             client.delete_global_concurrency_limit_by_name(name)
+
+
+def test_doctor_checks_the_xcpng_pool_when_configured(
+    prefect_api_url: str, tmp_path: Path
+) -> None:
+    import yaml
+
+    from bioxen_flows.testing.xapi_simulator import XapiSimulator
+
+    with XapiSimulator(password="pool-pw-1234") as sim:
+        config = tmp_path / "pool.yaml"
+        config.write_text(yaml.safe_dump({"xcpng_config": {
+            "url": sim.url, "username": "root", "template": "bioxen-guest", "ssh_user": "x",
+            "ssh_key_path": "/nonexistent", "ssh_host_key": "SHA256:" + "A" * 43,
+            "password_env": "POOL_PW"}}))
+        env = {"PREFECT_API_URL": prefect_api_url, "POOL_PW": "pool-pw-1234"}
+        report = json.loads(ok("doctor", "--json", "--xcpng-config", str(config),
+                               env=env).stdout)
+        xcpng = next(c for c in report["checks"] if c["name"] == "xcpng")
+        assert xcpng["ok"] and "1 host(s)" in xcpng["detail"] and sim.url in xcpng["detail"]
+        run = bioxen("doctor", "--json", "--xcpng-config", str(config),
+                     env={**env, "POOL_PW": "wrong-password"})
+        assert run.returncode == 1
+        xcpng = next(c for c in json.loads(run.stdout)["checks"] if c["name"] == "xcpng")
+        assert not xcpng["ok"] and "wrong-password" not in run.stdout + run.stderr
+        assert sim.sessions() == []  # every session it opened was logged out

@@ -51,8 +51,8 @@ grow(2.5)
         "grow",
     ]
     assert [c.line for c in calls] == [3, 4, 6, 7, 8, 9, 10]
-    assert calls[0].args == {"package": "lac_reporter", "copies": None}
-    assert calls[1].args == {"package": "pkg/extra.ant", "copies": 3}
+    assert calls[0].args == {"package": "lac_reporter", "copies": None, "strength": None}
+    assert calls[1].args == {"package": "pkg/extra.ant", "copies": 3, "strength": None}
     assert calls[2].args == {"level": 1e6}
     assert calls[3].args == {"genes": ["dnaA", "ftsZ_1"]}
     assert calls[4].args == {"minutes": 30.0} and isinstance(calls[4].args["minutes"], float)
@@ -83,7 +83,8 @@ def test_ecoli_manage_operons() -> None:
         ("grow(10080)", {"minutes": 10080.0}),
         ("set_nutrient(0)", {"level": 0.0}),
         ("set_nutrient(level=1000000000)", {"level": 1e9}),
-        ("install('x', 1000)", {"package": "x", "copies": 1000}),
+        ("install('x', 1000)", {"package": "x", "copies": 1000, "strength": None}),
+        ("install('x', strength=1000)", {"package": "x", "copies": None, "strength": 1000.0}),
         ("start_transcription('a')", {"genes": ["a"]}),
         (f"start_transcription(['A{'1' * 63}'])", {"genes": ["A" + "1" * 63]}),
     ],

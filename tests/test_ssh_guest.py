@@ -100,7 +100,10 @@ def test_round_trip_carries_the_request_as_data_not_as_command(server: GuestSSHS
     request = {"operation": "echo", "vm_id": "cell-1", "values": [1, 2.5, None], "name": "Zellé"}
     reply = run_guest(target(server), request, command="echojson")
     assert reply["ok"] is True
-    assert reply["received"] == request
+    received = dict(reply["received"])
+    assert len(received.pop("request_id")) == 32  # so a resent request is applied once
+    assert received.pop("deadline_seconds") == 50.0  # 60 s less the 10 s start-up margin
+    assert received == request
     assert reply["argv"] == []
     assert reply["marker"] == "inside-the-guest"  # guest_env reached the guest process
     assert server.commands == ["echojson"]
@@ -125,7 +128,7 @@ def test_each_way_of_verifying_the_host_key_connects(server: GuestSSHServer, how
         "fingerprint": {"known_hosts_path": None, "host_key": server.host_fingerprint},
     }
     reply = run_guest(target(server, **pins[how]), {"operation": "echo"}, command="echojson")
-    assert reply["received"] == {"operation": "echo"}
+    assert reply["received"]["operation"] == "echo"
     assert server.auth_attempts == ["bioxen"]
 
 
@@ -204,6 +207,26 @@ def test_large_stdout_and_stderr_do_not_deadlock(server: GuestSSHServer) -> None
     reply = run_guest(target(server, command_timeout=60.0), request, command="echojson")
     assert len(reply["padding"]) == 5 * 2**20
     assert set(reply["padding"]) == {"x"}
+
+
+def test_replies_are_bounded_in_size(
+    server: GuestSSHServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bioxen_flows.xcpng import ssh
+
+    monkeypatch.setattr(ssh, "MAX_REPLY_BYTES", 2**20)
+    request = {"operation": "flood", "stdout_bytes": 3 * 2**20, "stderr_bytes": 0}
+    with pytest.raises(GuestError, match="exceeds 1048576 bytes"):
+        run_guest(target(server), request, command="echojson")
+
+
+def test_a_lost_connection_is_resent_under_the_same_id(server: GuestSSHServer) -> None:
+    server.lose_replies = 1
+    reply = run_guest(target(server), {"operation": "echo", "vm_id": "x"}, command="echojson")
+    assert reply["ok"] is True
+    assert server.commands == ["echojson", "echojson"]  # sent twice ...
+    # ... and the stub echoed the same id both times (the real guest then answers the
+    # second from its kept reply: tests/test_xcpng_e2e.py)
 
 
 def test_command_timeout_stops_waiting_and_the_guest(

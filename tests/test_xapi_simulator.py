@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import XenAPI
 
-from bioxen_flows.xcpng.simulator import STALE_IP, XapiSimulator
+from bioxen_flows.testing.xapi_simulator import STALE_IP, XapiSimulator
 
 TEMPLATE = "bioxen-guest"
 
@@ -349,3 +349,58 @@ def test_twenty_concurrent_clients_clone_and_start() -> None:
     assert sim.tasks() == [] and sim.sessions() == []
     assert calls * sim.latency_seconds > 2 * elapsed  # requests overlapped
     assert elapsed < 10.0, f"20 clients took {elapsed:.1f} s: the server is not concurrent"
+
+
+def test_clone_copies_vifs_and_gets_its_own_install_time(sim: XapiSimulator) -> None:
+    x = login(sim).xenapi
+    tmpl = template(x)
+    vm = task_value(wait_task(x, x.Async.VM.clone(tmpl, "with-nic")))
+    (vif,) = x.VM.get_VIFs(vm)
+    (template_vif,) = x.VM.get_VIFs(tmpl)
+    assert x.VIF.get_network(vif) == x.VIF.get_network(template_vif)
+    assert x.VIF.get_MAC(vif) != x.VIF.get_MAC(template_vif)
+    assert vif in x.network.get_VIFs(x.VIF.get_network(vif))
+    installed = x.VM_metrics.get_install_time(x.VM.get_metrics(vm))
+    assert str(installed) > str(x.VM_metrics.get_install_time(x.VM.get_metrics(tmpl)))
+    x.VM.destroy(vm)
+    assert vif not in x.network.get_VIFs(x.VIF.get_network(template_vif))
+
+
+def test_provision_clears_is_a_template_first_and_owns_its_disks(sim: XapiSimulator) -> None:
+    x = login(sim).xenapi
+    full = task_value(wait_task(x, x.Async.VM.clone(template(x), "full")))
+    fix_disks(x, full)
+    sim.storage_full = "SR_BACKEND_FAILURE_44"
+    record = wait_task(x, x.Async.VM.provision(full))
+    assert record["error_info"][0] == "SR_BACKEND_FAILURE_44"
+    assert x.VM.get_is_a_template(full) is False  # as xapi: the first thing provision does
+    assert x.VM.get_VBDs(full) != [] and all(
+        x.VBD.get_type(b) == "CD" for b in x.VM.get_VBDs(full))  # no disk was made
+    sim.storage_full = None
+    ok = install(x, "ok")
+    disks = [b for b in x.VM.get_VBDs(ok) if x.VBD.get_type(b) == "Disk"]
+    assert disks and all(x.VBD.get_other_config(b) == {"owner": "true"} for b in disks)
+
+
+def test_a_reset_connection_reaches_the_client_as_a_socket_error(sim: XapiSimulator) -> None:
+    x = login(sim).xenapi
+    sim.inject_reset("VM.get_all", times=2)  # xmlrpc.client resends once by itself
+    with pytest.raises(OSError):
+        x.VM.get_all()
+    assert sim.call_counts["VM.get_all"] == 2
+    assert x.VM.get_all()  # the next call is answered
+
+
+def test_https_mode_verifies_against_its_ca(tmp_path) -> None:
+    import ssl
+
+    from bioxen_flows.xcpng import xapi
+
+    with XapiSimulator(tls_dir=tmp_path) as tls:
+        assert tls.url.startswith("https://") and tls.ca_file is not None
+        good = xapi.XapiEndpoint(url=tls.url, username="root", ca_file=str(tls.ca_file))
+        with xapi.xapi_session(good, "secret") as x:
+            assert x.VM.get_all()
+        session = XenAPI.Session(tls.url)  # the system's CAs: refused
+        with pytest.raises(ssl.SSLCertVerificationError):
+            session.login_with_password("root", "secret", "1.0", "bioxen-tests")

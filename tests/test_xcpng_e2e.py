@@ -1,7 +1,9 @@
 """XCP-ng end to end: the XAPI simulator, a real SSH server on loopback, `bioxen guest` inside.
 
 Production code cannot tell the simulator from xapi nor the SSH server from a guest's sshd.
-Every test ends by checking that the pool holds no VM and no disk of ours.
+The SSH server accepts a connection only while the simulator has a running, booted VM at
+that address, so talking to a destroyed VM fails as it would on a pool. Every test ends by
+checking that the pool holds no VM, disk or task of ours and that gc finds nothing.
 """
 
 from __future__ import annotations
@@ -9,45 +11,16 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bioxen_flows.errors import BudgetError, TransientInfrastructureError
-from bioxen_flows.orchestration.flows import reap_leaked_xcpng_vms, vm_lifecycle
+from bioxen_flows.errors import BudgetError, TransientInfrastructureError, XapiError
+from bioxen_flows.orchestration.flows import vm_lifecycle
 from bioxen_flows.state import StateStore
+from bioxen_flows.testing.xapi_simulator import XapiSimulator
 from bioxen_flows.vm import create_bio_vm, list_bio_vms, load_bio_vm
-from bioxen_flows.xcpng.simulator import XapiSimulator
-from bioxen_flows.xcpng.xapi import XapiError
 from tests.sshd import GuestSSHServer
+from tests.xcpng_pool import PASSWORD, gc, xcpng_config
 
-PASSWORD = "pw-7f3e9c2b1a-never-logged"
+pytest_plugins = ["tests.xcpng_pool"]  # the pool and guest fixtures
 PROGRAM = 'install("gfp_reporter")\nstart_transcription(["gfp"])\ngrow(minutes=45)'
-
-
-@pytest.fixture
-def pool(monkeypatch):
-    monkeypatch.setenv("XCPNG_PASSWORD", PASSWORD)
-    with XapiSimulator(password=PASSWORD, boot_seconds=0.3) as sim:
-        yield sim
-        # nothing of ours may be left on the pool: no VM (not even an unprovisioned clone,
-        # which is still a template), no disk, no task
-        assert sim.vms() == []
-        assert [v for v in sim.vms(include_templates=True)
-                if "bioxen_vm_id" in v["other_config"]] == []
-        assert sim.vdis(kind="system") == []
-        assert sim.tasks() == []
-
-
-@pytest.fixture
-def guest(tmp_path):
-    """The guest: `bioxen guest` (this package's CLI) runs in its own BIOXEN_HOME."""
-    with GuestSSHServer(tmp_path / "sshd", guest_env={"BIOXEN_HOME": str(tmp_path / "guest")}) as s:
-        yield s
-
-
-def xcpng_config(pool: XapiSimulator, guest: GuestSSHServer, **overrides) -> dict:
-    return {"xcpng_config": {
-        "url": pool.url, "username": "root", "template": "bioxen-guest",
-        "ssh_user": guest.username, "ssh_key_path": str(guest.client_key_path),
-        "ssh_host_key": guest.host_key_line, "ssh_port": guest.port, **overrides,
-    }}
 
 
 def test_api_lifecycle_matches_a_basic_vm(pool, guest):
@@ -173,16 +146,61 @@ def test_wrong_host_key_is_refused_and_cleaned_up(pool, guest, tmp_path):
 
 
 @pytest.mark.usefixtures("prefect_api_url")
-def test_reaper_destroys_vms_whose_owner_is_gone(pool, guest):
+def test_gc_lists_then_destroys_only_this_installations_leftovers(
+    pool, guest, bioxen_home, tmp_path, monkeypatch
+):
+    import yaml
+
     from bioxen_flows.xcpng import backend
 
+    config_file = tmp_path / "pool.yaml"
+    config_file.write_text(yaml.safe_dump(xcpng_config(pool, guest)))
     cfg = xcpng_config(pool, guest)["xcpng_config"]
     backend.provision_vm(cfg, "orphan", owner="00000000-0000-0000-0000-000000000000")
     kept = create_bio_vm("kept", "ecoli", "xcpng", xcpng_config(pool, guest))
     assert len(pool.vms()) == 2
-    assert reap_leaked_xcpng_vms(cfg) == ["orphan"]
-    assert [v["name_label"] for v in pool.vms()] == ["bioxen-kept"]
+
+    # a second installation (another BIOXEN_HOME, same pool) sees nothing of ours
+    monkeypatch.setenv("BIOXEN_GC_MIN_AGE_SECONDS", "0")
+    other = gc(config_file, tmp_path / "other_home", "--yes")
+    assert other == {"leftovers": [], "destroyed": []}
+    assert len(pool.vms()) == 2
+
+    # ours: young things stay whatever their owner; the record keeps "kept" alive
+    monkeypatch.setenv("BIOXEN_GC_MIN_AGE_SECONDS", "3600")
+    young = gc(config_file, bioxen_home)["leftovers"]
+    assert {(x["vm_id"], x["action"]) for x in young} == {("orphan", "keep"), ("kept", "keep")}
+    assert "younger than the minimum age" in next(
+        x["reason"] for x in young if x["vm_id"] == "orphan")
+
+    monkeypatch.setenv("BIOXEN_GC_MIN_AGE_SECONDS", "0")
+    listed = gc(config_file, bioxen_home)  # without --yes: a list, nothing destroyed
+    verdicts = {x["vm_id"]: (x["action"], x["reason"]) for x in listed["leftovers"]}
+    assert verdicts["orphan"] == ("destroy", "owner 00000000-0000-0000-0000-000000000000 is gone")
+    assert verdicts["kept"] == ("keep", "bio-VM kept exists in this installation's store")
+    assert listed["destroyed"] == [] and len(pool.vms()) == 2
+
+    done = gc(config_file, bioxen_home, "--yes")
+    assert [name.rsplit("-", 1)[-1] for name in done["destroyed"]] == ["orphan"]
+    assert [v["name_label"].rsplit("-", 1)[-1] for v in pool.vms()] == ["kept"]
     kept.destroy()
+
+
+def test_a_flow_reaps_only_its_own_vms_of_this_installation(pool, guest, tmp_path, monkeypatch):
+    """Another installation's VM with the same owner and vm_id is not touched."""
+    from bioxen_flows.xcpng import backend
+
+    cfg = xcpng_config(pool, guest)["xcpng_config"]
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "other_home"))
+    backend.clone_and_tag(cfg, "same", owner="run-1")
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "bioxen_home"))
+    backend.clone_and_tag(cfg, "same", owner="run-1")
+    assert backend.reap_vms(cfg, keep=lambda tags: tags.get("owner") != "run-1") == ["same"]
+    (theirs,) = pool.vms(include_templates=True)[-1:]
+    assert theirs["name_label"].startswith("bioxen-") and "bioxen_owner" in theirs["other_config"]
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "other_home"))
+    assert backend.reap_vms(cfg, keep=lambda tags: False) == ["same"]
+    monkeypatch.setenv("BIOXEN_HOME", str(tmp_path / "bioxen_home"))
 
 
 @pytest.mark.usefixtures("prefect_api_url")
@@ -250,4 +268,61 @@ def test_teardown_refuses_a_vm_this_installation_did_not_make(pool, guest):
     assert force_destroy_vm("intruder") is True
     still = [v for v in pool.vms(include_templates=True) if v["uuid"] == template["uuid"]]
     assert still and still[0]["is_a_template"]
+    assert list_bio_vms() == []
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_credentials_block_registers_saves_loads_and_drives_a_flow(
+    pool, guest, bioxen_home, caplog
+):
+    """The XCPngCredentials block type is registered the Prefect way (`prefect block
+    register -m ...`), saved and loaded; a flow given its name never sees the password."""
+    import logging
+    import os
+    import subprocess
+    import sys
+
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    from bioxen_flows.xcpng.credentials import XCPngCredentials
+
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "block", "register", "-m",
+         "bioxen_flows.xcpng.credentials"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        assert client.read_block_type_by_slug("xcp-ng-credentials").name == "XCP-ng Credentials"
+
+    XCPngCredentials(url=pool.url, username="root", password=PASSWORD).save(
+        "sim-pool", overwrite=True)
+    loaded = XCPngCredentials.load("sim-pool")
+    assert loaded.password.get_secret_value() == PASSWORD
+    assert PASSWORD not in repr(loaded) and PASSWORD not in str(loaded.model_dump())
+    with loaded.get_session() as x:
+        assert len(x.VM.get_all()) >= 1
+
+    caplog.set_level(logging.DEBUG)
+    cfg = xcpng_config(pool, guest)
+    for key in ("url", "username"):
+        del cfg["xcpng_config"][key]
+    cfg["xcpng_config"]["credentials_block"] = "sim-pool"
+    cfg["xcpng_config"]["password_env"] = "NO_SUCH_VARIABLE"  # the block's password is used
+    out = vm_lifecycle(organism="syn3a", program="grow(5)", vm_type="xcpng", config=cfg)
+    assert out["metrics"]["simulated_time_min"] == 5
+    assert PASSWORD not in repr(out) and PASSWORD not in caplog.text
+    with get_client(sync_client=True) as client:
+        assert all(PASSWORD not in repr(run.parameters) for run in client.read_flow_runs())
+        assert all(PASSWORD not in log.message for log in client.read_logs())
+    for path in bioxen_home.rglob("*"):
+        if path.is_file():
+            assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+def test_a_config_names_the_block_or_the_pool_not_both(pool, guest):
+    cfg = xcpng_config(pool, guest)
+    cfg["xcpng_config"]["credentials_block"] = "sim-pool"
+    with pytest.raises(ValueError, match="either credentials_block or url"):
+        create_bio_vm("both", "ecoli", "xcpng", cfg)
     assert list_bio_vms() == []

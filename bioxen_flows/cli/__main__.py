@@ -4,4 +4,6 @@ import sys
 
 from bioxen_flows.cli import main
 
-sys.exit(main())
+# guarded: worker processes (spawn) re-import the main module and must not run the CLI
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows import __version__
-from bioxen_flows.cli import ops, store, tools, vms
+from bioxen_flows.cli import export, ops, results, store, sweep, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
 
@@ -36,6 +36,7 @@ examples:
   bioxen monitor lab1 --interval 2 --count 5
   bioxen destroy lab1
   bioxen compare ecoli syn3a --hours 2
+  bioxen sweep ecoli syn3a --strength 0.25,1,4 --copies 1,5,20 --hours 24
 shell completion: eval "$(bioxen completion bash)"   (zsh, fish too)"""
 
 
@@ -123,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("package", metavar="PACKAGE",
                          help="gfp_reporter, lac_operon, rfp_plasmid, or an .ant/.xml/.sbml file")
     install.add_argument("--copies", type=int, help="gene copies (default: the package's own)")
+
+    exporter = add("export", export.cmd_export,
+                   "write a VM's whole model as SBML or Antimony (current state as initial "
+                   "values)", json=False)
+    vm_id(exporter)
+    exporter.add_argument("--format", choices=("sbml", "antimony"), default="sbml",
+                          help="default: sbml (level 3)")
+    exporter.add_argument("--output", "-o", type=Path, metavar="FILE",
+                          help="write to FILE instead of standard output")
 
     vm_id(add("resources", vms.cmd_resources, "resource usage, caps and recommendations"))
     allocate = add("allocate", vms.cmd_allocate, "cap a VM's energy supply and/or ribosomes")
@@ -259,15 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--config", type=Path, metavar="FILE",
                          help="config file whose xcpng_config/simulation every VM gets")
 
+    sweep.add_parser(add)
+    results.add_parser(add, lambda parent: parent.add_subparsers(
+        dest="results_command", metavar="SUBCOMMAND"))
+
     xcpng = add("xcpng", tools.cmd_xcpng_help, "XCP-ng pool maintenance", json=False)
     xcpng_commands = xcpng.add_subparsers(dest="xcpng_command", metavar="SUBCOMMAND")
     gc = xcpng_commands.add_parser(
-        "gc", help="destroy leaked VMs (tagged by BioXen, owner gone)",
-        description="destroy XCP-ng VMs tagged by BioXen whose VM record and flow run are gone",
+        "gc", help="list (and with --yes destroy) this installation's leaked VMs and disks",
+        description="list this installation's XCP-ng VMs and orphaned disks whose VM record "
+        "and flow run are gone and that are older than BIOXEN_GC_MIN_AGE_SECONDS "
+        "(default 300), with the reason for each; destroy them only with --yes",
     )
     gc.set_defaults(handler=tools.cmd_xcpng_gc, subparser=gc)
     gc.add_argument("--config", type=Path, required=True, metavar="FILE",
                     help="config file with the xcpng_config section")
+    gc.add_argument("--yes", action="store_true", help="destroy what is listed")
     gc.add_argument("--json", action="store_true", help="machine-readable output")
     add("guest", tools.cmd_guest,
         "inside an XCP-ng guest: run one JSON request from stdin (used over SSH)", json=False)
@@ -339,7 +356,6 @@ def main(argv: list[str] | None = None) -> int:
 
         argcomplete.autocomplete(parser)
     args = parser.parse_args(_json_anywhere(list(sys.argv[1:] if argv is None else argv)))
-    _show_library_warnings()
     try:
         _configure_logging(args)
         return args.handler(args)
@@ -376,19 +392,6 @@ def _debug() -> bool:
         return get_settings().debug
     except BioXenError:
         return False
-
-
-def _show_library_warnings() -> None:
-    """The library's logged warnings reach the user as 'bioxen: warning: ...' on stderr."""
-    import logging
-
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("bioxen: warning: %(message)s"))
-    logger = logging.getLogger("bioxen_flows")
-    if not logger.handlers:  # main() may run more than once in a process (tests)
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False  # shown once, also when Prefect configured the root logger
 
 
 if __name__ == "__main__":

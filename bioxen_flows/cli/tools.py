@@ -246,24 +246,35 @@ def _flow_config(path: Path | None) -> dict[str, Any] | None:
 
 # ---- XCP-ng ----------------------------------------------------------------------------
 def cmd_xcpng_gc(args: argparse.Namespace) -> int:
-    """Destroy XCP-ng VMs tagged by BioXen whose owner (VM record or flow run) is gone."""
+    """List this installation's XCP-ng leftovers (VMs, orphaned disks) whose owner is gone,
+    with the reason for each; destroy them only with --yes."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from bioxen_flows.orchestration.flows import reap_leaked_xcpng_vms
+    from bioxen_flows.orchestration.xcpng_tasks import plan_gc
+    from bioxen_flows.xcpng.backend import destroy_leftovers, gc_min_age_seconds
 
     xcpng_config = (_flow_config(args.config) or {}).get("xcpng_config")
     if not xcpng_config:
         raise InputError(f"{args.config}: no xcpng_config section")
-    reaped = reap_leaked_xcpng_vms(xcpng_config)
+    leftovers = plan_gc(xcpng_config, gc_min_age_seconds())
+    doomed = [item for item in leftovers if item.destroy]
+    destroyed = destroy_leftovers(xcpng_config, doomed) if args.yes else []
     if args.json:
-        output.print_json({"reaped": reaped})
+        output.print_json({"leftovers": [item.as_dict() for item in leftovers],
+                           "destroyed": destroyed})
+        return 0
+    for item in leftovers:
+        verb = "destroy" if item.destroy else "keep"
+        print(f"{verb:8} {item.kind:4} {item.name}: {item.reason}")
+    if not args.yes:
+        print(f"{len(doomed)} to destroy; nothing destroyed (run again with --yes)")
     else:
-        print(f"reaped {len(reaped)} VM(s)" + (f": {', '.join(reaped)}" if reaped else ""))
+        print(f"destroyed {len(destroyed)}" + (f": {', '.join(destroyed)}" if destroyed else ""))
     return 0
 
 
 def cmd_guest(args: argparse.Namespace) -> int:
     """Inside an XCP-ng guest: one JSON request on stdin, one JSON reply on stdout."""
-    from bioxen_flows.xcpng.guest import main
+    from bioxen_flows.cli.guest import main
 
     return main()
 

@@ -52,11 +52,16 @@ class SimulationConfig(BaseModel):
 
 
 class XCPngConfig(BaseModel):
-    """Where and how to provision a guest; the password is looked up at run time, never stored."""
+    """Where and how to provision a guest; the password is looked up at run time, never stored.
+
+    The pool is reached either through a saved `XCPngCredentials` block (`credentials_block`:
+    its url, username, password and TLS settings) or through `url` + `username` here with
+    the password from `password_env` or a Prefect Secret block."""
 
     model_config = _STRICT
-    url: str
-    username: str = _NON_EMPTY
+    url: str | None = None
+    username: str | None = Field(default=None, min_length=1)
+    credentials_block: str | None = Field(default=None, min_length=1)
     password_env: str = "XCPNG_PASSWORD"
     password_secret_block: str | None = None
     template: str = _NON_EMPTY
@@ -68,6 +73,10 @@ class XCPngConfig(BaseModel):
     known_hosts_path: str | None = None
     ssh_port: int = Field(default=22, ge=1, le=65535)
     boot_timeout_seconds: float = Field(default=300.0, gt=0)
+    # how long one XAPI task (clone, provision, start, shutdown) may take before it is cancelled
+    task_timeout_seconds: float = Field(default=600.0, gt=0, le=86_400)
+    # how long one guest request may run; the guest abandons it (uncommitted) at this deadline
+    ssh_command_timeout_seconds: float = Field(default=600.0, gt=0, le=86_400)
 
     @model_validator(mode="before")
     @classmethod
@@ -80,7 +89,9 @@ class XCPngConfig(BaseModel):
 
     @field_validator("url")
     @classmethod
-    def _http_url(cls, value: str) -> str:
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
@@ -99,6 +110,15 @@ class XCPngConfig(BaseModel):
         if value is not None and not _HOST_KEY.fullmatch(value.strip()):
             raise ValueError("must be '<key-type> AAAA<base64>' or a 'SHA256:<base64>' fingerprint")
         return value
+
+    @model_validator(mode="after")
+    def _pool_named(self) -> XCPngConfig:
+        if self.credentials_block is None and (self.url is None or self.username is None):
+            raise ValueError("url and username are required (or name an XCPngCredentials "
+                             "block in credentials_block)")
+        if self.credentials_block is not None and (self.url or self.username):
+            raise ValueError("give either credentials_block or url + username, not both")
+        return self
 
     @model_validator(mode="after")
     def _host_key_verified(self) -> XCPngConfig:

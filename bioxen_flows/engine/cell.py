@@ -21,6 +21,7 @@ from bioxen_flows.engine import UNCAPPED_RIBOSOMES
 from bioxen_flows.errors import InputError
 from bioxen_flows.model.builder import build_model_text, load_roadrunner
 from bioxen_flows.model.packages import (
+    MAX_STRENGTH,
     Package,
     check_gene_id,
     check_module_symbols,
@@ -188,11 +189,17 @@ class Cell:
     def operons(self) -> list[str]:
         return [o for p in self.packages for o in p.operons]
 
-    def install(self, package: str | Package, copies: int | None = None) -> Package:
-        """Add a package's genes to the model; the cell keeps its state and clock."""
+    def install(
+        self, package: str | Package, copies: int | None = None, strength: float | None = None
+    ) -> Package:
+        """Add a package's genes to the model; the cell keeps its state and clock.
+
+        `strength` multiplies the package's transcription rates (promoter strength)."""
         pkg = package if isinstance(package, Package) else resolve_package(package, copies)
         if copies is not None and isinstance(package, Package):
             pkg = pkg.with_copies(copies)
+        if strength is not None:
+            pkg = pkg.with_strength(strength)
         installed = set(self.genes)
         for gene in pkg.genes:
             check_gene_id(gene.gene_id, source=pkg.name)
@@ -401,7 +408,8 @@ def validate_snapshot(snap: object) -> None:
     for item in packages:
         if (
             not isinstance(item, dict)
-            or not {"name", "copies"} <= set(item) <= {"name", "copies", "module"}
+            or not {"name", "copies"} <= set(item) <= {"name", "copies", "module", "strength"}
+            or not _finite(item.get("strength", 1.0), 1e-300, MAX_STRENGTH)
             or not isinstance(item["name"], str)
             or not 0 < len(item["name"]) <= 4096
             or isinstance(item["copies"], bool)
@@ -409,7 +417,8 @@ def validate_snapshot(snap: object) -> None:
             or not 1 <= item["copies"] <= 1000
         ):
             raise InputError(
-                "cell snapshot: each package must be {name: str, copies: int 1-1000}"
+                "cell snapshot: each package must be {name: str, copies: int 1-1000, "
+                f"strength: number > 0 and <= {MAX_STRENGTH:g} (optional)}}"
             )
         module = item.get("module")
         if module is not None and (
@@ -440,6 +449,8 @@ def validate_snapshot(snap: object) -> None:
 def _package_entry(package: Package) -> dict[str, Any]:
     """A package as a snapshot holds it: built-ins by name, user modules by content."""
     entry: dict[str, Any] = {"name": package.name, "copies": package.copies}
+    if package.strength != 1:
+        entry["strength"] = package.strength
     if package.source != "built-in":
         entry["module"] = {
             "antimony": package.antimony, "sha256": package.sha256, "origin": package.source,
@@ -450,11 +461,13 @@ def _package_entry(package: Package) -> dict[str, Any]:
 def _package_from_entry(entry: dict[str, Any]) -> Package:
     module = entry.get("module")
     if module is None:  # a built-in (or, from before content addressing, a module's path)
-        return resolve_package(entry["name"], entry["copies"])
-    package = user_module(entry["name"], module["antimony"], source=module["origin"])
-    if package.sha256 != module["sha256"]:
-        raise InputError(f"stored module {entry['name']!r} does not match its hash")
-    return package.with_copies(entry["copies"])
+        package = resolve_package(entry["name"], entry["copies"])
+    else:
+        package = user_module(entry["name"], module["antimony"], source=module["origin"])
+        if package.sha256 != module["sha256"]:
+            raise InputError(f"stored module {entry['name']!r} does not match its hash")
+        package = package.with_copies(entry["copies"])
+    return package.with_strength(entry.get("strength", 1.0))
 
 
 _WARM_MODELS: dict[str, Any] = {}

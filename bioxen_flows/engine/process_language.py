@@ -72,7 +72,10 @@ class _Param:
 _SPECS: dict[str, tuple[_Param, ...]] = {
     "grow": (_Param("minutes", "float", low=0, low_inclusive=False, high=MAX_GROW_MINUTES),),
     # copies=None keeps the package's own copy number (e.g. 15 for rfp_plasmid)
-    "install": (_Param("package", "str"), _Param("copies", "int", default=None, low=1, high=1000)),
+    # strength=None keeps the package's promoters; 2.0 doubles its transcription rates
+    "install": (_Param("package", "str"), _Param("copies", "int", default=None, low=1, high=1000),
+                _Param("strength", "float", default=None, low=0, low_inclusive=False,
+                       high=1000)),
     "start_transcription": (_Param("genes", "ids"),),
     "stop_transcription": (_Param("genes", "ids"),),
     "manage_operons": (

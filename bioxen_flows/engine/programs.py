@@ -59,8 +59,9 @@ def _run_call(cell: Cell, call: ProcessCall, per_minute: float) -> Trajectory | 
         points = max(2, min(math.ceil(minutes * per_minute), MAX_PROGRAM_POINTS - 1) + 1)
         return cell.grow(minutes, points=points)
     if call.name == "install":
-        copies = args["copies"]
-        cell.install(str(args["package"]), copies=None if copies is None else int(copies))  # type: ignore[call-overload]
+        copies, strength = args["copies"], args["strength"]
+        cell.install(str(args["package"]), copies=None if copies is None else int(copies),  # type: ignore[call-overload]
+                     strength=None if strength is None else float(strength))  # type: ignore[arg-type]
     elif call.name in ("start_transcription", "stop_transcription"):
         cell.set_transcription(list(args["genes"]), on=call.name == "start_transcription")  # type: ignore[call-overload]
     elif call.name == "manage_operons":

@@ -49,6 +49,9 @@ def gene_module_text(package: Package) -> str:
             factors.append(f"(leak_{gene.operon} + (1 - leak_{gene.operon})*induced_{gene.operon})")
         if gene.user_defined and re.search(rf"\breg_{g}\s*:=", package.antimony):
             factors.append(f"reg_{g}")
+        if package.strength != 1:  # only then, so unswept cells keep their model text
+            lines.append(f"  strength_{g} = {package.strength!r};")
+            factors.append(f"strength_{g}")
         lines += [
             f"  on_{g} = 1; copies_{g} = {package.copies};",
             f"  tx_{g}: -> m_{g}; {'*'.join(factors)}*w_{g}*a/(theta_nr + a);",

@@ -18,6 +18,7 @@ from types import MappingProxyType
 
 from bioxen_flows.errors import InputError
 
+MAX_STRENGTH = 1000.0  # promoter strength multiplier, relative to the package's own
 GENE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 # Names of the host model a guest gene id may not shadow (its m_/c_/p_ species would collide).
 RESERVED_GENE_IDS = frozenset({"r", "t", "m", "q", "x", "i", "s", "p", "g"})
@@ -41,6 +42,8 @@ class Package:
     description: str
     genes: tuple[GuestGene, ...]
     copies: int = 1  # gene copies per cell: plasmid copy number for plasmid-borne genes
+    # promoter strength: multiplies every gene's transcription (design-space sweeps)
+    strength: float = 1.0
     plasmid: bool = False
     operon_leak: float = 0.01  # transcription of a repressed operon, fraction of induced
     antimony: str = ""  # extra model statements (user modules only)
@@ -61,6 +64,11 @@ class Package:
         if not 1 <= copies <= 1000:
             raise InputError(f"copies must be between 1 and 1000, got {copies}")
         return replace(self, copies=copies)
+
+    def with_strength(self, strength: float) -> Package:
+        if not 0 < strength <= MAX_STRENGTH:
+            raise InputError(f"strength must be > 0 and <= {MAX_STRENGTH:g}, got {strength!r}")
+        return replace(self, strength=float(strength))
 
 
 # Lengths are the real proteins' (UniProt): sfGFP 238 aa, LacZ 1024, LacY 417, LacA 203,
@@ -117,7 +125,7 @@ _STRUCTURE_WORDS = re.compile(r"\b(model|module|import|end|function)\b")
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/|#[^\n]*", re.S)
 # Model ids the builder generates for each guest gene G (builder.gene_module_text).
 _GENERATED = ("m_", "c_", "on_", "copies_", "tx_", "bind_", "unbind_", "tl_", "deg_m_",
-              "dil_m_", "dil_c_", "dil_p_")
+              "dil_m_", "dil_c_", "dil_p_", "strength_")
 
 
 def load_user_module(path: Path) -> Package:

@@ -42,20 +42,35 @@ def boot_xcpng_vm(cfg: dict[str, Any], vm: str) -> dict[str, str]:
 
 @task(name="xcpng-reap-vms", **RETRIES)
 def reap_xcpng_vms(cfg: dict[str, Any], owner: str | None = None) -> list[str]:
-    """Destroy tagged VMs of `owner` (a flow run), or, without owner, every tagged VM whose
-    owner is gone: no bio-VM record in this state store and no live Prefect flow run."""
-    keep = (lambda tags: tags.get("owner") != owner) if owner else _owner_is_alive
-    reaped = backend.reap_vms(cfg, keep=keep)
-    get_run_logger().info("reaped %d XCP-ng VM(s): %s", len(reaped), ", ".join(reaped))
+    """Destroy this installation's VMs and disks of `owner` (a flow run: at once), or,
+    without owner, those whose owner is gone and that are older than the minimum age."""
+    if owner:
+        reaped = backend.reap_vms(cfg, keep=lambda tags: tags.get("owner") != owner)
+    else:
+        leftovers = plan_gc(cfg, backend.gc_min_age_seconds())
+        reaped = backend.destroy_leftovers(cfg, leftovers)
+    get_run_logger().info("reaped %d XCP-ng object(s): %s", len(reaped), ", ".join(reaped))
     return reaped
 
 
-def _owner_is_alive(tags: dict[str, str]) -> bool:
+def plan_gc(cfg: dict[str, Any], min_age_seconds: float) -> list[backend.Leftover]:
+    """What `bioxen xcpng gc` would destroy, and what it keeps, each with the reason:
+    only this installation's, only when their owner is gone (no bio-VM record in this
+    state store, no live Prefect flow run) and only when older than `min_age_seconds`."""
+    return backend.find_leftovers(cfg, _owner_is_alive, min_age_seconds)
+
+
+def _owner_is_alive(tags: dict[str, str]) -> str | None:
+    """Why a tagged thing must stay (its owner lives), or None."""
     from bioxen_flows.state import StateStore
 
-    if StateStore().find_vm(tags.get("vm_id", "")) is not None:
-        return True
-    return _flow_run_running(tags.get("owner", ""))
+    vm_id = tags.get("vm_id", "")
+    record = StateStore().find_vm(vm_id) if vm_id else None
+    if record is not None and record.vm_type == "xcpng":
+        return f"bio-VM {vm_id} exists in this installation's store"
+    if _flow_run_running(tags.get("owner", "")):
+        return f"flow run {tags['owner']} is still running"
+    return None
 
 
 def _flow_run_running(run_id: str) -> bool:

@@ -98,7 +98,9 @@ def create_bio_vm(
             vm._install(package, None)
         vm._commit(lease, "create", detail)
     except BaseException as exc:
-        _forget(vm_id, store, audit=False)
+        # an XCP-ng VM the caller provisioned (placement) is the caller's to tear down: a
+        # retry reuses it, so it must still exist (the flow's teardown reaps it in the end)
+        _forget(vm_id, store, audit=False, release_xcpng=placement is None)
         refused = isinstance(exc, (BioXenError, ValueError))
         store.audit(vm_id, "create", {**detail, "error": str(exc)[:500]},
                     outcome="refused" if refused else "failed")
@@ -200,13 +202,18 @@ def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
     return BasicBiologicalVM(record, store)
 
 
-def _forget(vm_id: str, store: StateStore, *, reason: str = "", audit: bool = True) -> None:
-    """Remove every trace of a VM whose creation failed (XCP-ng VMs found by their tag)."""
+def _forget(
+    vm_id: str, store: StateStore, *, reason: str = "", audit: bool = True,
+    release_xcpng: bool = True,
+) -> None:
+    """Remove every trace of a VM whose creation failed (XCP-ng VMs found by their tag,
+    unless `release_xcpng` is False: then the XCP-ng VM is not ours to remove)."""
     from bioxen_flows.engine.hypervisor import get_hypervisor
 
     record = store.find_vm(vm_id)
     try:
-        if record is not None and record.vm_type == "xcpng" and not record.damaged:
+        if (release_xcpng and record is not None and record.vm_type == "xcpng"
+                and not record.damaged):
             from bioxen_flows.xcpng.backend import reap_vms
 
             reap_vms(record.config["xcpng_config"], keep=lambda tags: tags.get("vm_id") != vm_id)

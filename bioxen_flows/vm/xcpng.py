@@ -26,17 +26,19 @@ class XCPngBiologicalVM(BiologicalVM):
     stores_snapshot = False  # the guest keeps the cell's state in its own store
 
     def __init__(self, record: VMRecord, store: StateStore) -> None:
+        from bioxen_flows.xcpng.backend import pool_config
         from bioxen_flows.xcpng.ssh import SSHTarget
 
         super().__init__(record, store)
         self.xcpng_config: dict[str, Any] = record.config["xcpng_config"]
         placement = record.config.get("placement") or {}
-        cfg = self.xcpng_config
+        cfg = pool_config(self.xcpng_config)
         # A record without a guest address (provisioning never finished) can still be destroyed.
         self.target = None if "ip" not in placement else SSHTarget(
-            host=placement["ip"], port=int(cfg.get("ssh_port", 22)), username=cfg["ssh_user"],
-            key_path=cfg["ssh_key_path"], host_key=cfg.get("ssh_host_key"),
-            known_hosts_path=cfg.get("known_hosts_path"),
+            host=placement["ip"], port=cfg.ssh_port, username=cfg.ssh_user,
+            key_path=cfg.ssh_key_path, host_key=cfg.ssh_host_key,
+            known_hosts_path=cfg.known_hosts_path,
+            command_timeout=cfg.ssh_command_timeout_seconds,
         )
 
     def guest(self, operation: str, **fields: Any) -> Any:

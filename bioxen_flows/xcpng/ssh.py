@@ -5,7 +5,15 @@ strict pattern, and the request travels as data on stdin. The server's host key 
 verified (known_hosts, a pinned key line or a pinned SHA256 fingerprint), never added on first
 use; authentication is by key only. Errors are sorted so callers know whether to retry:
 `GuestConnectionError` is transient, host-key and authentication failures are permanent
-`ValueError`s, and a guest that ran and failed raises `GuestError`.
+`ValueError`s, and a guest that ran and failed raises `GuestError` (all from
+`bioxen_flows.errors`).
+
+Each request carries a `request_id` and a `deadline_seconds` shorter than the host's own
+`command_timeout` (by `deadline_margin`, which covers the guest's start-up): the guest
+abandons the request, uncommitted, at its deadline, since OpenSSH does not stop a command
+when the client hangs up. A connection lost mid-request is retried with the same id, and
+the guest answers a request it already carried out from its kept reply: applied once.
+Replies are read up to `MAX_REPLY_BYTES`.
 """
 
 from __future__ import annotations
@@ -19,12 +27,22 @@ import os
 import re
 import select
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 import paramiko
 
-from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.errors import (
+    GuestAuthError,
+    GuestConnectionError,
+    GuestError,
+    GuestTimeoutError,
+    HostKeyMismatchError,
+)
+
+__all__ = ["GuestAuthError", "GuestConnectionError", "GuestError", "GuestTimeoutError",
+           "HostKeyMismatchError", "SSHTarget", "host_key_fingerprint", "run_guest"]
 
 log = logging.getLogger(__name__)
 
@@ -32,32 +50,9 @@ log = logging.getLogger(__name__)
 COMMAND_PATTERN = re.compile(r"[a-z][a-z0-9 _-]*")
 CHUNK = 65536
 STDERR_TAIL = 2000
-
-
-class GuestError(RuntimeError):
-    """The guest command ran and failed (or replied with something that is not a result)."""
-
-    def __init__(self, message: str, exit_status: int | None, stderr: str = "") -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_status = exit_status
-        self.stderr = stderr
-
-
-class GuestTimeoutError(GuestError):
-    """The guest did not finish within `command_timeout` (its channel is closed)."""
-
-
-class GuestConnectionError(TransientInfrastructureError):
-    """The SSH connection failed or dropped (refused, timed out, reset): worth retrying."""
-
-
-class HostKeyMismatchError(ValueError):
-    """The server's host key is unknown or wrong: permanent, never retried, never accepted."""
-
-
-class GuestAuthError(ValueError):
-    """The server refused our key: permanent until the configuration changes."""
+MAX_REPLY_BYTES = 64 * 1024 * 1024  # a week of a cell's time series is a few MB
+MAX_STDERR_BYTES = 64 * 1024  # only its tail is ever shown
+CONNECT_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,6 +67,7 @@ class SSHTarget:
     known_hosts_path: str | None = None
     connect_timeout: float = 10.0
     command_timeout: float = 600.0
+    deadline_margin: float = 10.0  # the guest stops this much (at most half) before us
 
     def __post_init__(self) -> None:
         if not self.host_key and not self.known_hosts_path:
@@ -83,10 +79,15 @@ class SSHTarget:
             raise ValueError("host, username and key_path are required")
         if not 0 < self.port < 65536:
             raise ValueError(f"invalid SSH port {self.port}")
-        if self.connect_timeout <= 0 or self.command_timeout <= 0:
+        if self.connect_timeout <= 0 or self.command_timeout <= 0 or self.deadline_margin < 0:
             raise ValueError("timeouts must be positive")
         if self.host_key:
             _expected_fingerprint(self.host_key)  # a malformed pin fails here, not mid-flow
+
+    @property
+    def guest_deadline(self) -> float:
+        """The deadline the guest is given: ours less the margin, at least half of ours."""
+        return max(self.command_timeout - self.deadline_margin, self.command_timeout / 2)
 
     @property
     def host_key_name(self) -> str:
@@ -202,8 +203,12 @@ def _exchange(
                 pass
         while channel.recv_ready():
             out += channel.recv(CHUNK)
+            if len(out) > MAX_REPLY_BYTES:
+                raise GuestError(f"guest reply exceeds {MAX_REPLY_BYTES} bytes; refused",
+                                 None, _tail(err))
         while channel.recv_stderr_ready():
             err += channel.recv_stderr(CHUNK)
+            del err[:-MAX_STDERR_BYTES]
         finished = channel.exit_status_ready() and (channel.eof_received or channel.closed)
         if finished and not channel.recv_ready() and not channel.recv_stderr_ready():
             return bytes(out), bytes(err), channel.recv_exit_status()
@@ -242,9 +247,27 @@ def _reply(out: bytes, err: bytes, status: int) -> dict[str, Any]:
 
 
 def run_guest(target: SSHTarget, request: dict, command: str = "bioxen guest") -> dict:
-    """Run the fixed guest `command` with `request` as JSON on stdin; return its JSON reply."""
+    """Run the fixed guest `command` with `request` as JSON on stdin; return its JSON reply.
+
+    The request gets an id and the guest's deadline; a lost connection is retried (with
+    backoff, `CONNECT_ATTEMPTS` in all) under the same id, so it is applied at most once."""
     if not COMMAND_PATTERN.fullmatch(command):
         raise ValueError(f"guest command must match {COMMAND_PATTERN.pattern}: {command!r}")
+    request = {"request_id": uuid.uuid4().hex, **request,
+               "deadline_seconds": target.guest_deadline}
+    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+        try:
+            return _run_once(target, request, command)
+        except GuestConnectionError as exc:
+            if attempt == CONNECT_ATTEMPTS:
+                raise
+            log.warning("guest request failed (%s); resending it (attempt %d of %d)",
+                        exc, attempt + 1, CONNECT_ATTEMPTS)
+            time.sleep(0.5 * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def _run_once(target: SSHTarget, request: dict, command: str) -> dict:
     payload = json.dumps(request).encode("utf-8")
     operation = request.get("operation")
     operation = operation[:64] if isinstance(operation, str) else "?"  # never the body

@@ -1,9 +1,16 @@
 """A small XAPI client on the official XenAPI package: sessions, waits, provisioning, teardown.
 
 Every call goes through XML-RPC exactly as xapi expects it. Failures are sorted at
-the edge: transient ones (a busy object, a VM still booting, a lost connection)
-become `TransientInfrastructureError` so Prefect retries them; everything else
-becomes `XapiError`, a ValueError whose message tells the user what to fix.
+the edge: transient ones (a busy object, a lost connection) become
+`TransientInfrastructureError` so Prefect retries them; everything else (including a TLS
+certificate that does not verify and a full SR) becomes `XapiError`, whose message tells
+the user what to fix. `VM_BAD_POWER_STATE` is transient only where the caller re-reads the
+power state before acting again (start, shutdown); elsewhere it is a bug to report.
+
+Everything BioXen makes carries this installation's marks, so that a reaper can find it and
+never touches what another installation made: VMs are named `bioxen-<installation>-<vm_id>`
+at clone time (the one atomic moment) and tagged in `other_config` right after; their disk
+VDIs carry the same tags.
 """
 
 from __future__ import annotations
@@ -23,20 +30,27 @@ from urllib.parse import urlparse
 
 import XenAPI
 
-from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.errors import TransientInfrastructureError, XapiError
 
 log = logging.getLogger(__name__)
 
 NULL_REF = "OpaqueRef:NULL"
 TAG_PREFIX = "bioxen_"
+NAME_PREFIX = "bioxen-"
+INSTALLATION_CHARS = 12  # of the installation id, in every VM's name label
 TRANSIENT_CODES = frozenset({
-    "OTHER_OPERATION_IN_PROGRESS", "VM_BAD_POWER_STATE", "TOO_BUSY", "HOST_OFFLINE",
-    "VM_IS_BEING_BOOTED", "SR_BACKEND_FAILURE_44", "CANNOT_CONTACT_HOST",
+    "OTHER_OPERATION_IN_PROGRESS", "TOO_BUSY", "HOST_OFFLINE", "VM_IS_BEING_BOOTED",
+    "CANNOT_CONTACT_HOST",
 })
+GONE_CODES = frozenset({"HANDLE_INVALID", "UUID_INVALID"})  # the object does not exist
+CANCEL_WAIT_S = 10.0  # how long a timed-out task may take to honour task.cancel
 ADVICE = {
     "SESSION_AUTHENTICATION_FAILED": "check xcpng_config.username and the password "
     "(environment variable named by password_env, or the Prefect Secret block)",
     "SR_FULL": "the storage repository is full: free space or choose another SR",
+    # SM's SRNoSpace: the storage backend itself ran out of space
+    "SR_BACKEND_FAILURE_44": "the storage repository is full: free space or choose another SR",
+    "VM_BAD_POWER_STATE": "the VM is not in the power state this step needs",
     "VM_REQUIRES_SR": "the template's disks point at a storage repository this pool lacks",
     "UUID_INVALID": "an object the template refers to does not exist in this pool",
     "HANDLE_INVALID": "the XAPI object no longer exists",
@@ -44,19 +58,18 @@ ADVICE = {
 }
 
 
-class XapiError(ValueError):
-    """A permanent XAPI failure: retrying will not help; the message says what to fix."""
-
-    def __init__(self, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
+def failure_code(failure: XenAPI.Failure) -> str:
+    return str(failure.details[0]) if failure.details else "UNKNOWN"
 
 
-def classify(failure: XenAPI.Failure, doing: str) -> Exception:
-    """The exception a caller should see for an XAPI failure while `doing` something."""
+def classify(
+    failure: XenAPI.Failure, doing: str, transient: frozenset[str] = frozenset()
+) -> Exception:
+    """The exception a caller should see for an XAPI failure while `doing` something;
+    `transient` adds codes that are worth retrying for this one step."""
     details = [str(d) for d in failure.details]
     code = details[0] if details else "UNKNOWN"
-    if code in TRANSIENT_CODES:
+    if code in TRANSIENT_CODES or code in transient:
         return TransientInfrastructureError(f"XAPI {code} while {doing}: {details[1:]}")
     advice = ADVICE.get(code, "see the XAPI error code in the XCP-ng documentation")
     return XapiError(f"XAPI {code} while {doing}: {advice} (details: {details[1:]})", code)
@@ -96,18 +109,35 @@ class _TimeoutSafeTransport(xmlrpc.client.SafeTransport):
 
 
 def _session(endpoint: XapiEndpoint, url: str) -> XenAPI.Session:
+    """A session on a transport that times out; TLS verified against `ca_file` (or the
+    system's CAs) unless the user asked for `ignore_ssl`."""
     if urlparse(url).scheme == "https":
         if endpoint.ignore_ssl:  # only when the user asked for it in config
-            return XenAPI.Session(url, ignore_ssl=True)
-        context = ssl.create_default_context(cafile=endpoint.ca_file)
+            context = ssl._create_unverified_context()  # noqa: S323 (the user's explicit choice)
+        else:
+            try:
+                context = ssl.create_default_context(cafile=endpoint.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise XapiError(f"cannot read ca_file {endpoint.ca_file}: {exc}",
+                                "CA_FILE") from None
         return XenAPI.Session(url, transport=_TimeoutSafeTransport(endpoint.timeout_seconds,
                                                                     context))
     return XenAPI.Session(url, transport=_TimeoutTransport(endpoint.timeout_seconds))
 
 
+def _tls_error(url: str, exc: ssl.SSLCertVerificationError) -> XapiError:
+    return XapiError(
+        f"the TLS certificate of {url} does not verify ({exc.verify_message or exc}): set "
+        "xcpng_config.ca_file to the CA that signed the pool's certificate", "TLS_VERIFY")
+
+
 @contextmanager
 def xapi_session(endpoint: XapiEndpoint, password: str) -> Iterator[Any]:
-    """A logged-in session (following a slave's redirect to the master); logout always."""
+    """A logged-in session (following a slave's redirect to the master); logout always.
+    The password is masked in every log line from here on."""
+    from bioxen_flows.logs import register_secret
+
+    register_secret(password)
     url = endpoint.url
     for _ in range(3):
         session = _session(endpoint, url)
@@ -120,6 +150,8 @@ def xapi_session(endpoint: XapiEndpoint, password: str) -> Iterator[Any]:
                 log.info("XAPI host is a pool member; logging in on the master %s", url)
                 continue
             raise classify(failure, f"logging in to {endpoint.url}") from None
+        except ssl.SSLCertVerificationError as exc:  # an OSError, but never transient
+            raise _tls_error(url, exc) from None
         except OSError as exc:
             raise TransientInfrastructureError(f"cannot reach XAPI at {url}: {exc}") from exc
     else:
@@ -134,36 +166,66 @@ def xapi_session(endpoint: XapiEndpoint, password: str) -> Iterator[Any]:
 
 
 @contextmanager
-def xapi_errors(doing: str) -> Iterator[None]:
+def xapi_errors(doing: str, transient: frozenset[str] = frozenset()) -> Iterator[None]:
     """Translate XenAPI failures and socket errors raised while `doing` something."""
     try:
         yield
     except XenAPI.Failure as failure:
-        raise classify(failure, doing) from None
+        raise classify(failure, doing, transient) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise _tls_error("the pool", exc) from None
     except (OSError, xmlrpc.client.ProtocolError) as exc:
         raise TransientInfrastructureError(f"XAPI connection lost while {doing}: {exc}") from exc
 
 
-def wait_for_task(x: Any, task: str, doing: str, timeout: float = 600.0) -> str:
-    """Poll an async XAPI task to completion; the task object is always destroyed."""
-    deadline = time.monotonic() + timeout
-    delay = 0.05
+def wait_for_task(
+    x: Any, task: str, doing: str, timeout: float = 600.0,
+    transient: frozenset[str] = frozenset(),
+) -> str:
+    """Poll an async XAPI task to completion; the task object is always destroyed.
+
+    On timeout the task is cancelled first and given `CANCEL_WAIT_S` to stop: destroying a
+    pending task does not stop the work, which could finish later (a clone nobody tags).
+    A task that completes while being cancelled counts as done."""
+    status = _poll(x, task, timeout)
     try:
-        while (status := x.task.get_status(task)) == "pending":
-            if time.monotonic() > deadline:
-                raise TransientInfrastructureError(f"XAPI task timed out after {timeout}s: {doing}")
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
+        if status == "pending":
+            x.task.cancel(task)
+            status = _poll(x, task, CANCEL_WAIT_S)
+            if status != "success":
+                raise TransientInfrastructureError(
+                    f"XAPI task timed out after {timeout:g}s and was cancelled: {doing}")
         if status == "success":
             result = x.task.get_result(task)
             match = re.search(r"<value>(.*)</value>", result or "")
             return match.group(1) if match else result or ""
-        raise classify(XenAPI.Failure(x.task.get_error_info(task)), doing)
+        raise classify(XenAPI.Failure(x.task.get_error_info(task)), doing, transient)
     finally:
         try:
             x.task.destroy(task)
         except XenAPI.Failure as exc:
             log.warning("could not destroy XAPI task %s: %s", task, exc)
+
+
+def _poll(x: Any, task: str, timeout: float) -> str:
+    """The task's status once it is no longer pending, or "pending" after `timeout`."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while (status := x.task.get_status(task)) in ("pending", "cancelling"):
+        if time.monotonic() > deadline:
+            return "pending"
+        time.sleep(delay)
+        delay = min(delay * 2, 1.0)
+    return status
+
+
+def vm_name(installation: str, vm_id: str) -> str:
+    """The name label of `vm_id`'s VM: the installation is in it from the clone onwards."""
+    return f"{name_prefix(installation)}{vm_id}"
+
+
+def name_prefix(installation: str) -> str:
+    return f"{NAME_PREFIX}{installation[:INSTALLATION_CHARS]}-"
 
 
 # ---- provisioning steps (each is also a Prefect task in orchestration.xcpng_tasks) -------
@@ -185,9 +247,10 @@ def find_template(x: Any, name: str) -> str:
     )
 
 
-def clone_template(x: Any, template: str, name: str) -> str:
+def clone_template(x: Any, template: str, name: str, timeout: float = 600.0) -> str:
     with xapi_errors(f"cloning the template into {name!r}"):
-        return wait_for_task(x, x.Async.VM.clone(template, name), f"cloning into {name!r}")
+        return wait_for_task(x, x.Async.VM.clone(template, name), f"cloning into {name!r}",
+                             timeout)
 
 
 def fix_disks_sr(x: Any, vm: str) -> None:
@@ -210,34 +273,76 @@ def fix_disks_sr(x: Any, vm: str) -> None:
         x.VM.add_to_other_config(vm, "disks", ET.tostring(spec, encoding="unicode"))
 
 
-def provision_disks(x: Any, vm: str) -> None:
-    with xapi_errors("provisioning the VM's disks"):
-        wait_for_task(x, x.Async.VM.provision(vm), "provisioning disks")
+def provision_disks(x: Any, vm: str, timeout: float = 600.0) -> None:
+    """VM.provision, then the new disks carry the VM's tags (so orphans can be found).
+
+    xapi's provision first turns the template into a VM, so a clone that is no longer a
+    template was provisioned by an earlier attempt whose answer was lost: not again. The
+    XML-RPC client itself resends a call once when the connection drops, so a second
+    provision task may meet the first's work: ONLY_PROVISION_TEMPLATE then means done."""
+    try:
+        with xapi_errors("provisioning the VM's disks"):
+            if x.VM.get_is_a_template(vm):
+                wait_for_task(x, x.Async.VM.provision(vm), "provisioning disks", timeout)
+    except XapiError as exc:
+        if exc.code != "ONLY_PROVISION_TEMPLATE":
+            raise
+        log.info("VM %s was provisioned by an earlier attempt", vm)
+    tag_disks(x, vm)
 
 
-def describe_and_tag(
-    x: Any, vm: str, vm_id: str, owner: str, description: str, installation: str
-) -> None:
-    """Name the VM and tag it, so a reaper can find VMs this package leaked and teardown
-    can tell them from VMs (and templates) it did not make."""
+def new_tags(vm_id: str, owner: str, installation: str) -> dict[str, str]:
     now = dt.datetime.now(dt.timezone.utc).isoformat()
-    tags = {"vm_id": vm_id, "owner": owner, "created_at": now, "installation": installation}
-    with xapi_errors("naming and tagging the VM"):
-        x.VM.set_name_label(vm, f"bioxen-{vm_id}")
+    return {"vm_id": vm_id, "owner": owner, "created_at": now, "installation": installation}
+
+
+def describe_and_tag(x: Any, vm: str, description: str, tags: dict[str, str]) -> None:
+    """Describe the VM and tag it, so a reaper can find VMs this package leaked and teardown
+    can tell them from VMs (and templates) it did not make."""
+    with xapi_errors("tagging the VM"):
         x.VM.set_name_description(vm, description)
-        existing = x.VM.get_other_config(vm)
-        for key, value in tags.items():
-            if TAG_PREFIX + key in existing:
-                x.VM.remove_from_other_config(vm, TAG_PREFIX + key)
-            x.VM.add_to_other_config(vm, TAG_PREFIX + key, value)
+        _set_tags(x, "VM", vm, tags)
+
+
+def tag_disks(x: Any, vm: str) -> None:
+    """Copy the VM's BioXen tags onto its disk VDIs (never ISOs, never shared disks)."""
+    tags = tags_of(x, vm)
+    with xapi_errors("tagging the VM's disks"):
+        for vdi in _disk_vdis(x, vm):
+            _set_tags(x, "VDI", vdi, tags)
+
+
+def _set_tags(x: Any, cls: str, ref: str, tags: dict[str, str]) -> None:
+    api = getattr(x, cls)
+    existing = api.get_other_config(ref)
+    for key, value in tags.items():
+        if existing.get(TAG_PREFIX + key) == value:
+            continue
+        if TAG_PREFIX + key in existing:
+            api.remove_from_other_config(ref, TAG_PREFIX + key)
+        api.add_to_other_config(ref, TAG_PREFIX + key, value)
+
+
+def _disk_vdis(x: Any, vm: str) -> list[str]:
+    vdis = []
+    for vbd in x.VM.get_VBDs(vm):
+        record = x.VBD.get_record(vbd)
+        # only disks the VM owns (xapi marks the VBDs it provisions with "owner"): never a
+        # CD/ISO, never a disk attached from elsewhere
+        if (record["type"] == "Disk" and record["VDI"] != NULL_REF
+                and "owner" in record["other_config"]):
+            vdis.append(record["VDI"])
+    return vdis
 
 
 def start_vm(x: Any, vm: str) -> dict[str, Any]:
     """Start the VM; returns the guest-metrics marker seen before boot (to spot stale IPs)."""
-    with xapi_errors("starting the VM"):
+    # VM_BAD_POWER_STATE here means the state moved under us; the retry re-reads it
+    with xapi_errors("starting the VM", transient=frozenset({"VM_BAD_POWER_STATE"})):
         marker = _metrics_marker(x, vm)
         if x.VM.get_power_state(vm) != "Running":
-            wait_for_task(x, x.Async.VM.start(vm, False, False), "starting the VM")
+            wait_for_task(x, x.Async.VM.start(vm, False, False), "starting the VM",
+                          transient=frozenset({"VM_BAD_POWER_STATE"}))
         return marker
 
 
@@ -270,38 +375,81 @@ def tags_of(x: Any, vm: str) -> dict[str, str]:
     return {k[len(TAG_PREFIX):]: v for k, v in other.items() if k.startswith(TAG_PREFIX)}
 
 
-def teardown_vm(x: Any, vm: str) -> list[str]:
-    """Hard shutdown if needed, destroy the VM, then its disk VDIs (never ISOs)."""
+def teardown_vm(x: Any, vm: str, tags: dict[str, str] | None = None) -> list[str]:
+    """Hard shutdown if needed, destroy the VM, then its disk VDIs (never ISOs).
+
+    The disks are tagged (with `tags`, or the VM's own) before VM.destroy, so a teardown
+    that stops between the two leaves disks the reaper finds."""
     destroyed = []
+    halting = frozenset({"VM_BAD_POWER_STATE"})  # it halted meanwhile: checked below
     with xapi_errors("tearing down the VM"):
         if x.VM.get_power_state(vm) != "Halted":
             try:
-                wait_for_task(x, x.Async.VM.hard_shutdown(vm), "shutting the VM down")
+                wait_for_task(x, x.Async.VM.hard_shutdown(vm), "shutting the VM down",
+                              transient=halting)
             except TransientInfrastructureError:
                 if x.VM.get_power_state(vm) != "Halted":
                     raise
-        vdis = []
-        for vbd in x.VM.get_VBDs(vm):
-            record = x.VBD.get_record(vbd)
-            if record["type"] == "Disk" and record["VDI"] != NULL_REF:
-                vdis.append(record["VDI"])
+        vdis = _disk_vdis(x, vm)
+        for vdi in vdis:
+            _set_tags(x, "VDI", vdi, tags if tags is not None else tags_of(x, vm))
         x.VM.destroy(vm)
         for vdi in vdis:
-            x.VDI.destroy(vdi)
+            destroy_vdi(x, vdi)
             destroyed.append(vdi)
     return destroyed
 
 
-def find_tagged_vms(x: Any) -> dict[str, dict[str, str]]:
-    """VMs this package created (by their other_config tags): ref -> tags."""
+def destroy_vdi(x: Any, vdi: str) -> None:
+    """VDI.destroy; a VDI that is already gone is not an error."""
+    try:
+        x.VDI.destroy(vdi)
+    except XenAPI.Failure as failure:
+        if failure_code(failure) not in GONE_CODES:
+            raise
+
+
+def vm_records(x: Any) -> dict[str, dict[str, Any]]:
+    """Every VM that is neither a snapshot nor a control domain: ref -> record (a clone
+    stays a template until provisioned, so templates are included)."""
     with xapi_errors("listing VMs"):
-        return {
-            ref: {k[len(TAG_PREFIX):]: v for k, v in r["other_config"].items()
-                  if k.startswith(TAG_PREFIX)}
-            for ref, r in x.VM.get_all_records().items()
-            # a clone stays a template until provisioned: tagged templates are ours too
-            if not r["is_a_snapshot"] and TAG_PREFIX + "vm_id" in r["other_config"]
-        }
+        return {ref: r for ref, r in x.VM.get_all_records().items()
+                if not r["is_a_snapshot"] and not r["is_control_domain"]}
+
+
+def vdi_records(x: Any) -> dict[str, dict[str, Any]]:
+    with xapi_errors("listing disks"):
+        return x.VDI.get_all_records()
+
+
+def tags_in(record: dict[str, Any]) -> dict[str, str]:
+    """The BioXen tags in a VM's or VDI's record."""
+    return {k[len(TAG_PREFIX):]: v for k, v in record["other_config"].items()
+            if k.startswith(TAG_PREFIX)}
+
+
+def install_time(x: Any, record: dict[str, Any]) -> dt.datetime | None:
+    """When xapi made the VM (VM_metrics.install_time), for VMs that carry no tags yet."""
+    with xapi_errors("reading the VM's metrics"):
+        if record.get("metrics", NULL_REF) == NULL_REF:
+            return None
+        value = x.VM_metrics.get_install_time(record["metrics"])
+    return parse_xapi_time(value)
+
+
+def parse_xapi_time(value: Any) -> dt.datetime | None:
+    """An XML-RPC DateTime ("20230101T00:00:00Z") or ISO string as an aware datetime."""
+    text = str(getattr(value, "value", value))
+    for fmt in ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S"):
+        try:
+            return dt.datetime.strptime(text, fmt).replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            continue
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
 
 
 def _metrics_marker(x: Any, vm: str) -> dict[str, Any]:

@@ -7,6 +7,12 @@ retry, polling and cleanup logic can be tested (and demonstrated) without a hype
         session = XenAPI.Session(sim.url)
         session.login_with_password("root", "secret", "1.0", "bioxen")
 
+A test utility, as moto is for AWS: production code never imports it. ``tls=True`` serves
+HTTPS with a certificate signed by a throw-away CA (``ca_file``), so clients' certificate
+verification is exercised; ``guest_reachable(ip)`` tells a test SSH server whether a guest
+at that address exists (a running, booted VM reports it), so a client that talks to a VM it
+destroyed finds nobody there.
+
 What it simulates: one pool with one host; a "Local storage" SR (type ext, the pool's
 default SR) and an ISO SR (content_type iso) holding one ISO VDI; the control domain; one
 template per name in ``templates`` (each with xapi's ``other_config["disks"]`` provision XML,
@@ -34,7 +40,15 @@ Deliberate differences from xapi:
 - Only the classes and methods listed in ``_HANDLERS`` and the generic accessors
   (get_all, get_all_records, get_record, get_by_uuid, get_by_name_label, get_<field>,
   set_<field> for a few fields, add_to_/remove_from_<map field>) exist; the rest answer
-  MESSAGE_METHOD_UNKNOWN. No VIFs, networks, PBDs, events, RBAC, SR capacity or real disks.
+  MESSAGE_METHOD_UNKNOWN. One network with a VIF per VM (VM.clone copies them, VM.destroy
+  removes them); no PBDs, events, RBAC, SR capacity or real disks.
+- VM.provision clears ``is_a_template`` first, as xapi does, so a provision that fails
+  (SR_FULL, VM_REQUIRES_SR) leaves a halted non-template VM behind. Provisioned and cloned
+  disk VBDs carry ``other_config["owner"] = "true"`` (the disks the VM owns).
+- Socket faults: ``inject_reset(method)`` drops the connection mid-call (before or after
+  the call took effect), ``slow_methods[method] = seconds`` delays one method's answers.
+- Tasks of a session that logged out are removed once finished (xapi's GC does this
+  later, on a timer).
 - VDI.destroy refuses (VDI_IN_USE) while any VBD of an existing VM points at the VDI, attached
   or not; xapi checks only currently attached VBDs (and ISO SRs may refuse deletion anyway).
 - Async calls check the session up front and everything else inside the task, as xapi does;
@@ -49,13 +63,17 @@ from __future__ import annotations
 
 import copy
 import inspect
+import socket
+import ssl
+import struct
 import threading
 import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from types import TracebackType
 from typing import Any
@@ -101,10 +119,17 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
                 managed=True, missing=False, is_a_snapshot=False, other_config={}, sm_config={}),
     "VBD": dict(VM=NULL, VDI=NULL, device="", userdevice="0", bootable=False, mode="RW",
                 type="Disk", empty=False, currently_attached=False, other_config={}),
+    "network": dict(name_label="", name_description="", bridge="", MTU="1500", VIFs=[],
+                    other_config={}),
+    "VIF": dict(VM=NULL, network=NULL, device="0", MAC="", MTU="1500",
+                currently_attached=False, other_config={}),
+    "VM_metrics": dict(install_time=DateTime(_EPOCH), start_time=DateTime(_EPOCH),
+                       memory_actual="0", VCPUs_number="0", other_config={}),
     "VM": dict(name_label="", name_description="", power_state="Halted", is_a_template=False,
                is_default_template=False, is_a_snapshot=False, snapshot_of=NULL, snapshots=[],
                snapshot_time=DateTime(_EPOCH), is_control_domain=False, resident_on=NULL,
-               domid="-1", VBDs=[], VIFs=[], guest_metrics=NULL, other_config={}, tags=[],
+               domid="-1", VBDs=[], VIFs=[], guest_metrics=NULL, metrics=NULL,
+               other_config={}, tags=[],
                memory_static_max=str(GIB), memory_dynamic_max=str(GIB),
                memory_dynamic_min=str(GIB), memory_static_min=str(GIB // 2), VCPUs_max="1",
                VCPUs_at_startup="1", blocked_operations={}, current_operations={},
@@ -141,34 +166,124 @@ def _api(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return register
 
 
+_current = threading.local()  # the request handler serving this thread's call
+
+
+class _ConnectionReset(Exception):
+    """Raised inside a call whose connection the simulator has just reset."""
+
+
 class _Server(ThreadingMixIn, SimpleXMLRPCServer):
     daemon_threads = True
     request_queue_size = 128  # 20+ clients connecting at once
     allow_reuse_address = True
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A reset or refused connection is the point of a fault, not news."""
+
 
 class _RequestHandler(SimpleXMLRPCRequestHandler):
     rpc_paths = ()  # like xapi, answer on any path ("/", "/RPC2", ...)
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        _current.handler = self
+        try:
+            super().do_POST()
+        finally:
+            _current.handler = None
+
+
+def _reset_connection() -> None:
+    """Drop the current client's TCP connection with a RST, as a crashed xapi or a lost
+    network would: the client sees ConnectionResetError, not an XML-RPC answer."""
+    handler = getattr(_current, "handler", None)
+    if handler is not None:
+        handler.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                      struct.pack("ii", 1, 0))
+        handler.connection.shutdown(socket.SHUT_RDWR)  # the answer can no longer be sent
+        handler.close_connection = True
+    raise _ConnectionReset
+
+
+def write_test_ca(folder: Path, hostname: str = "127.0.0.1") -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for `hostname` signed by it, as PEM files
+    in `folder`: (ca_file, cert_file, key_file)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(timezone.utc)
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(minutes=5))
+                   .not_valid_after(now + timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, key_cert_sign=True, crl_sign=True,
+                content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+        else:
+            try:
+                name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(hostname))
+            except ValueError:
+                name = x509.DNSName(hostname)
+            builder = builder.add_extension(x509.SubjectAlternativeName([name]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(
+        ec.SECP256R1())
+    ca_cert = cert("BioXen test CA", ca_key, "BioXen test CA", ca_key, True)
+    server_cert = cert(hostname, server_key, "BioXen test CA", ca_key, False)
+    paths = folder / "ca.pem", folder / "server.pem", folder / "server.key"
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(server_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return paths
 
 
 class XapiSimulator:
     """A fake xapi on loopback. Knobs may be changed at any time, also while running.
 
-    Attributes: ``latency_seconds`` (every call sleeps this long), ``boot_seconds`` (from
-    VM.start to fresh guest metrics), ``never_report_ip`` (booted guests report metrics with
-    no network at all), ``stale_guest_metrics`` (clones copy the template's old metrics; False:
-    they start with OpaqueRef:NULL), ``calls`` (every method name received, in order).
+    Attributes: ``latency_seconds`` (every call sleeps this long), ``slow_methods`` (method
+    name -> extra seconds before answering), ``boot_seconds`` (from VM.start to fresh guest
+    metrics), ``never_report_ip`` (booted guests report metrics with no network at all),
+    ``stale_guest_metrics`` (clones copy the template's old metrics; False: they start with
+    OpaqueRef:NULL), ``task_seconds`` (how long an Async task runs, at least 0.05),
+    ``calls`` (every method name received, in order).
+
+    ``tls_dir``: serve HTTPS with a certificate from a fresh test CA written there
+    (``ca_file`` is the CA to trust).
     """
 
     def __init__(self, *, username: str = "root", password: str = "secret",
                  templates: Sequence[str] = ("bioxen-guest",), guest_ip: str = "127.0.0.1",
                  boot_seconds: float = 0.5, latency_seconds: float = 0.0,
-                 host: str = "127.0.0.1", port: int = 0) -> None:
+                 host: str = "127.0.0.1", port: int = 0, tls_dir: Path | None = None) -> None:
         self.username, self.password = username, password
         self.guest_ip, self.host, self.port = guest_ip, host, port
         self.boot_seconds, self.latency_seconds = boot_seconds, latency_seconds
+        self.task_seconds = 0.05
+        self.slow_methods: dict[str, float] = {}
         self.never_report_ip = False
         self.stale_guest_metrics = True
+        self.storage_full: str | None = None  # "SR_FULL" or "SR_BACKEND_FAILURE_44"
+        self.ca_file: Path | None = None
+        self._tls: tuple[Path, Path] | None = None
+        if tls_dir is not None:
+            self.ca_file, cert, key = write_test_ca(Path(tls_dir), host)
+            self._tls = (cert, key)
+        self._resets: dict[str, dict[str, Any]] = {}
         self.calls: list[str] = []
         self._lock = threading.RLock()
         self._db: dict[str, dict[str, dict[str, Any]]] = {cls: {} for cls in _DEFAULTS}
@@ -176,6 +291,8 @@ class XapiSimulator:
         self._login_fault: list[str] | None = None
         self._master_address: str | None = None
         self._boots: Counter[str] = Counter()  # VM ref -> start count; stale boot timers skip
+        self._booted: dict[str, int] = {}  # VM ref -> the start whose guest reported in
+        self._task_session: dict[str, str] = {}  # task ref -> the session that made it
         self._timers: set[threading.Timer] = set()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -189,6 +306,11 @@ class XapiSimulator:
             self._server = _Server((self.host, self.port), requestHandler=_RequestHandler,
                                    logRequests=False, allow_none=True)
             self._server.register_instance(self)
+            if self._tls is not None:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(*self._tls)
+                self._server.socket = context.wrap_socket(
+                    self._server.socket, server_side=True, do_handshake_on_connect=False)
             self.port = self._server.server_address[1]
             self._thread = threading.Thread(target=self._server.serve_forever,
                                             kwargs={"poll_interval": 0.05}, daemon=True)
@@ -218,7 +340,7 @@ class XapiSimulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{self.host}:{self.port}"
 
     @property
     def address(self) -> str:
@@ -256,11 +378,33 @@ class XapiSimulator:
         with self._lock:
             self._faults[method_name] = {"times": None, "code": code, "args": args or None}
 
+    def inject_reset(self, method_name: str, times: int = 1, after_call: bool = False) -> None:
+        """Reset the connection of the next ``times`` calls of ``method_name`` (exact name,
+        e.g. "Async.VM.clone"): before the call takes effect, or ``after_call`` (it did,
+        but the client never hears so: the case that leaks)."""
+        with self._lock:
+            self._resets[method_name] = {"times": times, "after": after_call}
+
     def clear_faults(self) -> None:
-        """Forget injected method faults, login faults and the slave redirect."""
+        """Forget injected method faults, resets, slow methods, login faults and the slave
+        redirect."""
         with self._lock:
             self._faults.clear()
+            self._resets.clear()
+            self.slow_methods.clear()
         self._login_fault = self._master_address = None
+
+    def guest_reachable(self, ip: str) -> bool:
+        """Whether a guest answers at `ip`: a running VM whose agent reported that address
+        since it booted (what a test SSH server asks before accepting a connection)."""
+        with self._lock:
+            for ref, vm in self._db["VM"].items():
+                metrics = self._db["VM_guest_metrics"].get(vm["guest_metrics"])
+                if (vm["power_state"] == "Running" and not vm["is_control_domain"]
+                        and metrics is not None and ip in metrics["networks"].values()
+                        and self._booted.get(ref) == self._boots[ref]):
+                    return True
+        return False
 
     def expire_sessions(self) -> None:
         """Invalidate every session: the next call answers SESSION_INVALID (XenAPI re-logs in)."""
@@ -337,6 +481,13 @@ class XapiSimulator:
         self._db["SR"][sr]["VDIs"].append(vdi)
         return vdi
 
+    def _new_vif(self, vm: str, device: str) -> str:
+        mac = "aa:bb:cc:" + ":".join(f"{b:02x}" for b in uuid.uuid4().bytes[:3])
+        vif = self._new("VIF", VM=vm, network=self._network, device=device, MAC=mac)
+        self._db["VM"][vm]["VIFs"].append(vif)
+        self._db["network"][self._network]["VIFs"].append(vif)
+        return vif
+
     def _new_vbd(self, vm: str, vdi: str, **fields: Any) -> str:
         vbd = self._new("VBD", VM=vm, VDI=vdi, **fields)
         self._db["VM"][vm]["VBDs"].append(vbd)
@@ -355,6 +506,8 @@ class XapiSimulator:
         iso_size = str(300 * 1024**2)
         iso = self._new_vdi(iso_sr, name_label="bioxen-guest-tools.iso", read_only=True,
                             virtual_size=iso_size, physical_utilisation=iso_size)
+        self._network = self._new("network", name_label="Pool-wide network associated with eth0",
+                                  bridge="xenbr0")
         self._new("VM", name_label="Control domain on host: xcp-ng-sim", is_control_domain=True,
                   power_state="Running", domid="0", resident_on=self._host)
         disks = (f'<provision><disk device="0" size="{8 * GIB}" sr="{self.missing_sr_uuid}" '
@@ -364,8 +517,10 @@ class XapiSimulator:
                                 last_updated=DateTime(_STALE_TIME))
             tmpl = self._new("VM", name_label=name, is_a_template=True, guest_metrics=metrics,
                              name_description=f"{name}: bio-VM guest template",
-                             other_config={"disks": disks})
+                             other_config={"disks": disks}, metrics=self._new(
+                                 "VM_metrics", install_time=DateTime(_STALE_TIME)))
             self._new_vbd(tmpl, iso, type="CD", userdevice="3", mode="RO")
+            self._new_vif(tmpl, "0")
             if i == 0:
                 snap = self._new("VM", name_label=name, is_a_template=True, is_a_snapshot=True,
                                  snapshot_of=tmpl, snapshot_time=DateTime(_STALE_TIME),
@@ -377,12 +532,25 @@ class XapiSimulator:
         """SimpleXMLRPCServer's hook: every call arrives here, in one of the server threads."""
         with self._lock:
             self.calls.append(method)
-        if self.latency_seconds > 0:
-            time.sleep(self.latency_seconds)
+            reset = self._resets.get(method)
+            if reset is not None:
+                reset["times"] -= 1
+                if reset["times"] <= 0:
+                    del self._resets[method]
+        delay = self.latency_seconds + self.slow_methods.get(method, 0.0)
+        if delay > 0:
+            time.sleep(delay)
+        if reset is not None and not reset["after"]:
+            _reset_connection()
         try:
-            return {"Status": "Success", "Value": self._call(method, list(params))}
+            value = self._call(method, list(params))
+            if reset is not None:
+                _reset_connection()
+            return {"Status": "Success", "Value": value}
         except XapiError as e:
             return {"Status": "Failure", "ErrorDescription": e.description}
+        except _ConnectionReset:
+            raise
         except Exception as e:  # a simulator bug still answers like xapi would
             return {"Status": "Failure", "ErrorDescription": ["INTERNAL_ERROR", repr(e)]}
 
@@ -405,7 +573,9 @@ class XapiSimulator:
             if not is_async:
                 return fn(*params)
             task = self._new("task", name_label=method, created=_now(), resident_on=self._host)
-        self._after(max(self.latency_seconds, 0.05), self._run_task, task, name, fn, params)
+            self._task_session[task] = params[0]
+        self._after(max(self.latency_seconds, self.task_seconds, 0.05), self._run_task, task,
+                    name, fn, params)
         return task
 
     @staticmethod
@@ -424,6 +594,8 @@ class XapiSimulator:
             except XapiError as e:
                 record.update(status="failure", error_info=e.description)
             record.update(progress=1.0, finished=_now())
+            if self._task_session.get(task) not in self._db["session"]:
+                self._forget_task(task)  # its session is gone: xapi's GC collects it
 
     def _raise_fault(self, method: str, params: list[Any]) -> None:
         fault = self._faults.get(method)
@@ -444,6 +616,8 @@ class XapiSimulator:
             return [f"VM.{op}", ref] if cls == "VM" else [cls, ref, op]
         if code == "SR_FULL":
             return [str(8 * GIB), str(4 * GIB)]
+        if code == "SR_BACKEND_FAILURE_44":  # SM's SRNoSpace: [code, stdout, stderr]
+            return ["", "There is insufficient space"]
         if code == "VM_REQUIRES_SR":
             return [ref, self._db["pool"][self._pool]["default_SR"]]
         return [ref] if ref else []
@@ -538,8 +712,16 @@ class XapiSimulator:
 
     @_api("session.logout")
     def _logout(self, s: str) -> str:
+        """Like xapi's GC, finished tasks of a session that has gone go with it."""
         self._db["session"].pop(s, None)
+        for task, owner in list(self._task_session.items()):
+            if owner == s and self._db["task"].get(task, {}).get("status") != "pending":
+                self._forget_task(task)
         return ""
+
+    def _forget_task(self, task: str) -> None:
+        self._db["task"].pop(task, None)
+        self._task_session.pop(task, None)
 
     def _check_vm_op(self, vm: str, op: str) -> dict[str, Any]:
         """xapi's checks, in xapi's order: power state, template, snapshot, control domain."""
@@ -567,9 +749,12 @@ class XapiSimulator:
             metrics = self._new("VM_guest_metrics", **{k: old[k] for k in _DEFAULTS[
                 "VM_guest_metrics"]})
         fields = {k: r[k] for k in _DEFAULTS["VM"]} | dict(
-            name_label=new_name, VBDs=[], snapshots=[], is_a_snapshot=False, snapshot_of=NULL,
-            snapshot_time=DateTime(_EPOCH), guest_metrics=metrics, current_operations={})
+            name_label=new_name, VBDs=[], VIFs=[], snapshots=[], is_a_snapshot=False,
+            snapshot_of=NULL, snapshot_time=DateTime(_EPOCH), guest_metrics=metrics,
+            current_operations={}, metrics=self._new("VM_metrics", install_time=_now()))
         clone = self._new("VM", **fields)
+        for vif in r["VIFs"]:  # xapi copies the VIFs with fresh MACs
+            self._new_vif(clone, self._db["VIF"][vif]["device"])
         for vbd in r["VBDs"]:
             b = self._db["VBD"][vbd]
             vdi = b["VDI"]
@@ -577,13 +762,14 @@ class XapiSimulator:
                 v = self._db["VDI"][vdi]
                 vdi = self._new_vdi(v["SR"], **{k: v[k] for k in _DEFAULTS["VDI"]
                                                 if k not in ("SR", "VBDs")})
-            self._new_vbd(clone, vdi, **{k: b[k] for k in ("type", "userdevice", "bootable",
-                                                          "mode")})
+            self._new_vbd(clone, vdi, **{k: copy.deepcopy(b[k]) for k in (
+                "type", "userdevice", "bootable", "mode", "other_config")})
         return clone
 
     @_api("VM.provision")
     def _vm_provision(self, s: str, vm: str) -> str:
         r = self._check_vm_op(vm, "provision")
+        r["is_a_template"] = False  # xapi's first step: a failure below leaves a plain VM
         default_sr = self._db["pool"][self._pool]["default_SR"]
         plan = []
         for disk in ET.fromstring(r["other_config"].get("disks", "<provision/>")).iter("disk"):
@@ -591,13 +777,16 @@ class XapiSimulator:
             if sr not in self._db["SR"]:
                 raise XapiError("VM_REQUIRES_SR", vm, sr)
             plan.append((sr, disk.attrib))
-        for sr, disk in plan:  # all checks first: a failed provision leaves nothing behind
+        if self.storage_full is not None:  # the SR (or its SM backend) has no room
+            raise XapiError(self.storage_full, *self._fault_args(self.storage_full,
+                                                                  "VM.provision", [s, vm]))
+        for sr, disk in plan:  # all checks first: a failed provision leaves no disk behind
             size = str(int(disk.get("size", "0")))
             vdi = self._new_vdi(sr, name_label=f"{r['name_label']} {disk.get('device', '0')}",
                                 virtual_size=size, type=disk.get("type", "system"))
             self._new_vbd(vm, vdi, type="Disk", userdevice=disk.get("device", "0"),
-                          bootable=disk.get("bootable") == "true")
-        r["is_a_template"] = False
+                          bootable=disk.get("bootable") == "true",
+                          other_config={"owner": "true"})  # the VM owns this disk
         r["other_config"].pop("disks", None)
         return ""
 
@@ -620,6 +809,7 @@ class XapiSimulator:
             if r is None or r["power_state"] != "Running" or self._boots[vm] != boot:
                 return
             networks = {} if self.never_report_ip else _networks(self.guest_ip)
+            self._booted[vm] = boot
             if r["guest_metrics"] in self._db["VM_guest_metrics"]:
                 self._db["VM_guest_metrics"][r["guest_metrics"]].update(
                     networks=networks, last_updated=_now())
@@ -649,7 +839,10 @@ class XapiSimulator:
         for vbd in r["VBDs"]:  # the VBDs go, the VDIs stay (like xapi)
             b = self._db["VBD"].pop(vbd)
             self._db["VDI"][b["VDI"]]["VBDs"].remove(vbd)
+        for vif in r["VIFs"]:
+            self._db["network"][self._db["VIF"].pop(vif)["network"]]["VIFs"].remove(vif)
         self._db["VM_guest_metrics"].pop(r["guest_metrics"], None)
+        self._db["VM_metrics"].pop(r["metrics"], None)
         parent = self._db["VM"].get(r["snapshot_of"])
         if parent is not None:
             parent["snapshots"].remove(vm)
@@ -668,7 +861,7 @@ class XapiSimulator:
     @_api("task.destroy")
     def _task_destroy(self, s: str, task: str) -> str:
         self._get("task", task)
-        del self._db["task"][task]
+        self._forget_task(task)
         return ""
 
     @_api("task.cancel")

@@ -1,0 +1,62 @@
+"""`bioxen results query SQL`: DuckDB over every comparison's and sweep's Parquet files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bioxen_flows.cli import output
+
+HELP = """\
+views: comparisons (one row per organism and run), comparison_timeseries (VM x minute),
+sweeps (design point x replicate); each with run_dir, run_date and run_id.
+
+example:
+  bioxen results query "SELECT run_date, organism, avg(growth_rate_per_min) AS growth
+                        FROM comparisons GROUP BY ALL ORDER BY run_date" """
+
+
+def add_parser(add, commands_of) -> None:  # noqa: ANN001 (app.build_parser's helpers)
+    results = add("results", cmd_results_help, "query results across runs (DuckDB SQL)",
+                  json=False)
+    sub = commands_of(results)
+    query = sub.add_parser("query", help="run SQL over every run's Parquet results",
+                           description="run SQL over every run's Parquet results",
+                           epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    query.set_defaults(handler=cmd_results_query, subparser=query)
+    query.add_argument("sql", metavar="SQL", help="one DuckDB SELECT over the views below")
+    query.add_argument("--results", type=Path, default=Path("bioxen_results"), metavar="DIR",
+                       help="the folder compare/sweep wrote to (default bioxen_results)")
+    form = query.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="rows as a JSON list")
+    form.add_argument("--csv", action="store_true", help="rows as CSV")
+
+
+def cmd_results_help(args: argparse.Namespace) -> int:
+    args.subparser.error("choose a subcommand: query")
+    return 2
+
+
+def cmd_results_query(args: argparse.Namespace) -> int:
+    from bioxen_flows.results import query
+    from bioxen_flows.serialization import json_safe
+
+    frame = query(args.results, args.sql)
+    if args.json:
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        output.print_json(json_safe([{k: _plain(v) for k, v in r.items()} for r in records]))
+    elif args.csv:
+        frame.to_csv(sys.stdout, index=False)
+    else:
+        output.console().print(output.table(
+            f"{len(frame)} row(s)", [str(c) for c in frame.columns],
+            [[output.number(_plain(v)) for v in row] for row in
+             frame.astype(object).where(frame.notna(), None).itertuples(index=False)],
+        ))
+    return 0
+
+
+def _plain(value: object) -> object:
+    """Dates and timestamps as ISO text; everything else unchanged."""
+    return value.isoformat() if hasattr(value, "isoformat") else value

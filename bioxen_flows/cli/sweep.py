@@ -1,0 +1,92 @@
+"""`bioxen sweep`: which chassis, promoter strength and copy number give the most protein
+for the least growth lost (the sweep-design-space Prefect flow)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from bioxen_flows.cli import output
+
+HELP = """\
+axes are lists (0.25,1,4) or ranges: LOW:HIGH:logN (N values evenly spaced on a log scale,
+e.g. 0.1:10:log8) or LOW:HIGH:linN (1:20:lin5). Each point is a VM grown for --hours; each
+organism and nutrient level also gets a control VM without the package, for the burden.
+Points computed before (same model, package, parameters, seed, engine) are reused from
+Prefect's result cache (setting result_storage, BIOXEN_RESULT_STORAGE; default
+$BIOXEN_HOME/prefect-results).
+
+example:
+  bioxen sweep ecoli syn3a --package gfp_reporter --strength 0.25,1,4 --copies 1,5,20 \\
+      --hours 24 --out results/"""
+
+
+def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
+    sweep = add("sweep", cmd_sweep, "sweep a design space: organisms x promoter strength x "
+                "copies x nutrient (the sweep-design-space Prefect flow)")
+    sweep.epilog = HELP
+    sweep.formatter_class = argparse.RawDescriptionHelpFormatter
+    sweep.add_argument("organisms", nargs="+", metavar="BIO_TYPE",
+                       help="syn3a, ecoli and/or minimal_cell")
+    sweep.add_argument("--package", default="gfp_reporter",
+                       help="built-in package or an .ant/.xml module (default gfp_reporter)")
+    sweep.add_argument("--strength", default="1", metavar="AXIS",
+                       help="promoter strengths, x the package's transcription (default 1)")
+    sweep.add_argument("--copies", default="1", metavar="AXIS", help="copy numbers (default 1)")
+    sweep.add_argument("--nutrient", metavar="AXIS",
+                       help="external nutrient levels, molecules (default: the model's 1e4)")
+    sweep.add_argument("--replicates", type=int, default=1,
+                       help="stochastic replicates per point (needs --seed)")
+    sweep.add_argument("--seed", type=int, help="stochastic mode; replicate r uses seed + r")
+    sweep.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
+    sweep.add_argument("--max-burden", type=float, default=20.0, metavar="PERCENT",
+                       help="best point = most protein per cell per hour with at most this "
+                            "burden (default 20)")
+    sweep.add_argument("--out", default="bioxen_results", metavar="DIR",
+                       help="output folder; each run writes a subdirectory of its own")
+    sweep.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes for new points (default: one per CPU)")
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Check the design space, run the flow, print the best points and the reuse."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from bioxen_flows.errors import InputError
+    from bioxen_flows.orchestration.design_space import design_points, parse_axis
+
+    strengths = parse_axis(args.strength, "strength")
+    copies = [int(c) for c in parse_axis(args.copies, "copies", integer=True)]
+    nutrients = parse_axis(args.nutrient, "nutrient") if args.nutrient else None
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
+    if not 0 <= args.max_burden <= 100:  # the flow checks these too; here before Prefect starts
+        raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
+    design_points(args.organisms, args.package, strengths, copies, nutrients or [None],
+                  args.replicates, args.seed, args.hours)  # refuses a bad sweep up front
+    from bioxen_flows.orchestration.sweep import sweep_design_space
+
+    started = time.perf_counter()
+    result = sweep_design_space(
+        organisms=args.organisms, package=args.package, strengths=strengths, copies=copies,
+        nutrients=nutrients, replicates=args.replicates, seed=args.seed, hours=args.hours,
+        max_burden=args.max_burden, out_dir=args.out, workers=args.workers,
+    )
+    result["wall_seconds"] = time.perf_counter() - started
+    if args.json:
+        output.print_json(result)
+        return 0
+    columns = ("organism", "strength", "copies", "protein_per_cell_per_hour", "burden_percent",
+               "growth_rate_per_min", "doubling_time_min")
+    output.console().print(output.table(
+        f"best point per organism (burden <= {args.max_burden:g} %)",
+        ("organism", "strength", "copies", "protein/cell/h", "burden %", "growth 1/min",
+         "doubling min"),
+        [[output.number(row.get(c)) if c != "organism" else row[c] for c in columns]
+         for row in result["best"]],
+    ))
+    print(f"{result['reused']} of {result['points']} points reused from the cache "
+          f"({result['controls_reused']} of {result['controls']} controls); "
+          f"{result['wall_seconds']:.1f} s")
+    print(f"results in {result['out_dir']} ({result['latest']} points there)")
+    return 0

@@ -1,0 +1,300 @@
+"""The `sweep-design-space` flow: which chassis, promoter and copy number give the most
+protein for the least growth lost?
+
+Each point of the design space (organism x promoter strength x copy number x nutrient,
+and replicate) is one bio-VM grown for `hours`, plus one control VM (no package) per
+organism and nutrient that the burden is measured against.
+
+**Reuse.** A point's task is cached by Prefect under a key made of everything that
+determines its result and nothing else (`point_fingerprint`): the model text's hash, the
+organism's parameters, the package's content, the point's parameters and seed, and the
+engine's versions. Results persist in the result storage of `result_storage()` (a local
+folder by default), so a later sweep that overlaps this one simulates only its new points.
+Points already in the cache are read on the flow's threads; only new ones go to the
+worker processes of `simulation_task_runner`, so a sweep that is all reuse starts none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as current_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from bioxen_flows import __version__
+from bioxen_flows.errors import InputError
+from bioxen_flows.logs import vm_context
+from bioxen_flows.orchestration import reporting, sweep_report
+from bioxen_flows.orchestration.design_space import design_points
+from bioxen_flows.orchestration.runners import simulation_task_runner
+from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
+from bioxen_flows.serialization import json_safe
+from bioxen_flows.vm import destroy_labelled_vms
+
+SWEEP_TIMEOUT_S = 12 * 60 * 60
+
+
+def result_storage() -> str | Path:
+    """Where cached point results live: the `result_storage` setting
+    (`BIOXEN_RESULT_STORAGE`), a folder (default `<home>/prefect-results`) or a saved Prefect
+    storage block `type/name` (e.g. `s3-bucket/sweeps`) for workers on several machines."""
+    from bioxen_flows.settings import get_settings
+
+    settings = get_settings()
+    value = (settings.result_storage or "").strip()
+    if re.fullmatch(r"[a-z0-9-]+/[A-Za-z0-9_-]+", value):
+        return value
+    return (Path(value).expanduser() if value else settings.home / "prefect-results").resolve()
+
+
+@lru_cache(maxsize=256)
+def _package_fingerprint(package: str, content_sha: str) -> tuple[str, Any]:
+    from bioxen_flows.model.packages import BUILTIN_PACKAGES, resolve_package
+
+    if package in BUILTIN_PACKAGES:
+        pkg = BUILTIN_PACKAGES[package]
+        return repr(pkg), pkg
+    return content_sha, resolve_package(package)
+
+
+def point_fingerprint(point: dict[str, Any]) -> dict[str, Any]:
+    """Everything that determines a point's result (and nothing that does not, such as the
+    VM id or the run): what its cache key is made of."""
+    from bioxen_flows.model.builder import build_model_text
+    from bioxen_flows.organisms.profiles import get_profile
+
+    profile = get_profile(point["organism"])
+    packages = []
+    package_id = None
+    if point["package"]:
+        content = hashlib.sha256(
+            b"" if _is_builtin(point["package"]) else Path(point["package"]).read_bytes()
+        ).hexdigest()
+        package_id, pkg = _package_fingerprint(point["package"], content)
+        packages = [pkg.with_copies(point["copies"]).with_strength(point["strength"])]
+    text = build_model_text(profile.parameters, packages, stochastic=point["seed"] is not None)
+    return {
+        "model_sha256": hashlib.sha256(text.encode()).hexdigest(),
+        "organism": {"name": profile.biological_type, "parameters": dict(profile.parameters)},
+        "package": package_id,
+        "point": {k: point[k] for k in
+                  ("role", "strength", "copies", "nutrient", "hours", "seed")},
+        "engine": _engine_versions(),
+    }
+
+
+def point_key(point: dict[str, Any]) -> str:
+    blob = json.dumps(point_fingerprint(point), sort_keys=True, default=str)
+    return "bioxen-point-" + hashlib.sha256(blob.encode()).hexdigest()
+
+
+def point_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """Prefect cache_key_fn: the point's key (its VM id and the run do not matter)."""
+    return point_key(parameters["point"])
+
+
+@lru_cache(maxsize=1)
+def _engine_versions() -> dict[str, str]:
+    return {"bioxen": __version__, **{
+        name: metadata.version(name) for name in ("libroadrunner", "antimony")
+    }}
+
+
+def _is_builtin(package: str) -> bool:
+    from bioxen_flows.model.packages import BUILTIN_PACKAGES
+
+    return package in BUILTIN_PACKAGES
+
+
+def _point_run_name() -> str:
+    from prefect.runtime import task_run
+
+    p = (task_run.parameters or {}).get("point") or {}
+    if p.get("role") == "control":
+        return f"simulate-point-{p.get('organism')}-control"
+    return (f"simulate-point-{p.get('organism')}-s{p.get('strength'):g}-c{p.get('copies')}"
+            f"-r{p.get('replicate')}")
+
+
+def point_program(point: dict[str, Any]) -> str:
+    """The process program of a point (json.dumps writes the package as a literal)."""
+    lines = []
+    if point["role"] == "cell":
+        lines.append(f"install({json.dumps(point['package'])}, copies={point['copies']!r}, "
+                     f"strength={point['strength']!r})")
+    return "\n".join([*lines, f"grow(minutes={point['hours'] * 60!r})"])
+
+
+@task(name="simulate-point", task_run_name=_point_run_name, cache_key_fn=point_cache_key,
+      persist_result=True)
+def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, Any]:
+    """Grow one VM of the design space and read its final state (units in the names)."""
+    from bioxen_flows.vm import create_bio_vm
+
+    simulation: dict[str, Any] = {}
+    if point["seed"] is not None:
+        simulation.update(stochastic=True, seed=point["seed"])
+    if point["nutrient"] is not None:
+        simulation["nutrient"] = point["nutrient"]
+    with vm_context(vm_id):  # log lines name the point's VM
+        vm = create_bio_vm(vm_id, point["organism"], "basic",
+                           {"labels": {OWNER_LABEL: owner}, "simulation": simulation})
+        try:
+            vm.start()
+            m = vm.execute_biological_process(point_program(point))["summary"]
+        finally:
+            vm.destroy()
+    return json_safe({
+        "growth_rate_per_min": m["growth_rate_per_min"],
+        "doubling_time_min": m["doubling_time_min"],
+        "ribosomes_total": m["ribosomes_total"],
+        "atp_percent": m["atp_percent"],
+        "nutrient_molecules": m["nutrient_molecules"],
+        "protein_per_cell": sum(m["protein_molecules"].values()),
+        "protein_per_cell_per_hour": 60.0 * sum(m["protein_synthesis_per_min"].values()),
+    })
+
+
+def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
+    """A crashed or cancelled sweep destroys the VMs of its points still alive."""
+    destroy_labelled_vms(OWNER_LABEL, str(flow_run.id))
+
+
+@contextmanager
+def _api_for_workers() -> Iterator[None]:
+    """Worker processes report to this run's Prefect API. On the embedded (ephemeral)
+    server no API URL is set, and each worker would start an embedded server of its own
+    and lose its task runs: hand them the URL of the one this flow uses."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+
+    if get_current_settings().api.url:
+        yield
+        return
+    with get_client(sync_client=True) as client:
+        url = str(client.api_url)
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield
+
+
+def _sweep_run_name() -> str:
+    """`sweep-ecoli-syn3a-gfp_reporter-18pts-24h`, readable in the UI."""
+    p = current_run.parameters or {}
+    organisms = p.get("organisms") or []
+    package = Path(str(p.get("package") or "package")).stem
+    n = (len(p.get("strengths") or [1]) * len(p.get("copies") or [1])
+         * len(p.get("nutrients") or [None]) * int(p.get("replicates") or 1) * len(organisms))
+    return f"sweep-{'-'.join(organisms)}-{package}-{n}pts-{float(p.get('hours', 24)):g}h"
+
+
+@flow(name="sweep-design-space", flow_run_name=_sweep_run_name, timeout_seconds=SWEEP_TIMEOUT_S,
+      task_runner=ThreadPoolTaskRunner(max_workers=8),
+      on_crashed=[_teardown_hook], on_cancellation=[_teardown_hook], log_prints=True)
+def sweep_design_space(
+    organisms: list[str],
+    package: str = "gfp_reporter",
+    strengths: list[float] | None = None,
+    copies: list[int] | None = None,
+    nutrients: list[float] | None = None,
+    replicates: int = 1,
+    seed: int | None = None,
+    hours: float = 24.0,
+    max_burden: float = 20.0,
+    out_dir: str = "bioxen_results",
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Grow one VM per point of organisms x strengths x copies x nutrients (x replicates).
+
+    Writes to `<out_dir>/<UTC date>-<run name>-<run id prefix>/` (and points
+    `<out_dir>/latest` there): the tidy Parquet dataset `points/` partitioned by organism,
+    `summary.csv`, `heatmap-<organism>.png` and `best.md`; publishes the
+    sweep-design-space-best (table) and sweep-design-space-report (markdown) artifacts.
+
+    Args:
+        organisms: Chassis to compare, among syn3a, ecoli and minimal_cell.
+        package: Built-in package name or the path of an Antimony/SBML module.
+        strengths: Promoter strengths, multipliers on the package's transcription rates
+            (default [1]).
+        copies: Gene copy numbers (default [1]).
+        nutrients: External nutrient levels, molecules (default: the model's 1e4).
+        replicates: Stochastic replicates per point (needs a seed; default 1).
+        seed: Stochastic (Gillespie) mode; replicate r uses seed + r. Default: ODE.
+        hours: Simulated hours each VM grows (default 24).
+        max_burden: Burden limit, %: the best point of an organism is the one with the
+            highest protein per cell per hour whose burden is at most this.
+        out_dir: Folder for the results; each run writes a subdirectory of its own.
+        workers: Worker processes for new points (default: one per CPU).
+    """
+    if workers is not None and not 1 <= workers <= 256:
+        raise InputError(f"workers must be between 1 and 256, got {workers}")
+    if not 0 <= max_burden <= 100:
+        raise InputError(f"max_burden must be between 0 and 100 %, got {max_burden:g}")
+    log = get_run_logger()
+    owner = str(current_run.get_id() or "local")
+    run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
+    if package and not _is_builtin(package):
+        package = str(Path(package).resolve())  # worker processes may stand elsewhere
+    points = design_points(organisms, package, list(strengths or [1.0]),
+                           [int(c) for c in copies or [1]], list(nutrients or [None]),
+                           replicates, seed, hours)
+    storage = result_storage()
+    simulate = simulate_point.with_options(result_storage=storage)
+    from prefect.results import ResultStore, resolve_result_storage
+
+    store = ResultStore(result_storage=resolve_result_storage(storage))
+    cached = [store.exists(point_key(p)) for p in points]
+    log.info("sweeping %d points (%d in the cache)", len(points), sum(cached))
+    futures: list[PrefectFuture] = []
+    try:
+        # a cached point is read on the flow's threads; only new ones start worker processes
+        hits = {i: simulate.submit(p, f"sw-{run_tag}-{i}", owner)
+                for i, p in enumerate(points) if cached[i]}
+        new = [i for i, hit in enumerate(cached) if not hit]
+        if new:
+            n_workers = min(workers or os.cpu_count() or 1, len(new))
+            with _api_for_workers(), simulation_task_runner(n_workers) as pool:
+                fresh = {i: pool.submit(simulate, {
+                    "point": points[i], "vm_id": f"sw-{run_tag}-{i}", "owner": owner})
+                    for i in new}
+                futures = [hits.get(i) or fresh[i] for i in range(len(points))]
+                results = [f.result() for f in futures]
+        else:
+            futures = [hits[i] for i in range(len(points))]
+            results = [f.result() for f in futures]
+    finally:
+        teardown_bio_vms(owner)  # VMs of points that failed half-way
+    reused_flags = [f.state.name == "Cached" for f in futures]
+    cells = [i for i, p in enumerate(points) if p["role"] == "cell"]
+    reused = sum(reused_flags[i] for i in cells)
+    controls_reused = sum(reused_flags) - reused
+    dataset = sweep_report.points_frame(points, results, reused_flags, run_id=owner,
+                                        run_name=current_run.get_name() or "sweep-design-space")
+    run_dir = reporting.run_directory(Path(out_dir), current_run.get_name() or "sweep", owner)
+    report = sweep_report.write_sweep(dataset, run_dir, max_burden)
+    latest = reporting.point_latest(Path(out_dir), run_dir)
+    sweep_report.publish_artifacts(report, max_burden, key="sweep-design-space")
+    log.info("%d of %d points (and %d of %d controls) reused from the cache; results in %s",
+             reused, len(cells), controls_reused, len(points) - len(cells), run_dir)
+    return {
+        "points": len(cells),
+        "reused": reused,
+        "controls": len(points) - len(cells),
+        "controls_reused": controls_reused,
+        "out_dir": str(run_dir),
+        "latest": str(latest),
+        "best": report["best"].astype(object).where(report["best"].notna(), None)
+        .to_dict("records"),
+        "paths": {k: str(v) for k, v in report["paths"].items()},
+    }
+

@@ -1,0 +1,136 @@
+"""Design-space sweeps: axes, points, cache keys, and the flow's reuse against a Prefect server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bioxen_flows.cli import main
+from bioxen_flows.engine.cell import Cell
+from bioxen_flows.errors import InputError
+from bioxen_flows.orchestration.design_space import design_points, parse_axis
+
+
+def test_axes_are_lists_or_ranges() -> None:
+    assert parse_axis("4,0.25,1,1", "strength") == [0.25, 1.0, 4.0]
+    assert parse_axis("0.1:10:log3", "strength") == pytest.approx([0.1, 1.0, 10.0])
+    assert parse_axis("1:20:lin5", "copies", integer=True) == [1, 6, 10, 15, 20]
+    assert parse_axis("1:3:3", "copies", integer=True) == [1, 2, 3]
+    for bad, message in (("0:10:log4", "log range needs bounds > 0"),
+                         ("a,b", "numbers separated by commas"),
+                         ("1:2:log99", "1 to 50 values"), (",", "1 to 50 values")):
+        with pytest.raises(InputError, match=message):
+            parse_axis(bad, "strength")
+
+
+def test_points_span_the_space_with_one_control_per_organism_and_nutrient() -> None:
+    points = design_points(["ecoli", "syn3a"], "gfp_reporter", [0.25, 1, 4], [1, 5, 20],
+                           [None, 5e3], 1, None, 24)
+    cells = [p for p in points if p["role"] == "cell"]
+    controls = [p for p in points if p["role"] == "control"]
+    assert len(cells) == 2 * 2 * 9 and len(controls) == 4
+    assert {(p["organism"], p["nutrient"]) for p in controls} == {
+        ("ecoli", None), ("ecoli", 5e3), ("syn3a", None), ("syn3a", 5e3)}
+    seeded = design_points(["ecoli"], "gfp_reporter", [1], [1], [None], 3, 7, 2)
+    assert [p["seed"] for p in seeded if p["role"] == "cell"] == [7, 8, 9]
+    with pytest.raises(InputError, match="give a seed"):
+        design_points(["ecoli"], "gfp_reporter", [1], [1], [None], 3, None, 2)
+    with pytest.raises(InputError, match="organisms must be among"):
+        design_points(["yeast"], "gfp_reporter", [1], [1], [None], 1, None, 2)
+
+
+def test_the_cache_key_is_what_determines_the_result(tmp_path: Path) -> None:
+    from bioxen_flows.orchestration.sweep import point_key
+
+    (point,) = [p for p in design_points(["ecoli"], "gfp_reporter", [1], [5], [None], 1, None,
+                                         24) if p["role"] == "cell"]
+    assert point_key(point) == point_key(dict(point))
+    assert point_key({**point, "replicate": 3}) == point_key(point)  # a label, not an input
+    for change in ({"strength": 2.0}, {"copies": 6}, {"hours": 12.0}, {"seed": 1},
+                   {"nutrient": 5e3}, {"organism": "syn3a"}):
+        assert point_key({**point, **change}) != point_key(point), change
+    module = tmp_path / "het.ant"
+    module.write_text("w_het = 100; n_het = 300;\n")
+    user = {**point, "package": str(module)}
+    before = point_key(user)
+    module.write_text("w_het = 100; n_het = 310;\n")  # same path, other content
+    assert point_key(user) != before
+
+
+def _sweep(out: Path, strengths: str) -> dict:
+    return {"argv": ["sweep", "ecoli", "--package", "gfp_reporter", "--strength", strengths,
+                     "--copies", "1,5", "--hours", "2", "--workers", "2", "--max-burden", "60",
+                     "--out", str(out), "--json"]}
+
+
+def test_result_storage_is_a_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                     bioxen_home: Path) -> None:
+    from bioxen_flows.orchestration.sweep import result_storage
+
+    assert result_storage() == (bioxen_home / "prefect-results").resolve()
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(tmp_path / "cache"))
+    assert result_storage() == (tmp_path / "cache").resolve()
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", "s3-bucket/sweeps")  # a saved block's slug
+    assert result_storage() == "s3-bucket/sweeps"
+
+
+def test_a_repeated_sweep_reuses_every_point(
+    prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Against a Prefect server: the second identical sweep simulates nothing; an
+    overlapping one simulates only its new points. The numbers are the model's."""
+    out = tmp_path / "results"
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(cache))
+    runs = []
+    for strengths in ("1,4", "1,4", "1,4,8"):
+        assert main(_sweep(out, strengths)["argv"]) == 0
+        runs.append(json.loads(capsys.readouterr().out))
+    first, again, wider = runs
+    assert len(list(cache.iterdir())) == 7  # one cached result per point and control
+    assert (first["points"], first["reused"], first["controls_reused"]) == (4, 0, 0)
+    assert (again["points"], again["reused"], again["controls_reused"]) == (4, 4, 1)
+    assert (wider["points"], wider["reused"], wider["controls_reused"]) == (6, 4, 1)
+
+    run_dir = Path(wider["out_dir"])
+    assert (out / "latest").resolve() == run_dir.resolve()
+    dataset = pd.read_parquet(run_dir / "points")
+    assert (run_dir / "points" / "organism=ecoli").is_dir()
+    cells = dataset[dataset["role"] == "cell"].set_index(["strength", "copies"])
+    assert cells["reused"].sum() == 4 and not cells.loc[(8.0, 1), "reused"]
+    assert {"run_id", "run_time", "burden_percent", "protein_per_cell_per_hour",
+            "doubling_time_min", "ribosomes_total", "atp_percent"} <= set(dataset.columns)
+    # burden rises with expression; the numbers are a fresh cell's
+    burden = cells["burden_percent"]
+    assert 0 < burden[(1.0, 1)] < burden[(4.0, 1)] < burden[(8.0, 1)]
+    cell = Cell("ecoli")
+    cell.install("gfp_reporter", copies=5, strength=4)
+    cell.grow(120)
+    assert cells.loc[(4.0, 5), "growth_rate_per_min"] == pytest.approx(
+        cell.metrics()["growth_rate_per_min"], rel=1e-9)
+    assert (run_dir / "heatmap-ecoli.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = pd.read_csv(run_dir / "summary.csv")
+    assert len(summary) == 6
+    best = wider["best"][0]
+    allowed = summary[summary["burden_percent"] <= 60]
+    assert best["within_burden_limit"] and best["burden_percent"] <= 60
+    assert best["protein_per_cell_per_hour"] == allowed["protein_per_cell_per_hour"].max()
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()
+    keys = {a.key for a in artifact}
+    assert {"sweep-design-space-best", "sweep-design-space-report"} <= keys
+
+
+def test_bad_sweep_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sweep", "ecoli", "--strength", "0:10:log3"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "log range needs bounds > 0" in err
+    assert main(["sweep", "ecoli", "--replicates", "3"]) == 1
+    assert "give a seed" in capsys.readouterr().err
