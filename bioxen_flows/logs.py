@@ -120,6 +120,7 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
         handler.addFilter(RedactingFilter())
         ours.addHandler(handler)
         ours.propagate = False
+    handler.setStream(sys.stderr)  # the current one (a CLI run in-process, tests)
     handler.setFormatter(_handler_formatter(log_format))
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for prefect_handler in logging.getLogger(name).handlers:

@@ -38,7 +38,7 @@ def test_settings_precedence_default_file_environment(
     assert rows["owner"]["value"] == "lab-b" and rows["owner"]["source"] == "environment"
     assert rows["gc_min_age_seconds"]["value"] == 60.0
     assert rows["gc_min_age_seconds"]["source"].startswith("file ")
-    assert rows["log_level"] == {**rows["log_level"], "value": "INFO", "source": "default"}
+    assert rows["log_level"] == {**rows["log_level"], "value": "WARNING", "source": "default"}
     assert rows["home"]["source"] == "environment"
 
 
