@@ -120,14 +120,21 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
         handler.addFilter(RedactingFilter())
         ours.addHandler(handler)
         ours.propagate = False
-    handler.setStream(sys.stderr)  # the current one (a CLI run in-process, tests)
+    handler.stream = sys.stderr  # the current one (a CLI run in-process, tests); no flush
     handler.setFormatter(_handler_formatter(log_format))
     for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
         for prefect_handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactingFilter) for f in prefect_handler.filters):
                 prefect_handler.addFilter(RedactingFilter())
-            if log_format == "json" and isinstance(prefect_handler, logging.StreamHandler):
+            if not isinstance(prefect_handler, logging.StreamHandler):
+                continue
+            original = getattr(prefect_handler, "_bioxen_original", None)
+            if log_format == "json":
+                if original is None:
+                    prefect_handler._bioxen_original = prefect_handler.formatter  # type: ignore[attr-defined]
                 prefect_handler.setFormatter(JsonFormatter())
+            elif original is not None:  # back to Prefect's own text lines
+                prefect_handler.setFormatter(original)
 
 
 def _database_password(url: str | None) -> str | None:

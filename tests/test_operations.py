@@ -385,14 +385,17 @@ def test_the_redaction_filter_masks_registered_secrets(capsys: pytest.CaptureFix
     from bioxen_flows.logs import configure_logging, register_secret
 
     configure_logging("json", "INFO")
-    register_secret("hunter2-xcpng")
-    log = logging.getLogger("bioxen_flows.test")
-    log.info("password is %s", "hunter2-xcpng")
     try:
-        raise RuntimeError("failed with hunter2-xcpng")
-    except RuntimeError:
-        log.exception("oops")
-    err = capsys.readouterr().err
+        register_secret("hunter2-xcpng")
+        log = logging.getLogger("bioxen_flows.test")
+        log.info("password is %s", "hunter2-xcpng")
+        try:
+            raise RuntimeError("failed with hunter2-xcpng")
+        except RuntimeError:
+            log.exception("oops")
+        err = capsys.readouterr().err
+    finally:
+        configure_logging("text", "WARNING")
     assert "hunter2-xcpng" not in err and err.count("***") >= 2
     assert [json.loads(line)["level"] for line in err.splitlines()] == ["INFO", "ERROR"]
 
