@@ -81,7 +81,8 @@ def test_modules_read_settings_not_the_environment() -> None:
     readers = [
         str(path.relative_to(package)) for path in package.rglob("*.py")
         if path.name != "settings.py" and any(
-            "environ" in line and "BIOXEN_" in line for line in path.read_text().splitlines())
+            "environ" in line and "BIOXEN_" in line
+            for line in path.read_text(encoding="utf-8").splitlines())
     ]
     assert readers == []
 
