@@ -290,7 +290,8 @@ def test_credentials_block_registers_saves_loads_and_drives_a_flow(
     env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
     done = subprocess.run(
         [sys.executable, "-m", "prefect", "block", "register", "-m",
-         "bioxen_flows.xcpng.credentials"], env=env, capture_output=True, text=True, timeout=120)
+         "bioxen_flows.xcpng.credentials"], env=env, capture_output=True, encoding="utf-8",
+        errors="replace", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     with get_client(sync_client=True) as client:
         assert client.read_block_type_by_slug("xcp-ng-credentials").name == "XCP-ng Credentials"

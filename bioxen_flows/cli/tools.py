@@ -187,6 +187,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise InputError("give either --seed (stochastic) or --deterministic, not both")
     replicates = 1 if args.deterministic else args.replicates
     total = len(organisms) * (replicates + (1 if args.package else 0))
+    config = _flow_config(args.config)  # a bad config file is refused before any server
     api_url, server_s = _start_prefect_api()
     if api_url is not None and not args.json:
         print(f"started Prefect's temporary server in {server_s:.1f} s "
@@ -212,7 +213,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 out_dir=str(args.out),
                 vm_type=args.vm_type,
                 csv=args.csv,
-                config=_flow_config(args.config),
+                config=config,
             )
 
     result = _with_progress(run, total)
