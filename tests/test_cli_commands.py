@@ -393,9 +393,11 @@ MODEL = ("roadrunner", "numpy", "antimony")
 
 
 @pytest.mark.parametrize("args", [("status", "lab"), ("status", "lab", "--json"),
-                                  ("stop", "lab"), ("start", "lab"), ("destroy", "lab")])
+                                  ("stop", "lab"), ("start", "lab"), ("destroy", "lab"),
+                                  ("allocate", "lab", "--atp", "40", "--ribosomes", "900")])
 def test_state_commands_compile_no_model(args):
-    """status reads the metrics recorded with the VM's state; lifecycle changes need no cell."""
+    """status reads the metrics recorded with the VM's state; lifecycle changes and caps
+    need no cell."""
     ok("create", "lab", "syn3a", "--auto-start")
     if args[0] == "start":
         ok("stop", "lab")
@@ -410,6 +412,29 @@ def test_state_commands_compile_no_model(args):
         assert shown["doubling_time_min"] == pytest.approx(105, rel=0.1)  # the model's number
     elif args[0] == "status":
         assert "doubling time" in run.stdout
+    elif args[0] == "allocate":
+        metrics = data("status", "lab")["metrics"]
+        assert (metrics["atp_cap_percent"], metrics["ribosome_cap"]) == (40.0, 900.0)
+
+
+def test_caps_set_without_the_model_are_what_the_model_would_set():
+    """A CLI allocate writes the caps into the stored state without building the cell; the
+    VM then behaves exactly as one capped with its cell built."""
+    from bioxen_flows.vm import load_bio_vm
+
+    for vm_id in ("cold", "warm"):
+        ok("create", vm_id, "ecoli", "--auto-start")
+    ok("allocate", "cold", "--atp", "35", "--ribosomes", "4000")  # a process with no cell
+    warm = load_bio_vm("warm")
+    warm.get_biological_metrics()  # build it here, so the caps go to a live cell
+    warm.allocate(atp_percent=35, ribosomes=4000)
+    cold = load_bio_vm("cold")
+    assert cold.recorded_metrics() == warm.recorded_metrics()
+    assert cold.get_biological_metrics() == warm.get_biological_metrics()
+    for vm in (cold, warm):
+        vm.execute_biological_process("grow(minutes=60)")
+    assert cold.get_biological_metrics() == warm.get_biological_metrics()
+    assert cold.get_biological_metrics()["atp_cap_percent"] == 35.0
 
 
 def test_long_vm_lists_print_as_plain_columns():

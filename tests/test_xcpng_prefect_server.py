@@ -74,8 +74,11 @@ def flow_run_process(local: LocalPrefect, run_id: Any) -> psutil.Process:
     raise AssertionError(f"no process runs flow run {run_id}:\n{local.log_tail('worker')}")
 
 
-def wait_until_clean(sim: XapiSimulator, local: LocalPrefect) -> None:
-    """Until the hooks (which run after the process has gone) have reaped our VM."""
+def wait_until_clean(sim: XapiSimulator, local: LocalPrefect, log_start: int,
+                     run_process: psutil.Process | None = None) -> None:
+    """Until our VM is reaped and the run's process (where the state hooks run, after the
+    flow's own teardown) has exited, so that no hook is still talking to this test's pool
+    when the next test starts. Only the worker log written since `log_start` is ours."""
     from bioxen_flows.state import StateStore
     from bioxen_flows.xcpng.xapi import name_prefix
 
@@ -85,8 +88,13 @@ def wait_until_clean(sim: XapiSimulator, local: LocalPrefect) -> None:
         return not [vm for vm in sim.vms(include_templates=True)
                     if vm["name_label"].startswith(prefix)] and not sim.vdis(kind="system")
 
-    _eventually(lambda: clean() or HOOK_ERROR in local.log_text("worker"), timeout=120)
-    log = local.log_text("worker")
+    def ours() -> str:
+        return local.log_text("worker")[log_start:]
+
+    _eventually(lambda: clean() or HOOK_ERROR in ours(), timeout=120)
+    if run_process is not None:
+        psutil.wait_procs([run_process], timeout=120)
+    log = ours()
     if HOOK_ERROR in log:
         pytest.fail("a flow hook failed:\n" + log[log.index(HOOK_ERROR):][:3000])
 
@@ -96,12 +104,14 @@ def test_cancelling_an_xcpng_run_mid_provision_leaves_nothing_on_the_pool(
 ) -> None:
     from prefect.states import Cancelling
 
+    log_start = len(local_prefect.log_text("worker"))
     run_id = _start(client, LIFECYCLE, lifecycle_parameters())
     assert _eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
+    process = flow_run_process(local_prefect, run_id)
     client.set_flow_run_state(run_id, Cancelling())
     run = _wait_final(client, run_id, local_prefect)
     assert run.state.is_cancelled(), f"{run.state}\n{local_prefect.log_tail('worker')}"
-    wait_until_clean(pool, local_prefect)
+    wait_until_clean(pool, local_prefect, log_start, process)
     assert PASSWORD not in repr(client.read_flow_run(run_id).parameters)
 
 
@@ -110,12 +120,14 @@ def test_a_crashed_xcpng_run_leaves_nothing_on_the_pool(
 ) -> None:
     """SIGTERM to the flow run's process (a stopped container, a shutdown): the run is
     Crashed and its on_crashed hook reaps the VM it was booting."""
+    log_start = len(local_prefect.log_text("worker"))
     run_id = _start(client, LIFECYCLE, lifecycle_parameters())
     assert _eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
-    flow_run_process(local_prefect, run_id).terminate()
+    process = flow_run_process(local_prefect, run_id)
+    process.terminate()
     run = _wait_final(client, run_id, local_prefect)
     assert run.state.is_crashed(), f"{run.state}\n{local_prefect.log_tail('worker')}"
-    wait_until_clean(pool, local_prefect)
+    wait_until_clean(pool, local_prefect, log_start, process)
 
 
 def test_an_xcpng_run_killed_with_its_worker_is_reaped_by_the_cleanup_deployment(
@@ -126,6 +138,7 @@ def test_an_xcpng_run_killed_with_its_worker_is_reaped_by_the_cleanup_deployment
     by the restarted worker) reaps the VM it was booting, by its owner tag."""
     from tests.test_prefect_server_e2e import _start_worker
 
+    log_start = len(local_prefect.log_text("worker"))
     run_id = _start(client, LIFECYCLE, lifecycle_parameters())
     assert _eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
     worker = psutil.Process(local_prefect.worker.pid)
@@ -142,4 +155,4 @@ def test_an_xcpng_run_killed_with_its_worker_is_reaped_by_the_cleanup_deployment
     )
     assert _eventually(lambda: not pool.vms(), timeout=RUN_TIMEOUT), local_prefect.log_tail(
         "worker")
-    wait_until_clean(pool, local_prefect)
+    wait_until_clean(pool, local_prefect, log_start)

@@ -68,6 +68,12 @@ class Hypervisor:
                 self._entries.popitem(last=False)
             return entry
 
+    def holds(self, key: str, version: int) -> bool:
+        """Whether the cell of ``key`` at ``version`` is warm here."""
+        with self._lock:
+            entry = self._entries.get(key)
+            return entry is not None and entry.version == version
+
     def retag(self, key: str, old_version: int, new_version: int) -> None:
         """The caller wrote the cell's state as ``new_version``: keep it warm under that."""
         with self._lock:

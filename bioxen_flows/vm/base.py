@@ -331,8 +331,11 @@ class BiologicalVM(abc.ABC):
                 if ribosomes is not None:
                     allocations["ribosomes"] = int(ribosomes)
                 self._set_allocations(lease, allocations, previous)
-                self._commit(lease, "allocate", dict(allocations))
+                self._commit_allocation(lease, allocations)
         return allocations
+
+    def _commit_allocation(self, lease: str, allocations: dict[str, Any]) -> None:
+        self._commit(lease, "allocate", dict(allocations))
 
     def _set_allocations(self, lease: str, allocations: dict, previous: dict) -> None:
         """Record the allocation (budget-checked), then apply it to the cell; if the cell

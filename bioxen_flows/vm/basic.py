@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
+from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES, snapshot_under_caps
 from bioxen_flows.engine.hypervisor import Hypervisor, get_hypervisor
 from bioxen_flows.state import StateStore, VMRecord
 from bioxen_flows.vm.base import BiologicalVM
@@ -91,8 +91,25 @@ class BasicBiologicalVM(BiologicalVM):
             return cell.metrics()
 
     def _apply_caps(self, allocations: dict[str, Any]) -> None:
+        if not self._warm():
+            return  # the record holds the caps; the next build applies them
         with self._cell() as cell:
             _set_caps(cell, allocations)
+
+    def _commit_allocation(self, lease: str, allocations: dict[str, Any]) -> None:
+        """Caps on a cell that is not warm here (every CLI call) are written without
+        building it: the stored state is unchanged but for the caps."""
+        snapshot = self.record.snapshot
+        if self._warm() or not snapshot or not isinstance(snapshot.get("metrics"), dict):
+            super()._commit_allocation(lease, allocations)
+            return
+        self._write(lease, action="allocate", detail=dict(allocations),
+                    snapshot=snapshot_under_caps(
+                        snapshot, allocations.get("atp_percent", FULL_ATP_PERCENT),
+                        allocations.get("ribosomes", UNCAPPED_RIBOSOMES)))
+
+    def _warm(self) -> bool:
+        return self.hypervisor.holds(self.cache_key, self.record.version)
 
     def _cell_snapshot(self) -> dict[str, Any]:
         with self._cell() as cell:
