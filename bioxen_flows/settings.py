@@ -114,11 +114,11 @@ def settings_file(environ: dict[str, str] | None = None) -> Path:
 
 def _read_file(path: Path) -> dict[str, Any]:
     """The settings file's mapping ({} when absent); bad files are one `InputError` line."""
+    if not path.exists():
+        return {}
     from bioxen_flows.config.manager import parse_config_text
     from bioxen_flows.files import read_text_file
 
-    if not path.exists():
-        return {}
     data = parse_config_text(
         read_text_file(path, max_bytes=MAX_SETTINGS_FILE_BYTES, what="settings file"),
         "yaml", path)

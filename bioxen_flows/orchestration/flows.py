@@ -24,7 +24,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,10 @@ from bioxen_flows.orchestration import reporting
 from bioxen_flows.orchestration.limits import vm_slots
 from bioxen_flows.orchestration.reaper import with_run_labels
 from bioxen_flows.orchestration.runners import (
+    api_shared_with_workers,
     default_workers,
     in_process_task_runner,
     io_task_runner,
-    share_api_with_workers,
     simulation_task_runner,
 )
 from bioxen_flows.orchestration.tasks import (
@@ -304,19 +304,20 @@ def run_batches(
     `submitted` as soon as it exists, so the caller can settle them whatever happens.
     `on_done(n)` is called with the number of VMs finished so far as each batch completes.
     """
-    if runner is None:
-        share_api_with_workers()
     io_runner = runner.__enter__() if runner is not None else None
+    sharing = api_shared_with_workers() if runner is None else nullcontext()
     try:
         by_future: dict[Any, list[dict[str, Any]]] = {}
         order: dict[Any, int] = {}
-        for batch, label in batches:
-            params = {"specs": batch, "owner": owner, "code": code_for(batch), "label": label}
-            future = (io_runner.submit(simulate_bio_vms, params) if io_runner is not None
-                      else simulate_bio_vms.submit(**params))
-            submitted.append(future)
-            by_future[future] = batch
-            order[future] = len(order)
+        with sharing:
+            for batch, label in batches:
+                params = {"specs": batch, "owner": owner, "code": code_for(batch),
+                          "label": label}
+                future = (io_runner.submit(simulate_bio_vms, params) if io_runner is not None
+                          else simulate_bio_vms.submit(**params))
+                submitted.append(future)
+                by_future[future] = batch
+                order[future] = len(order)
         frames: dict[int, pd.DataFrame] = {}
         metrics: dict[str, dict[str, Any]] = {}
         done = 0

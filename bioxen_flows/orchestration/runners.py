@@ -11,6 +11,8 @@ docs/api.md ("Task runners") has the measurements behind choosing it over prefec
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
@@ -48,22 +50,21 @@ def in_process_task_runner() -> TaskRunner:
     return ThreadPoolTaskRunner(max_workers=1)
 
 
-def share_api_with_workers() -> None:
-    """Point worker processes at the API this flow run reports to.
+@contextmanager
+def api_shared_with_workers() -> Iterator[None]:
+    """Within this block, worker processes report to this run's Prefect API.
 
-    Without a configured `PREFECT_API_URL` a flow runs on Prefect's temporary (ephemeral)
-    server; a spawned worker would then start a temporary server of its own (seconds each)
-    and its task runs would never reach the UI. The process pool copies `os.environ` into
-    its workers at the first submission, so this must run before the first `.submit`.
-    """
-    if os.environ.get("PREFECT_API_URL"):
-        return
+    Without a configured API URL a flow runs on Prefect's temporary (ephemeral) server; a
+    spawned worker would start a temporary server of its own (seconds each) and its task
+    runs would never reach the UI. The process pool takes the current settings at its first
+    submission, so that submission must happen inside this block."""
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
 
-    if PREFECT_API_URL.value():
+    if get_current_settings().api.url:
+        yield
         return
     with get_client(sync_client=True) as client:
         url = str(client.api_url)
-    if url.startswith("http://127.0.0.1") or url.startswith("http://localhost"):
-        os.environ["PREFECT_API_URL"] = url
+    with temporary_settings({PREFECT_API_URL: url}):
+        yield

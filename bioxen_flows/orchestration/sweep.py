@@ -20,8 +20,6 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -37,7 +35,7 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
-from bioxen_flows.orchestration.runners import simulation_task_runner
+from bioxen_flows.orchestration.runners import api_shared_with_workers, simulation_task_runner
 from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import destroy_labelled_vms
@@ -171,23 +169,6 @@ def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook
     destroy_labelled_vms(OWNER_LABEL, str(flow_run.id))
 
 
-@contextmanager
-def _api_for_workers() -> Iterator[None]:
-    """Worker processes report to this run's Prefect API. On the embedded (ephemeral)
-    server no API URL is set, and each worker would start an embedded server of its own
-    and lose its task runs: hand them the URL of the one this flow uses."""
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
-
-    if get_current_settings().api.url:
-        yield
-        return
-    with get_client(sync_client=True) as client:
-        url = str(client.api_url)
-    with temporary_settings({PREFECT_API_URL: url}):
-        yield
-
-
 def _sweep_run_name() -> str:
     """`sweep-ecoli-syn3a-gfp_reporter-18pts-24h`, readable in the UI."""
     p = current_run.parameters or {}
@@ -263,7 +244,7 @@ def sweep_design_space(
         new = [i for i, hit in enumerate(cached) if not hit]
         if new:
             n_workers = min(workers or os.cpu_count() or 1, len(new))
-            with _api_for_workers(), simulation_task_runner(n_workers) as pool:
+            with api_shared_with_workers(), simulation_task_runner(n_workers) as pool:
                 fresh = {i: pool.submit(simulate, {
                     "point": points[i], "vm_id": f"sw-{run_tag}-{i}", "owner": owner})
                     for i in new}
