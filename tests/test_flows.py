@@ -130,6 +130,25 @@ def test_comparison_runs_its_batches_in_worker_processes(tmp_path):
     assert list_bio_vms() == []
 
 
+def test_costliest_batches_start_first_as_measured():
+    """Batches start in order of estimated work, which ranks the organisms as their
+    stochastic cells' CPU time does (so no worker is left alone with a long batch)."""
+    from bioxen_flows.engine.cell import Cell
+    from bioxen_flows.orchestration.flows import largest_first, simulation_work
+
+    organisms = ["minimal_cell", "syn3a", "ecoli"]
+    cpu = {}
+    for organism in organisms:
+        cell = Cell(organism, stochastic=True, seed=3)
+        began = time.process_time()
+        cell.grow(20)
+        cpu[organism] = time.process_time() - began
+    assert sorted(organisms, key=simulation_work) == sorted(organisms, key=cpu.get), cpu
+    batches = [[{"organism": o}] * n for o, n in
+               [("minimal_cell", 2), ("ecoli", 1), ("syn3a", 1), ("ecoli", 2), ("syn3a", 1)]]
+    assert largest_first(batches) == [3, 1, 0, 2, 4]  # two minimal cells outweigh a Syn3A
+
+
 def result_run_suffix(result: dict) -> str:
     from prefect.client.orchestration import get_client
 

@@ -32,6 +32,15 @@ def host_model_text() -> str:
     return _model_file("weisse2015.ant")
 
 
+@cache
+def host_parameter(name: str) -> float:
+    """A parameter's value as written in the host model (e.g. the cell mass `M`, aa)."""
+    match = re.search(rf"^\s*{re.escape(name)}\s*=\s*([^;]+);", host_model_text(), re.M)
+    if match is None:
+        raise KeyError(f"the host model sets no parameter {name!r}")
+    return float(match.group(1))
+
+
 def gene_module_text(package: Package) -> str:
     """Reactions for each guest gene: transcription, ribosome binding, translation, decay."""
     lines = [f"  // ---- package {package.name}: {package.description} ----"]

@@ -37,6 +37,7 @@ from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from bioxen_flows.logs import configure_logging
+from bioxen_flows.model.builder import host_parameter
 from bioxen_flows.orchestration import reporting
 from bioxen_flows.orchestration.limits import vm_slots
 from bioxen_flows.orchestration.reaper import with_run_labels
@@ -63,7 +64,7 @@ from bioxen_flows.orchestration.xcpng_tasks import (
     provision_xcpng_disks,
     reap_xcpng_vms,
 )
-from bioxen_flows.organisms.profiles import get_supported_biological_types
+from bioxen_flows.organisms.profiles import get_profile, get_supported_biological_types
 from bioxen_flows.vm import destroy_labelled_vms
 
 DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
@@ -297,7 +298,8 @@ def run_batches(
     on_done: Callable[[int], None] | None = None,
 ) -> tuple[list[pd.DataFrame], dict[str, dict[str, Any]]]:
     """Run every batch through `simulate_bio_vms` (the program `code_for(batch)`) and
-    gather their tidy rows (in batch order) and metrics.
+    gather their tidy rows (in batch order) and metrics. The costliest batches start first,
+    so that no worker is left with a long one while the others are idle.
 
     `runner` None: the flow's task runner (worker processes by default); else that runner
     (e.g. threads for XCP-ng, whose steps wait on the network). Each future is appended to
@@ -310,14 +312,15 @@ def run_batches(
         by_future: dict[Any, list[dict[str, Any]]] = {}
         order: dict[Any, int] = {}
         with sharing:
-            for batch, label in batches:
+            for index in largest_first([batch for batch, _ in batches]):
+                batch, label = batches[index]
                 params = {"specs": batch, "owner": owner, "code": code_for(batch),
                           "label": label}
                 future = (io_runner.submit(simulate_bio_vms, params) if io_runner is not None
                           else simulate_bio_vms.submit(**params))
                 submitted.append(future)
                 by_future[future] = batch
-                order[future] = len(order)
+                order[future] = index
         frames: dict[int, pd.DataFrame] = {}
         metrics: dict[str, dict[str, Any]] = {}
         done = 0
@@ -332,6 +335,20 @@ def run_batches(
     finally:
         if io_runner is not None:
             io_runner.__exit__(None, None, None)
+
+
+def simulation_work(organism: str) -> float:
+    """Relative cost of simulating a cell of `organism`, for ordering batches: a Gillespie
+    run's events scale with the amino acids the cell polymerizes per minute, mass x growth
+    rate (~8x more in E. coli than in Syn3A; bench/engine.py measures ~5x the CPU time)."""
+    profile = get_profile(organism)
+    return profile.parameters.get("M", host_parameter("M")) / profile.doubling_time_target_min
+
+
+def largest_first(batches: list[list[dict[str, Any]]]) -> list[int]:
+    """The batches' indexes, costliest first (ties keep their order)."""
+    return sorted(range(len(batches)),
+                  key=lambda i: -sum(simulation_work(s["organism"]) for s in batches[i]))
 
 
 def _runner_for(vm_type: str, specs: list[dict[str, Any]], hours: float) -> TaskRunner | None:
