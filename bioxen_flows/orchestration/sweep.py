@@ -11,7 +11,8 @@ organism's parameters, the package's content, the point's parameters and seed, a
 engine's versions. Results persist in the result storage of `result_storage()` (a local
 folder by default), so a later sweep that overlaps this one simulates only its new points.
 Points already in the cache are read on the flow's threads; only new ones go to the
-worker processes of `simulation_task_runner`, so a sweep that is all reuse starts none.
+worker processes of `simulation_task_runner`, in batches of one organism (a few per worker,
+costliest first), so a sweep that is all reuse starts none.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.futures import PrefectFuture
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -35,6 +36,7 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
+from bioxen_flows.orchestration.flows import auto_batch_size, largest_first
 from bioxen_flows.orchestration.runners import api_shared_with_workers, simulation_task_runner
 from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
 from bioxen_flows.serialization import json_safe
@@ -164,9 +166,41 @@ def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, A
     })
 
 
+def _batch_run_name() -> str:
+    from prefect.runtime import task_run
+
+    return f"simulate-points-{(task_run.parameters or {}).get('label', 'batch')}"
+
+
+@task(name="simulate-points", task_run_name=_batch_run_name, cache_policy=NO_CACHE,
+      timeout_seconds=SWEEP_TIMEOUT_S)
+def simulate_points(points: list[dict[str, Any]], vm_ids: list[str], owner: str,
+                    storage: str | Path, label: str) -> list[tuple[dict[str, Any], bool]]:
+    """Points one after another in this worker, each its own cached `simulate-point` task
+    run (one process-pool submission per batch, not per point): each point's result and
+    whether it came from the cache (another run may have made it since the flow looked)."""
+    simulate = simulate_point.with_options(result_storage=storage)
+    outcomes = []
+    for point, vm_id in zip(points, vm_ids, strict=True):
+        state = simulate(point, vm_id, owner, return_state=True)
+        outcomes.append((state.result(), state.name == "Cached"))
+    return outcomes
+
+
 def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
     """A crashed or cancelled sweep destroys the VMs of its points still alive."""
     destroy_labelled_vms(OWNER_LABEL, str(flow_run.id))
+
+
+def _batches(points: list[dict[str, Any]], new: list[int], workers: int) -> list[list[int]]:
+    """The new points' indexes in batches of one organism, about BATCHES_PER_WORKER per
+    worker (a compiled model is reused within a worker)."""
+    size = auto_batch_size(len(new), workers)
+    by_organism: dict[str, list[int]] = {}
+    for i in new:
+        by_organism.setdefault(points[i]["organism"], []).append(i)
+    return [group[k:k + size] for group in by_organism.values()
+            for k in range(0, len(group), size)]
 
 
 def _sweep_run_name() -> str:
@@ -236,26 +270,30 @@ def sweep_design_space(
     store = ResultStore(result_storage=resolve_result_storage(storage))
     cached = [store.exists(point_key(p)) for p in points]
     log.info("sweeping %d points (%d in the cache)", len(points), sum(cached))
-    futures: list[PrefectFuture] = []
     try:
         # a cached point is read on the flow's threads; only new ones start worker processes
         hits = {i: simulate.submit(p, f"sw-{run_tag}-{i}", owner)
                 for i, p in enumerate(points) if cached[i]}
+        outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
         new = [i for i, hit in enumerate(cached) if not hit]
         if new:
             n_workers = min(workers or os.cpu_count() or 1, len(new))
+            batches = _batches(points, new, n_workers)
             with api_shared_with_workers(), simulation_task_runner(n_workers) as pool:
-                fresh = {i: pool.submit(simulate, {
-                    "point": points[i], "vm_id": f"sw-{run_tag}-{i}", "owner": owner})
-                    for i in new}
-                futures = [hits.get(i) or fresh[i] for i in range(len(points))]
-                results = [f.result() for f in futures]
-        else:
-            futures = [hits[i] for i in range(len(points))]
-            results = [f.result() for f in futures]
+                running = []
+                for index in largest_first([[points[i] for i in b] for b in batches]):
+                    batch = batches[index]
+                    running.append((batch, pool.submit(simulate_points, {
+                        "points": [points[i] for i in batch], "owner": owner,
+                        "vm_ids": [f"sw-{run_tag}-{i}" for i in batch], "storage": storage,
+                        "label": f"{points[batch[0]]['organism']}-batch{index + 1}"})))
+                for batch, future in running:
+                    outcomes.update(zip(batch, future.result(), strict=True))
+        outcomes.update({i: (hit.result(), hit.state.name == "Cached") for i, hit in hits.items()})
     finally:
         teardown_bio_vms(owner)  # VMs of points that failed half-way
-    reused_flags = [f.state.name == "Cached" for f in futures]
+    results = [outcomes[i][0] for i in range(len(points))]
+    reused_flags = [outcomes[i][1] for i in range(len(points))]
     cells = [i for i, p in enumerate(points) if p["role"] == "cell"]
     reused = sum(reused_flags[i] for i in cells)
     controls_reused = sum(reused_flags) - reused
