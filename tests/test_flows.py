@@ -78,6 +78,19 @@ def test_comparison_agrees_with_the_engine_and_publishes_results(tmp_path):
     assert list_bio_vms() == []
 
 
+@pytest.mark.parametrize("runner", ["inline", "threads"])
+def test_no_task_warns_of_a_timeout_it_cannot_enforce(tmp_path, caplog, runner):
+    """Small comparisons run on the flow's thread, XCP-ng's on threads: Prefect cannot
+    enforce task timeouts there and would warn once per task run (18 lines by default)."""
+    flow = compare_organisms if runner == "inline" else compare_organisms.with_options(
+        task_runner=ThreadPoolTaskRunner(max_workers=2))
+    with caplog.at_level("WARNING"):
+        result = flow(organisms=["syn3a", "minimal_cell"], hours=0.1, out_dir=str(tmp_path))
+    assert result["vms"] == 2
+    assert not [r for r in caplog.records if "timeout" in r.getMessage().lower()], \
+        [r.getMessage() for r in caplog.records]
+
+
 def test_replicates_are_stochastic_with_recorded_distinct_seeds(tmp_path):
     """More than one replicate: Gillespie cells with seeds base + r, kept in the results;
     the summary's sd and 95 % interval describe their spread."""

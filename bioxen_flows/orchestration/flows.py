@@ -57,6 +57,7 @@ from bioxen_flows.orchestration.tasks import (
     start_bio_vms,
     teardown_bio_vms,
     vm_spec,
+    without_timeout,
 )
 from bioxen_flows.orchestration.xcpng_tasks import (
     boot_xcpng_vm,
@@ -308,6 +309,8 @@ def run_batches(
     """
     io_runner = runner.__enter__() if runner is not None else None
     sharing = api_shared_with_workers() if runner is None else nullcontext()
+    in_processes = runner is None and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner)
+    simulate = simulate_bio_vms if in_processes else without_timeout(simulate_bio_vms)
     try:
         by_future: dict[Any, list[dict[str, Any]]] = {}
         order: dict[Any, int] = {}
@@ -316,8 +319,8 @@ def run_batches(
                 batch, label = batches[index]
                 params = {"specs": batch, "owner": owner, "code": code_for(batch),
                           "label": label}
-                future = (io_runner.submit(simulate_bio_vms, params) if io_runner is not None
-                          else simulate_bio_vms.submit(**params))
+                future = (io_runner.submit(simulate, params) if io_runner is not None
+                          else simulate.submit(**params))
                 submitted.append(future)
                 by_future[future] = batch
                 order[future] = index

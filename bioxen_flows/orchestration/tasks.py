@@ -18,10 +18,11 @@ step fails the run instead of holding it (and its VMs) forever.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bioxen_flows.errors import TransientInfrastructureError
@@ -163,6 +164,15 @@ def collect_biological_metrics(vm_ids: list[str]) -> dict[str, dict[str, Any]]:
     return {vm_id: json_safe(load_bio_vm(vm_id).get_biological_metrics()) for vm_id in vm_ids}
 
 
+def without_timeout(step: Task) -> Task:
+    """`step` for a thread: Prefect enforces a task's timeout only on a process's main
+    thread, and elsewhere warns once per task run instead; the flow's timeout (and the XAPI
+    and SSH timeouts of XCP-ng steps) bound it there. (`with_options` cannot unset one.)"""
+    copy = step.with_options()
+    copy.timeout_seconds = None
+    return copy
+
+
 @task(name="simulate-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
       timeout_seconds=PROCESS_TIMEOUT_S)
 def simulate_bio_vms(
@@ -174,8 +184,10 @@ def simulate_bio_vms(
 
     Returns the batch's tidy time series rows and each VM's final metrics.
     """
+    on_main_thread = threading.current_thread() is threading.main_thread()
     create, start, execute, collect, teardown = (
-        t.with_options(task_run_name=f"{t.name}-{label}")
+        t.with_options(task_run_name=f"{t.name}-{label}") if on_main_thread
+        else without_timeout(t.with_options(task_run_name=f"{t.name}-{label}"))
         for t in (create_bio_vms, start_bio_vms, execute_biological_process,
                   collect_biological_metrics, teardown_bio_vms)
     )
