@@ -83,10 +83,13 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
 
 
 def _t_quantile(n: pd.Series) -> pd.Series:
-    """Student's t quantile for a two-sided 95 % interval with n - 1 degrees of freedom."""
+    """Student's t quantile for a two-sided 95 % interval with n - 1 degrees of freedom
+    (NaN for one replicate, which has no interval: scipy is then not even imported)."""
+    df = (n - 1).astype(float)
+    if not (df > 0).any():
+        return pd.Series(float("nan"), index=n.index)
     from scipy.special import stdtrit
 
-    df = (n - 1).astype(float)
     return pd.Series(stdtrit(df.where(df > 0), 0.5 + CI_LEVEL / 2), index=n.index)
 
 
