@@ -108,7 +108,7 @@ class Cell:
     def _build(self, amounts: dict[str, float]) -> None:
         """Compile the current model and load amounts (missing species start at 0)."""
         text = self.model_text()
-        rr = load_roadrunner(text)
+        rr = load_roadrunner(text, from_disk=text not in _WARM_BY_TEXT)
         _keep_warm(text, rr)
         species = set(rr.model.getFloatingSpeciesIds())
         for name, value in amounts.items():

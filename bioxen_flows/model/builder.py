@@ -227,8 +227,18 @@ def host_symbols() -> frozenset[str]:
     return frozenset(ids)
 
 
-def load_roadrunner(text: str):  # -> roadrunner.RoadRunner (kept lazy: import costs ~0.3 s)
-    """A fresh RoadRunner instance for the model text."""
+def load_roadrunner(text: str, from_disk: bool = True):  # -> roadrunner.RoadRunner (lazy import)
+    """A fresh RoadRunner instance for the model text: from the compiled-model cache when
+    this user compiled it before on this host, else compiled (and kept there). A process
+    with an instance of the model alive compiles it faster still (`from_disk=False`)."""
     import roadrunner
 
-    return roadrunner.RoadRunner(antimony_to_sbml(text))
+    from bioxen_flows.model import compiled_cache
+
+    if not from_disk:
+        return roadrunner.RoadRunner(antimony_to_sbml(text))
+    rr = compiled_cache.load(text)
+    if rr is None:
+        rr = roadrunner.RoadRunner(antimony_to_sbml(text))
+        compiled_cache.save(text, rr)
+    return rr

@@ -1,0 +1,103 @@
+"""The compiled-model cache: a model compiled once loads in later processes, simulates
+exactly as a fresh compile, and is used only when it is private to its user."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bioxen_flows.engine.cell import Cell
+from bioxen_flows.model import compiled_cache
+from bioxen_flows.model.builder import antimony_to_sbml, load_roadrunner
+
+GROW = """
+import json, sys
+from bioxen_flows.engine.cell import Cell
+stochastic = sys.argv[2] == "stochastic"
+cell = Cell(sys.argv[1], stochastic=stochastic, seed=7 if stochastic else None)
+cell.install("gfp_reporter")
+cell.grow(120)
+print(json.dumps({"metrics": cell.metrics()}))
+"""
+
+
+def grow_in_a_new_process(organism: str, mode: str) -> dict:
+    run = subprocess.run([sys.executable, "-c", GROW, organism, mode], capture_output=True,
+                         encoding="utf-8", timeout=120, env=os.environ.copy(), check=True)
+    return json.loads(run.stdout)
+
+
+@pytest.mark.parametrize("organism,mode", [("ecoli", "deterministic"), ("syn3a", "stochastic")])
+def test_a_cached_model_gives_the_same_cell_in_a_later_process(
+    bioxen_home: Path, organism: str, mode: str
+) -> None:
+    first = grow_in_a_new_process(organism, mode)  # compiles, fills the cache
+    states = list((bioxen_home / "model-cache").glob("*/*.rrstate"))
+    assert len(states) >= 2  # the host model and the one with the package
+    second = grow_in_a_new_process(organism, mode)  # loads them
+    assert second["metrics"] == first["metrics"]
+
+
+def test_a_loaded_model_simulates_exactly_as_a_fresh_compile() -> None:
+    cell = Cell("minimal_cell")
+    cell.install("gfp_reporter", copies=3)
+    text = cell.model_text()
+    load_roadrunner(text)  # compiled and saved
+    loaded = compiled_cache.load(text)
+    assert loaded is not None
+    import roadrunner
+
+    fresh = roadrunner.RoadRunner(antimony_to_sbml(text))
+    a, b = loaded.simulate(0, 600, 61), fresh.simulate(0, 600, 61)
+    assert list(a.colnames) == list(b.colnames)
+    assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_cache_others_can_write_is_not_used(bioxen_home: Path) -> None:
+    text = Cell("syn3a").model_text()
+    folder = compiled_cache.cache_dir()
+    assert folder is not None and (folder.stat().st_mode & 0o777) == 0o700
+    for state in folder.glob("*.rrstate"):
+        state.unlink()
+    folder.chmod(0o777)  # someone could plant machine code here
+    assert compiled_cache.cache_dir() is None
+    assert compiled_cache.load(text) is None
+    load_roadrunner(text)
+    assert not list(folder.glob("*.rrstate"))  # nor is anything written there
+
+
+def test_a_damaged_state_is_dropped_and_the_model_compiled_again() -> None:
+    text = Cell("ecoli").model_text()
+    load_roadrunner(text)
+    state = compiled_cache._path(compiled_cache.cache_dir(), text)
+    state.write_bytes(state.read_bytes()[:5000])  # a truncated file
+    assert compiled_cache.load(text) is None
+    assert not state.exists()
+    assert load_roadrunner(text).getValue("M") > 0
+    assert state.exists()
+
+
+def test_the_cache_can_be_turned_off(monkeypatch: pytest.MonkeyPatch, bioxen_home: Path) -> None:
+    monkeypatch.setenv("BIOXEN_MODEL_CACHE", "0")
+    load_roadrunner(Cell("ecoli").model_text())
+    assert not (bioxen_home / "model-cache").exists()
+
+
+def test_the_cache_keeps_at_most_max_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled_cache, "MAX_FILES", 2)
+    cell = Cell("syn3a")
+    texts = [cell.model_text()]
+    for copies in (1, 2):
+        variant = Cell("syn3a")
+        variant.install("gfp_reporter", copies=copies)
+        texts.append(variant.model_text())
+    for text in texts:
+        load_roadrunner(text)
+    assert len(list(compiled_cache.cache_dir().glob("*.rrstate"))) == 2
+    assert compiled_cache.load(texts[-1]) is not None  # the newest stay
