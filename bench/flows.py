@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -66,9 +67,11 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str, float]:
 
 
 def loop(replicates: int, hours: float, seed: int | None) -> float:
-    """Seconds for the plain sequential loop over the engine."""
+    """Seconds for the plain sequential loop over the engine (compiling its models itself,
+    as a bare libroadrunner user would: no compiled-model cache)."""
     from bioxen_flows.engine.cell import Cell
 
+    os.environ["BIOXEN_MODEL_CACHE"] = "false"
     began = time.perf_counter()
     for organism in ORGANISMS:
         for r in range(replicates):
@@ -76,13 +79,17 @@ def loop(replicates: int, hours: float, seed: int | None) -> float:
                         seed=None if seed is None else seed + r)
             cell.grow(hours * 60).to_records()
             cell.metrics()
-    return time.perf_counter() - began
+    elapsed = time.perf_counter() - began
+    del os.environ["BIOXEN_MODEL_CACHE"]
+    return elapsed
 
 
 def flow(replicates: int, hours: float, seed: int | None, out: Path, runner=None) -> float:
-    """Seconds for the comparison flow (wall, as its caller sees it)."""
+    """Seconds for the comparison flow (wall, as its caller sees it), starting with an
+    empty compiled-model cache (its worker processes fill and share it)."""
     from bioxen_flows.orchestration.flows import compare_organisms
 
+    shutil.rmtree(Path(os.environ["BIOXEN_HOME"]) / "model-cache", ignore_errors=True)
     run = compare_organisms if runner is None else compare_organisms.with_options(
         task_runner=runner)
     began = time.perf_counter()
