@@ -62,3 +62,23 @@ def test_bad_organism_exits_1_with_one_line(tmp_path):
         "bioxen: error: organisms must be among syn3a, ecoli, minimal_cell; got ['yeast']"
     ]
     assert not (tmp_path / "bioxen_results").exists()
+
+
+HEARTBEAT_IN_A_CLI_RUN = """
+from prefect.settings import get_current_settings
+from bioxen_flows.cli.tools import interactive_run
+with interactive_run():
+    print(get_current_settings().flows.heartbeat_frequency)
+"""
+
+
+@pytest.mark.parametrize("user_setting,expected", [(None, "None"), ("60", "60")])
+def test_command_line_runs_send_no_heartbeats_unless_the_user_asks(user_setting, expected):
+    """Stopping Prefect's heartbeat thread costs up to a second after every run; a run from
+    the command line reports its own end, so it sends none, unless the user set them."""
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_FLOWS_HEARTBEAT_FREQUENCY"}
+    if user_setting is not None:
+        env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = user_setting
+    run = subprocess.run([sys.executable, "-c", HEARTBEAT_IN_A_CLI_RUN], env=env,
+                         capture_output=True, encoding="utf-8", timeout=120, check=True)
+    assert run.stdout.split() == [expected]

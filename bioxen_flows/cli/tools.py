@@ -7,7 +7,8 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +170,25 @@ def _start_prefect_api() -> tuple[str | None, float]:
     return server.api_url, time.perf_counter() - began
 
 
+@contextmanager
+def interactive_run() -> Iterator[None]:
+    """Prefect settings for a flow run started from this command line: no flow heartbeats,
+    unless the user set their frequency. Heartbeats let the server detect a run whose
+    worker died (the deployments in prefect.yaml set 30 s); this process reports its own
+    end, and stopping Prefect's heartbeat thread takes up to a second after every run."""
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        get_current_settings,
+        temporary_settings,
+    )
+
+    if "heartbeat_frequency" in get_current_settings().flows.model_fields_set:
+        yield
+        return
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run the compare-organisms Prefect flow and print its summary table."""
     # An offline lab machine should not try to send Prefect telemetry.
@@ -200,7 +220,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if api_url is not None:  # the worker processes inherit it from os.environ
             os.environ["PREFECT_API_URL"] = api_url
         updates = {PREFECT_API_URL: api_url} if api_url is not None else {}
-        with temporary_settings(updates=updates), watch_progress(listener):
+        with temporary_settings(updates=updates), interactive_run(), watch_progress(listener):
             return flow(
                 organisms=organisms,
                 replicates=replicates,
