@@ -1,9 +1,7 @@
 """`python -m bioxen_flows` is the same as `bioxen`."""
 
-import sys
-
-from bioxen_flows.cli import main
+from bioxen_flows.cli import run
 
 # guarded: worker processes (spawn) re-import the main module and must not run the CLI
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
