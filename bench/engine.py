@@ -8,9 +8,11 @@ repetitions are interleaved (A B A B ...) and medians are compared. Run: python 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import antimony
@@ -66,7 +68,10 @@ def compare(label, engine, bare, reps, prep_engine=None, prep_bare=None) -> floa
 
 
 def child(side: str) -> None:
-    """One build + simulate in a fresh interpreter: imports done, nothing compiled yet."""
+    """One build + simulate in a fresh interpreter: imports done (the engine's settings
+    module too, which it reads for its compiled-model cache), nothing compiled yet."""
+    import bioxen_flows.settings  # noqa: F401
+
     job = json.load(sys.stdin)
     t0 = time.perf_counter()
     if side == "engine":
@@ -77,13 +82,14 @@ def child(side: str) -> None:
     print((time.perf_counter() - t0) * 1e3)
 
 
-def fresh_process(side: str, job: str) -> float:
+def fresh_process(side: str, job: str, model_cache: bool = False) -> float:
     out = subprocess.run(
         [sys.executable, __file__, "--child", side],
         input=job,
         capture_output=True,
         text=True,
         check=True,
+        env={**os.environ, "BIOXEN_MODEL_CACHE": "true" if model_cache else "false"},
     ).stdout
     return float(out) / 1e3
 
@@ -105,6 +111,8 @@ def stochastic_speed() -> None:
 
 
 def main() -> None:
+    os.environ["BIOXEN_HOME"] = tempfile.mkdtemp(prefix="bioxen-bench-engine-")
+    os.environ["BIOXEN_MODEL_CACHE"] = "false"  # the engine's own compile, as a bare user's
     # Several instances per side, used in turn: one RoadRunner instance can run a few % faster
     # or slower than another built identically (memory placement), which must not bias the ratio.
     cells = [Cell("ecoli") for _ in range(INSTANCES)]
@@ -171,6 +179,12 @@ def main() -> None:
         t_e.append(fresh_process("engine", job))
         t_b.append(fresh_process("bare", job))
     report("fresh interpreter per rep (incl. LLVM compile)", t_e, t_b)
+    fresh_process("engine", job, model_cache=True)  # compiles once, into the cache
+    t_e, t_b = [], []
+    for _ in range(BUILD_REPS):
+        t_e.append(fresh_process("engine", job, model_cache=True))
+        t_b.append(fresh_process("bare", job))
+    report("fresh interpreter, engine's compiled-model cache", t_e, t_b)
 
     stochastic_speed()
     print(
