@@ -437,6 +437,21 @@ def test_caps_set_without_the_model_are_what_the_model_would_set():
     assert cold.get_biological_metrics()["atp_cap_percent"] == 35.0
 
 
+@pytest.mark.parametrize("atp,ribosomes", [("29", "1"), ("0.1", "40000"), ("100", "7")])
+def test_caps_without_the_model_match_it_at_awkward_values(atp, ribosomes):
+    """29 % is 0.29 in the model, which reads back as 28.999999999999996 %: the recorded
+    metrics must say what the model says, at the extremes of the allowed ranges too."""
+    from bioxen_flows.vm import load_bio_vm
+
+    for vm_id in ("cold", "warm"):
+        ok("create", vm_id, "syn3a")
+    ok("allocate", "cold", "--atp", atp, "--ribosomes", ribosomes)
+    warm = load_bio_vm("warm")
+    warm.get_biological_metrics()
+    warm.allocate(atp_percent=float(atp), ribosomes=int(ribosomes))
+    assert load_bio_vm("cold").recorded_metrics() == warm.recorded_metrics()
+
+
 def test_long_vm_lists_print_as_plain_columns():
     from bioxen_flows.cli import vms
 

@@ -101,3 +101,35 @@ def test_the_cache_keeps_at_most_max_files(monkeypatch: pytest.MonkeyPatch) -> N
         load_roadrunner(text)
     assert len(list(compiled_cache.cache_dir().glob("*.rrstate"))) == 2
     assert compiled_cache.load(texts[-1]) is not None  # the newest stay
+
+
+BUILD = """
+import sys
+from bioxen_flows.engine.cell import Cell
+cell = Cell("ecoli")
+cell.install("gfp_reporter", copies=int(sys.argv[1]))
+print(cell.grow(30).column("growth_rate_per_min")[-1])
+"""
+
+
+def test_processes_filling_the_cache_at_once_agree(bioxen_home: Path) -> None:
+    """Four processes compile and save the same new model at the same moment: each writes a
+    whole file under its own name and renames it, so none reads a half-written state."""
+    runs = [subprocess.Popen([sys.executable, "-c", BUILD, "7"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, encoding="utf-8", env=os.environ.copy())
+            for _ in range(4)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err for _, err in outputs]
+    assert len({out for out, _ in outputs}) == 1
+    folder = next((bioxen_home / "model-cache").iterdir())
+    assert not list(folder.glob("*.tmp"))
+    again = subprocess.run([sys.executable, "-c", BUILD, "7"], capture_output=True,
+                           encoding="utf-8", timeout=120, env=os.environ.copy(), check=True)
+    assert again.stdout == outputs[0][0]
+
+
+def test_a_bad_model_cache_setting_is_one_line() -> None:
+    from tests.test_cli_commands import bioxen, refused
+
+    refused(bioxen("create", "v", "syn3a", env={"BIOXEN_MODEL_CACHE": "sometimes"}),
+            "BIOXEN_MODEL_CACHE")

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bioxen_flows.engine import UNCAPPED_RIBOSOMES
+from bioxen_flows.engine import UNCAPPED_RIBOSOMES, cap_settings
 from bioxen_flows.errors import InputError
 from bioxen_flows.model.builder import build_model_text, load_roadrunner
 from bioxen_flows.model.packages import (
@@ -240,10 +240,8 @@ class Cell:
 
     def set_caps(self, atp_percent: float | None = None, ribosomes: float | None = None) -> None:
         """Resource caps: energy supply as % of the organism's maximum, ribosome ceiling."""
-        if atp_percent is not None:
-            self._set("atp_scale", atp_percent / 100.0)
-        if ribosomes is not None:
-            self._set("ribosome_cap", float(ribosomes))
+        for name, value in cap_settings(atp_percent, ribosomes).items():
+            self._set(name, value)
 
     def _set(self, name: str, value: float) -> None:
         self.settings[name] = value

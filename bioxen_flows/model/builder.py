@@ -235,10 +235,7 @@ def load_roadrunner(text: str, from_disk: bool = True):  # -> roadrunner.RoadRun
 
     from bioxen_flows.model import compiled_cache
 
-    if not from_disk:
+    def compile_model():  # -> roadrunner.RoadRunner
         return roadrunner.RoadRunner(antimony_to_sbml(text))
-    rr = compiled_cache.load(text)
-    if rr is None:
-        rr = roadrunner.RoadRunner(antimony_to_sbml(text))
-        compiled_cache.save(text, rr)
-    return rr
+
+    return compiled_cache.load_or_compile(text, compile_model) if from_disk else compile_model()

@@ -21,6 +21,7 @@ import re
 import socket
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,33 +53,46 @@ def _path(folder: Path, text: str) -> Path:
     return folder / f"{hashlib.sha256(text.encode()).hexdigest()}.rrstate"
 
 
+def load_or_compile(text: str, compile_model: Callable[[], Any]) -> Any:
+    """A fresh RoadRunner for `text`: loaded from the cache, else `compile_model()` (kept in
+    the cache for later processes, before anything changed it)."""
+    folder = cache_dir()
+    if folder is None:
+        return compile_model()
+    path = _path(folder, text)
+    rr = _load(path)
+    if rr is None:
+        rr = compile_model()
+        _save(folder, path, rr)
+    return rr
+
+
 def load(text: str) -> Any | None:
     """The compiled model of `text` from the cache (a fresh RoadRunner), or None."""
+    folder = cache_dir()
+    return None if folder is None else _load(_path(folder, text))
+
+
+def _load(path: Path) -> Any | None:
     import roadrunner
 
-    folder = cache_dir()
-    path = None if folder is None else _path(folder, text)
-    if path is None or not path.is_file():
+    if not path.is_file():
         return None
     rr = roadrunner.RoadRunner()
     try:
         rr.loadState(str(path))
-    except RuntimeError:  # written by a libroadrunner that reports the same version
+    except RuntimeError:  # damaged, or from a libroadrunner that reports the same version
         path.unlink(missing_ok=True)
         return None
     return rr
 
 
-def save(text: str, rr: Any) -> None:
-    """Keep a just-compiled model (before anything changed it) for later processes."""
-    folder = cache_dir()
-    if folder is None:
-        return
+def _save(folder: Path, path: Path, rr: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     os.close(fd)
     try:
         rr.saveState(tmp)
-        os.replace(tmp, _path(folder, text))
+        os.replace(tmp, path)
     except (OSError, RuntimeError):
         Path(tmp).unlink(missing_ok=True)
         return

@@ -21,7 +21,6 @@ import json
 import math
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -230,8 +229,7 @@ def compare_organisms(
              len(specs), f"stochastic, seeds from {seed}" if stochastic else "deterministic",
              len(batches), size)
     submitted: list[PrefectFuture] = []
-    # the plot's imports load while the batches run (in workers, the flow process is idle)
-    threading.Thread(target=reporting.load_plotting, daemon=True).start()
+    reporting.preload_plotting()
     with vm_slots(len(specs)):  # one slot per VM while they live (a full pool: wait)
         try:
             progress = reporting.ProgressArtifact("compare-organisms", len(specs))

@@ -7,6 +7,7 @@ import io
 import math
 import os
 import re
+import threading
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,6 +161,11 @@ def write_results(
         paths["timeseries_csv"] = out_dir / "timeseries.csv"
         series.to_csv(paths["timeseries_csv"], index=False)
     return paths
+
+
+def preload_plotting() -> None:
+    """Start importing matplotlib on a thread, while batches run (the flow process waits)."""
+    threading.Thread(target=load_plotting, daemon=True).start()
 
 
 def load_plotting() -> None:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -271,8 +270,7 @@ def sweep_design_space(
     store = ResultStore(result_storage=resolve_result_storage(storage))
     cached = [store.exists(point_key(p)) for p in points]
     log.info("sweeping %d points (%d in the cache)", len(points), sum(cached))
-    # the heatmaps' imports load while the points run or are read from the cache
-    threading.Thread(target=reporting.load_plotting, daemon=True).start()
+    reporting.preload_plotting()
     try:
         # a cached point is read on the flow's threads; only new ones start worker processes
         hits = {i: simulate.submit(p, f"sw-{run_tag}-{i}", owner)
