@@ -82,3 +82,19 @@ def test_command_line_runs_send_no_heartbeats_unless_the_user_asks(user_setting,
     run = subprocess.run([sys.executable, "-c", HEARTBEAT_IN_A_CLI_RUN], env=env,
                          capture_output=True, encoding="utf-8", timeout=120, check=True)
     assert run.stdout.split() == [expected]
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """`bioxen list --json | head -c 1` on a big store: the program ends quietly when its
+    stdout closes, whether main() or the final flush meets the closed pipe."""
+    from bioxen_flows.vm import create_bio_vm
+
+    for i in range(300):
+        create_bio_vm(f"vm{i:03d}", "minimal_cell")
+    proc = subprocess.Popen([sys.executable, "-m", "bioxen_flows", "list", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout.read(1) == b"["
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 1)
+    assert "Traceback" not in err and "Exception ignored" not in err, err
