@@ -12,11 +12,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster
-from distributed.diagnostics.plugin import WorkerPlugin
 
-from bioxen_flows.orchestration.flows import compare_organisms
-from bioxen_flows.vm import list_bio_vms
+pytest.importorskip("prefect_dask", reason="the optional dask extra: pip install -e '.[dask]'")
+
+from distributed import Client, LocalCluster  # noqa: E402
+from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
+
+from bioxen_flows.orchestration.flows import compare_organisms  # noqa: E402
+from bioxen_flows.vm import list_bio_vms  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
