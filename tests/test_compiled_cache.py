@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,34 @@ def test_a_bad_model_cache_setting_is_one_line() -> None:
 
     refused(bioxen("create", "v", "syn3a", env={"BIOXEN_MODEL_CACHE": "sometimes"}),
             "BIOXEN_MODEL_CACHE")
+
+
+COMPILE_ONCE = """
+import sys, time
+import roadrunner
+from bioxen_flows.model import compiled_cache
+from bioxen_flows.model.builder import antimony_to_sbml, build_model_text
+
+text = build_model_text(stochastic=True) + "\\n// a model no process compiled yet"
+compiled = []
+def compile_model():
+    compiled.append(1)
+    return roadrunner.RoadRunner(antimony_to_sbml(text))
+time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # all four miss it at once
+rr = compiled_cache.load_or_compile(text, compile_model)
+print(len(compiled), rr.model.getNumFloatingSpecies())
+"""
+
+
+def test_processes_needing_the_same_new_model_compile_it_once(bioxen_home: Path) -> None:
+    """Four processes miss the same model at the same moment: one compiles it, the others
+    wait for it and load it (a flow's workers would otherwise each pay the compile)."""
+    start = str(time.time() + 5)
+    runs = [subprocess.Popen([sys.executable, "-c", COMPILE_ONCE, start], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, encoding="utf-8", env=os.environ.copy())
+            for _ in range(4)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert all(run.returncode == 0 for run in runs), [err for _, err in outputs]
+    compiles = [int(out.split()[0]) for out, _ in outputs]
+    assert sorted(compiles) == [0, 0, 0, 1]
+    assert len({out.split()[1] for out, _ in outputs}) == 1

@@ -9,7 +9,10 @@ A saved state is native code, so the cache is private to its user: one folder pe
 libroadrunner version (machine code is not portable) under ``<home>/model-cache``, mode
 0700 and owned by the user, or it is not used. Files are written whole (temp file, then
 rename), named by the SHA-256 of the model text, and the oldest are removed beyond
-`MAX_FILES`. The ``model_cache`` setting turns it off.
+`MAX_FILES`. Processes that need the same missing model compile it once: the first holds
+a lock on it while the others wait, then load (a flow's workers would otherwise each
+compile every model, ~0.5 s apiece for a stochastic one). The ``model_cache`` setting
+turns it off.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import re
 import socket
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +66,32 @@ def load_or_compile(text: str, compile_model: Callable[[], Any]) -> Any:
     path = _path(folder, text)
     rr = _load(path)
     if rr is None:
-        rr = compile_model()
-        _save(folder, path, rr)
+        with _compiling(path):
+            rr = _load(path)  # another process may have compiled it while this one waited
+            if rr is None:
+                rr = compile_model()
+                _save(folder, path, rr)
     return rr
+
+
+@contextmanager
+def _compiling(path: Path) -> Iterator[None]:
+    """Hold the lock on compiling `path`'s model (released by the OS if the process dies)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: concurrent processes may compile the same model
+        yield
+        return
+    try:
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def load(text: str) -> Any | None:
@@ -100,10 +127,11 @@ def _save(folder: Path, path: Path, rr: Any) -> None:
 
 
 def _prune(folder: Path) -> None:
-    """Remove the least recently written states beyond `MAX_FILES`."""
-    try:
-        states = sorted(folder.glob("*.rrstate"), key=lambda p: p.stat().st_mtime)
-    except OSError:  # another process pruned at the same time
-        return
-    for old in states[:-MAX_FILES]:
-        old.unlink(missing_ok=True)
+    """Remove the least recently written states (and compile locks) beyond `MAX_FILES`."""
+    for pattern in ("*.rrstate", "*.lock"):
+        try:
+            files = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
+        except OSError:  # another process pruned at the same time
+            continue
+        for old in files[:-MAX_FILES]:
+            old.unlink(missing_ok=True)
