@@ -304,3 +304,25 @@ def test_killed_flow_run_leaves_no_vm(prefect_api_url, bioxen_home):
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert list_bio_vms() == []
+
+
+def test_automatic_batches_hold_about_equal_work():
+    """Four stochastic replicates per organism on two workers: an E. coli cell is a batch of
+    its own, the cheaper organisms' cells share batches; ODE cells batch by count."""
+    from bioxen_flows.orchestration.flows import (
+        auto_batch_sizes,
+        batch_specs,
+        comparison_specs,
+        simulation_work,
+    )
+
+    specs = comparison_specs(["syn3a", "ecoli", "minimal_cell"], 4, "run", seed=1)
+    sizes = auto_batch_sizes(specs, workers=2, stochastic=True)
+    assert sizes["ecoli"] == 1 and sizes["syn3a"] > 1 and sizes["minimal_cell"] >= sizes["syn3a"]
+    batches = batch_specs(specs, sizes)
+    assert sorted(s["vm_id"] for b in batches for s in b) == sorted(s["vm_id"] for s in specs)
+    assert len(batches) < len(specs)
+    work = [sum(simulation_work(s["organism"]) for s in b) for b in batches]
+    assert max(work) <= 1.01 * simulation_work("ecoli")  # no batch outweighs one E. coli cell
+    ode = auto_batch_sizes(comparison_specs(["syn3a", "ecoli"], 100, "run"), workers=2)
+    assert ode == {"syn3a": 25, "ecoli": 25}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import math
 import re
 import secrets
 import time
@@ -196,8 +195,8 @@ def compare_organisms(
             checkout).
         vm_type: Infrastructure: basic (in-process engine) or xcpng (a VM on an XCP-ng
             pool).
-        batch_size: VMs per batch task (1-100; default: about four batches per worker,
-            sixteen for stochastic cells).
+        batch_size: VMs per batch task (1-100; default: about four batches of equal work
+            per worker, a stochastic E. coli cell counting as several Syn3A cells).
         csv: Also write the time series as CSV (slow for long runs; Parquet is always
             written).
         config: Merged into every VM's config, e.g. {"xcpng_config": {...}} for xcpng.
@@ -222,12 +221,13 @@ def compare_organisms(
                              atp_percent=atp_percent, ribosomes=ribosomes,
                              seed=seed if stochastic else None, config=config)
     workers = getattr(task_runner_of_this_run(), "_max_workers", None) or default_workers()
-    size = batch_size or auto_batch_size(len(specs), workers, stochastic)
-    batches = label_batches(batch_specs(specs, size))
+    sizes = ({s["organism"]: batch_size for s in specs} if batch_size
+             else auto_batch_sizes(specs, workers, stochastic))
+    batches = label_batches(batch_specs(specs, sizes))
     _tag_flow_run([*organisms, vm_type])
     log.info("comparing %s: %d VMs (%s) in %d batches of up to %d", ", ".join(organisms),
              len(specs), f"stochastic, seeds from {seed}" if stochastic else "deterministic",
-             len(batches), size)
+             len(batches), max(sizes.values()))
     submitted: list[PrefectFuture] = []
     reporting.preload_plotting()
     with vm_slots(len(specs)):  # one slot per VM while they live (a full pool: wait)
@@ -373,12 +373,17 @@ def task_runner_of_this_run() -> Any:
     return context.task_runner if context is not None else None
 
 
-def auto_batch_size(vms: int, workers: int, stochastic: bool = False) -> int:
-    """About `BATCHES_PER_WORKER` batches per worker (at least 1 VM, at most 100 per batch);
-    four times as many for stochastic cells, which take seconds each (a task run costs
-    tens of ms), so that workers finish together."""
-    batches = workers * BATCHES_PER_WORKER * (4 if stochastic else 1)
-    return max(1, min(100, math.ceil(vms / batches)))
+def auto_batch_sizes(
+    specs: list[dict[str, Any]], workers: int, stochastic: bool = False
+) -> dict[str, int]:
+    """VMs per batch for each organism: batches of about equal work, about
+    `BATCHES_PER_WORKER` per worker, 1 to 100 VMs each. A stochastic cell's work is its
+    organism's `simulation_work` (an E. coli cell costs several Syn3A cells), an ODE cell's
+    the same in every organism. Equal batches let the workers finish together with few task
+    runs: each costs ~60 ms of a worker and of the server, a stochastic cell seconds."""
+    weight = {o: simulation_work(o) if stochastic else 1.0 for o in {s["organism"] for s in specs}}
+    target = sum(weight[s["organism"]] for s in specs) / (workers * BATCHES_PER_WORKER)
+    return {o: max(1, min(100, int(target // w))) for o, w in weight.items()}
 
 
 def _report(progress: reporting.ProgressArtifact, done: int) -> None:
@@ -517,15 +522,18 @@ def label_batches(
     return out
 
 
-def batch_specs(specs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
-    """Batches of one organism, role and package each, so one program fits the batch."""
+def batch_specs(
+    specs: list[dict[str, Any]], sizes: dict[str, int]
+) -> list[list[dict[str, Any]]]:
+    """Batches of one organism, role and package each (so one program fits the batch), of
+    `sizes[organism]` VMs."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for spec in specs:
         groups.setdefault((spec["organism"], spec["role"]), []).append(spec)
     batches = []
-    for group in groups.values():
+    for (organism, _), group in groups.items():
         it = iter(group)
-        while chunk := list(islice(it, size)):
+        while chunk := list(islice(it, sizes[organism])):
             batches.append(chunk)
     return batches
 

@@ -36,7 +36,7 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
-from bioxen_flows.orchestration.flows import auto_batch_size, largest_first
+from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first
 from bioxen_flows.orchestration.runners import api_shared_with_workers, simulation_task_runner
 from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
 from bioxen_flows.serialization import json_safe
@@ -193,14 +193,15 @@ def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook
 
 
 def _batches(points: list[dict[str, Any]], new: list[int], workers: int) -> list[list[int]]:
-    """The new points' indexes in batches of one organism, about BATCHES_PER_WORKER per
-    worker (a compiled model is reused within a worker)."""
-    size = auto_batch_size(len(new), workers)
+    """The new points' indexes in batches of one organism and about equal work, about
+    BATCHES_PER_WORKER per worker (a compiled model is reused within a worker)."""
+    stochastic = any(points[i]["seed"] is not None for i in new)
+    sizes = auto_batch_sizes([points[i] for i in new], workers, stochastic)
     by_organism: dict[str, list[int]] = {}
     for i in new:
         by_organism.setdefault(points[i]["organism"], []).append(i)
-    return [group[k:k + size] for group in by_organism.values()
-            for k in range(0, len(group), size)]
+    return [group[k:k + sizes[organism]] for organism, group in by_organism.items()
+            for k in range(0, len(group), sizes[organism])]
 
 
 def _sweep_run_name() -> str:
