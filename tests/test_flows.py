@@ -182,8 +182,10 @@ def test_runs_are_named_and_described_for_the_ui(tmp_path):
             name=FlowRunFilterName(any_=["ecoli-syn3a-x1-0.25h"])), limit=1)
         names = {t.name for t in client.read_task_runs(flow_run_filter=FlowRunFilter(
             id={"any_": [run.id]}))}
-    assert {"create-bio-vms-ecoli-batch1", "execute-biological-process-syn3a-batch1",
-            "collect-biological-metrics-ecoli-control-batch1"} <= names, names
+    # inline (small deterministic work): one batch per role, named by its organisms
+    assert {"create-bio-vms-ecoli-syn3a-batch1", "execute-biological-process-ecoli-syn3a-batch1",
+            "collect-biological-metrics-ecoli-syn3a-control-batch1"} <= names, names
+    assert sum(n.startswith("simulate-bio-vms-") for n in names) == 2
     assert any(n.startswith("teardown-bio-vms-") for n in names), names
     properties = compare_organisms.parameters.properties
     assert "control cell" in properties["package"]["description"]

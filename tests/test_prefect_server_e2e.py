@@ -469,7 +469,7 @@ def test_worker_runs_lifecycle_and_comparison(local_prefect: LocalPrefect, clien
     assert (result_dir / "timeseries.parquet").exists()
     task_names = {t.name for t in client.read_task_runs(
         flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[compare_id])))}
-    assert "execute-biological-process-syn3a-batch1" in task_names, task_names
+    assert "execute-biological-process-ecoli-syn3a-batch1" in task_names, task_names
 
     assert local_prefect.bioxen_home.exists(), "the flow runs did not use the worker's store"
     assert list_bio_vms() == []

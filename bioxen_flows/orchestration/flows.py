@@ -30,7 +30,7 @@ from uuid import UUID
 
 import pandas as pd
 from prefect import flow, get_run_logger
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
@@ -42,6 +42,7 @@ from bioxen_flows.orchestration.reaper import with_run_labels
 from bioxen_flows.orchestration.runners import (
     api_shared_with_workers,
     default_workers,
+    in_order,
     in_process_task_runner,
     io_task_runner,
     simulation_task_runner,
@@ -221,13 +222,20 @@ def compare_organisms(
                              atp_percent=atp_percent, ribosomes=ribosomes,
                              seed=seed if stochastic else None, config=config)
     workers = getattr(task_runner_of_this_run(), "_max_workers", None) or default_workers()
-    sizes = ({s["organism"]: batch_size for s in specs} if batch_size
-             else auto_batch_sizes(specs, workers, stochastic))
+    inline = _runs_inline(vm_type, specs, hours)
+    # where the batches run: threads for XCP-ng (network waits), the flow's thread for
+    # small deterministic work, else the flow's task runner (None: worker processes)
+    runner = (io_task_runner() if vm_type == "xcpng"
+              else in_process_task_runner() if inline else None)
+    if batch_size:
+        sizes: dict[str, int] | None = {s["organism"]: batch_size for s in specs}
+    else:  # one thread has no batches to balance: a batch per role
+        sizes = None if inline else auto_batch_sizes(specs, workers, stochastic)
     batches = label_batches(batch_specs(specs, sizes))
     _tag_flow_run([*organisms, vm_type])
     log.info("comparing %s: %d VMs (%s) in %d batches of up to %d", ", ".join(organisms),
              len(specs), f"stochastic, seeds from {seed}" if stochastic else "deterministic",
-             len(batches), max(sizes.values()))
+             len(batches), max(map(len, (b for b, _ in batches))))
     submitted: list[PrefectFuture] = []
     reporting.preload_plotting()
     with vm_slots(len(specs)):  # one slot per VM while they live (a full pool: wait)
@@ -235,7 +243,7 @@ def compare_organisms(
             progress = reporting.ProgressArtifact("compare-organisms", len(specs))
             first_batch = time.perf_counter()
             frames, metrics = run_batches(batches, owner, lambda b: batch_program(b, hours),
-                                          _runner_for(vm_type, specs, hours), submitted,
+                                          runner, submitted,
                                           on_done=lambda n: _report(progress, n))
             last_batch = time.perf_counter()
             series = reporting.tidy_timeseries(frames)
@@ -309,29 +317,29 @@ def run_batches(
     sharing = api_shared_with_workers() if runner is None else nullcontext()
     in_processes = runner is None and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner)
     simulate = simulate_bio_vms if in_processes else without_timeout(simulate_bio_vms)
+    slots = getattr(runner or task_runner_of_this_run(), "_max_workers", None)
+
+    def submit(index: int) -> PrefectFuture:
+        batch, label = batches[index]
+        params = {"specs": batch, "owner": owner, "code": code_for(batch), "label": label}
+        future = (io_runner.submit(simulate, params) if io_runner is not None
+                  else simulate.submit(**params))
+        submitted.append(future)
+        return future
+
     try:
-        by_future: dict[Any, list[dict[str, Any]]] = {}
-        order: dict[Any, int] = {}
-        with sharing:
-            for index in largest_first([batch for batch, _ in batches]):
-                batch, label = batches[index]
-                params = {"specs": batch, "owner": owner, "code": code_for(batch),
-                          "label": label}
-                future = (io_runner.submit(simulate, params) if io_runner is not None
-                          else simulate.submit(**params))
-                submitted.append(future)
-                by_future[future] = batch
-                order[future] = index
         frames: dict[int, pd.DataFrame] = {}
         metrics: dict[str, dict[str, Any]] = {}
         done = 0
-        for future in as_completed(list(by_future)):
-            frame, batch_metrics = future.result()
-            frames[order[future]] = frame
-            metrics.update(batch_metrics)
-            done += len(by_future[future])
-            if on_done is not None:
-                on_done(done)
+        with sharing:
+            order = largest_first([batch for batch, _ in batches])
+            for index, future in in_order(submit, order, slots):
+                frame, batch_metrics = future.result()
+                frames[index] = frame
+                metrics.update(batch_metrics)
+                done += len(batches[index][0])
+                if on_done is not None:
+                    on_done(done)
         return [frames[i] for i in sorted(frames)], metrics
     finally:
         if io_runner is not None:
@@ -352,17 +360,13 @@ def largest_first(batches: list[list[dict[str, Any]]]) -> list[int]:
                   key=lambda i: -sum(simulation_work(s["organism"]) for s in batches[i]))
 
 
-def _runner_for(vm_type: str, specs: list[dict[str, Any]], hours: float) -> TaskRunner | None:
-    """Where this comparison's batches run: threads for XCP-ng (network waits), the flow
-    thread for deterministic work too small to repay starting worker processes, else the
-    flow's task runner (None)."""
-    if vm_type == "xcpng":
-        return io_task_runner()
+def _runs_inline(vm_type: str, specs: list[dict[str, Any]], hours: float) -> bool:
+    """Whether this comparison's batches run on the flow's thread: deterministic basic work
+    too small to repay starting worker processes (when the flow has them)."""
     stochastic = any((s["config"].get("simulation") or {}).get("stochastic") for s in specs)
     small = not stochastic and len(specs) * hours < INLINE_MAX_VM_HOURS
-    if small and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner):
-        return in_process_task_runner()
-    return None
+    return (vm_type != "xcpng" and small
+            and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner))
 
 
 def task_runner_of_this_run() -> Any:
@@ -510,30 +514,34 @@ def batch_program(batch: list[dict[str, Any]], hours: float) -> str:
 def label_batches(
     batches: list[list[dict[str, Any]]],
 ) -> list[tuple[list[dict[str, Any]], str]]:
-    """Each batch with a label for its task runs: organism, role, batch number
-    (`syn3a-batch1`, `ecoli-control-batch1`)."""
+    """Each batch with a label for its task runs: organism(s), role, batch number
+    (`syn3a-batch1`, `ecoli-control-batch1`, `ecoli-syn3a-batch1`)."""
     counts: dict[tuple, int] = {}
     out = []
     for batch in batches:
-        key = (batch[0]["organism"], batch[0]["role"])
+        organisms = "-".join(sorted({s["organism"] for s in batch}))
+        key = (organisms, batch[0]["role"])
         counts[key] = counts.get(key, 0) + 1
         role = "" if key[1] == "cell" else f"-{key[1]}"
-        out.append((batch, f"{key[0]}{role}-batch{counts[key]}"))
+        out.append((batch, f"{organisms}{role}-batch{counts[key]}"))
     return out
 
 
 def batch_specs(
-    specs: list[dict[str, Any]], sizes: dict[str, int]
+    specs: list[dict[str, Any]], sizes: dict[str, int] | None
 ) -> list[list[dict[str, Any]]]:
-    """Batches of one organism, role and package each (so one program fits the batch), of
-    `sizes[organism]` VMs."""
+    """Batches of one role and package each, so one program fits the batch. With `sizes`,
+    also of one organism (a worker reuses the organism's compiled model), `sizes[organism]`
+    VMs each; without, one batch per role (six task runs however many organisms)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for spec in specs:
-        groups.setdefault((spec["organism"], spec["role"]), []).append(spec)
+        key = (spec["organism"] if sizes else "", spec["role"])
+        groups.setdefault(key, []).append(spec)
     batches = []
-    for (organism, _), group in groups.items():
+    for group in groups.values():
         it = iter(group)
-        while chunk := list(islice(it, sizes[organism])):
+        size = sizes[group[0]["organism"]] if sizes else len(group)
+        while chunk := list(islice(it, size)):
             batches.append(chunk)
     return batches
 

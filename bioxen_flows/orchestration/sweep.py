@@ -28,6 +28,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -37,7 +38,11 @@ from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
 from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first
-from bioxen_flows.orchestration.runners import api_shared_with_workers, simulation_task_runner
+from bioxen_flows.orchestration.runners import (
+    api_shared_with_workers,
+    in_order,
+    simulation_task_runner,
+)
 from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import destroy_labelled_vms
@@ -282,15 +287,16 @@ def sweep_design_space(
             n_workers = min(workers or os.cpu_count() or 1, len(new))
             batches = _batches(points, new, n_workers)
             with api_shared_with_workers(), simulation_task_runner(n_workers) as pool:
-                running = []
-                for index in largest_first([[points[i] for i in b] for b in batches]):
+                def submit(index: int) -> PrefectFuture:
                     batch = batches[index]
-                    running.append((batch, pool.submit(simulate_points, {
+                    return pool.submit(simulate_points, {
                         "points": [points[i] for i in batch], "owner": owner,
                         "vm_ids": [f"sw-{run_tag}-{i}" for i in batch], "storage": storage,
-                        "label": f"{points[batch[0]]['organism']}-batch{index + 1}"})))
-                for batch, future in running:
-                    outcomes.update(zip(batch, future.result(), strict=True))
+                        "label": f"{points[batch[0]]['organism']}-batch{index + 1}"})
+
+                order = largest_first([[points[i] for i in b] for b in batches])
+                for index, future in in_order(submit, order, n_workers):
+                    outcomes.update(zip(batches[index], future.result(), strict=True))
         outcomes.update({i: (hit.result(), hit.state.name == "Cached") for i, hit in hits.items()})
     finally:
         teardown_bio_vms(owner)  # VMs of points that failed half-way
