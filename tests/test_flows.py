@@ -328,3 +328,49 @@ def test_automatic_batches_hold_about_equal_work():
     assert max(work) <= 1.01 * simulation_work("ecoli")  # no batch outweighs one E. coli cell
     ode = auto_batch_sizes(comparison_specs(["syn3a", "ecoli"], 100, "run"), workers=2)
     assert ode == {"syn3a": 25, "ecoli": 25}
+
+
+def test_jobs_start_in_the_order_given_one_waiting_beyond_the_workers():
+    """`in_order` submits costliest-first jobs one at a time as others finish (so a pool
+    cannot reorder them), keeps one waiting for the next free worker, and never submits
+    the jobs left when its caller stops."""
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+
+    from bioxen_flows.orchestration.runners import in_order
+
+    started: list[int] = []
+
+    @task(cache_policy=NO_CACHE)
+    def job(i: int) -> int:
+        started.append(i)
+        time.sleep(0.05)
+        return i
+
+    @flow
+    def run_jobs() -> tuple[list[int], list[int], int]:
+        submitted: list[int] = []
+        finished: list[int] = []
+        futures: list = []
+        most_in_flight = 0
+        with ThreadPoolTaskRunner(max_workers=1) as pool:
+            def submit(i: int):
+                nonlocal most_in_flight
+                submitted.append(i)
+                unfinished = sum(not f.wrapped_future.done() for f in futures)
+                most_in_flight = max(most_in_flight, unfinished + 1)
+                futures.append(pool.submit(job, {"i": i}))
+                return futures[-1]
+
+            for i, future in in_order(submit, [7, 3, 9, 1, 8, 0, 2, 6, 4, 5], 1):
+                finished.append(future.result())
+                assert i == finished[-1]
+                if len(finished) == 4:
+                    break
+        return submitted, finished, most_in_flight
+
+    submitted, finished, most_in_flight = run_jobs()
+    assert submitted == [7, 3, 9, 1, 8, 0, 2, 6, 4, 5][:len(submitted)]
+    assert started == submitted[:len(started)]  # started in the order given
+    assert most_in_flight == 2  # one running, one waiting
+    assert len(submitted) <= 4 + 2 < 10  # the rest were never submitted

@@ -317,7 +317,7 @@ def run_batches(
     sharing = api_shared_with_workers() if runner is None else nullcontext()
     in_processes = runner is None and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner)
     simulate = simulate_bio_vms if in_processes else without_timeout(simulate_bio_vms)
-    slots = getattr(runner or task_runner_of_this_run(), "_max_workers", None)
+    workers = getattr(runner or task_runner_of_this_run(), "_max_workers", None)
 
     def submit(index: int) -> PrefectFuture:
         batch, label = batches[index]
@@ -333,7 +333,7 @@ def run_batches(
         done = 0
         with sharing:
             order = largest_first([batch for batch, _ in batches])
-            for index, future in in_order(submit, order, slots):
+            for index, future in in_order(submit, order, workers):
                 frame, batch_metrics = future.result()
                 frames[index] = frame
                 metrics.update(batch_metrics)

@@ -43,21 +43,24 @@ def simulation_task_runner(workers: int | None = None) -> TaskRunner:
 
 
 def in_order(
-    submit: Callable[[int], PrefectFuture], order: Sequence[int], slots: int | None
+    submit: Callable[[int], PrefectFuture], order: Sequence[int], workers: int | None
 ) -> Iterator[tuple[int, PrefectFuture]]:
-    """Submit the jobs `order` lists, in that order, keeping at most `slots` of them
-    submitted and unfinished (None: all at once); yield (job, future) as each finishes.
+    """Submit the jobs `order` lists, in that order, keeping one more submitted and
+    unfinished than there are `workers` (None: all at once); yield (job, future) as each
+    finishes.
 
     Prefect's process pool passes submissions to its workers through a pool of threads,
     which may reorder them: given all twelve batches of the stochastic bench at once, it
     started the last E. coli batch last, and the run ended 2 s after the others. Submitting
-    no more than it can run keeps the costliest-first order. Jobs never submitted (the
-    caller stopped iterating) never run."""
+    little more than it can run keeps the costliest-first order, and the one job waiting
+    lets a worker that finishes start the next at once (a submission takes a round trip
+    through the flow's thread). Jobs never submitted (the caller stopped iterating) never
+    run."""
     pending = deque(order)
     running: dict[PrefectFuture, int] = {}
 
     def fill() -> None:
-        while pending and (slots is None or len(running) < slots):
+        while pending and (workers is None or len(running) <= workers):
             job = pending.popleft()
             running[submit(job)] = job
 
