@@ -9,7 +9,6 @@ Exit codes: 0 ok, 1 user error (one line on stderr, no traceback), 2 usage (argp
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import sys
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from bioxen_flows import __version__
 from bioxen_flows.cli import export, ops, results, store, sweep, tools, vms
 from bioxen_flows.cli.output import error_text
 from bioxen_flows.errors import BioXenError
+from bioxen_flows.quick_exit import exit_after_handlers
 
 ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
 VM_TYPES = ("basic", "xcpng")
@@ -353,28 +353,15 @@ def _json_anywhere(argv: list[str]) -> list[str]:
 def run() -> None:
     """The `bioxen` program: `main()`, every exit handler (Prefect sends its last logs and
     events, a temporary server stops), then the end of the process without tearing the
-    interpreter down module by module (freeing compiled models, numpy and Prefect took
-    ~0.4 s after every command). `main()` itself returns, for callers in a process."""
+    interpreter down (`quick_exit`). `main()` itself returns, for callers in a process."""
     code = [1]  # an uncaught exception (BIOXEN_DEBUG=1) ends the process with 1
-    atexit.register(_exit_now, code)  # registered first, so it runs after all the others
+    exit_after_handlers(lambda: code[0])
     try:
         code[0] = main()
     except SystemExit as exc:  # argparse: --help, --version, usage errors
         code[0] = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         raise
     sys.exit(code[0])
-
-
-def _exit_now(code: list[int]) -> None:
-    import logging
-
-    logging.shutdown()  # its own exit handler was registered earlier, so it would not run
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe: nothing more can be said
-            pass
-    os._exit(code[0])
 
 
 def main(argv: list[str] | None = None) -> int:

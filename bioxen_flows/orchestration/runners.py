@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from bioxen_flows.quick_exit import exit_after_handlers
+
 MAX_IO_THREADS = 8  # concurrent XCP-ng provisioning calls of one run
 
 
@@ -39,7 +41,9 @@ def simulation_task_runner(workers: int | None = None) -> TaskRunner:
     """The task runner for CPU-bound simulation tasks: `workers` processes (default: the
     machine's cores). Task parameters and results must pickle (ids, specs, frames)."""
     check_workers(workers)
-    return ProcessPoolTaskRunner(max_workers=workers or default_workers())
+    # a worker ends without tearing its interpreter down (~0.4 s each at the pool's close)
+    return ProcessPoolTaskRunner(max_workers=workers or default_workers(),
+                                 initializer=exit_after_handlers)
 
 
 def in_order(
