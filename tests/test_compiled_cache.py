@@ -165,3 +165,20 @@ def test_processes_needing_the_same_new_model_compile_it_once(bioxen_home: Path)
     compiles = [int(out.split()[0]) for out, _ in outputs]
     assert sorted(compiles) == [0, 0, 0, 1]
     assert len({out.split()[1] for out, _ in outputs}) == 1
+
+
+def test_models_compiled_ahead_are_in_the_cache_for_new_cells() -> None:
+    """What a flow compiles for its workers while they start: each organism's ODE model
+    (balanced growth) and, for stochastic cells, its Gillespie model."""
+    from bioxen_flows.engine.cell import cache_models
+    from bioxen_flows.model.builder import build_model_text
+    from bioxen_flows.organisms.profiles import get_profile
+
+    def cached(organism: str, stochastic: bool) -> bool:
+        text = build_model_text(get_profile(organism).parameters, stochastic=stochastic)
+        return compiled_cache.load(text) is not None
+
+    assert not cached("minimal_cell", True)
+    cache_models([("minimal_cell", True), ("ecoli", False)])
+    assert cached("minimal_cell", True) and cached("minimal_cell", False)
+    assert cached("ecoli", False) and not cached("ecoli", True)

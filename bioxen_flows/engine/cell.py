@@ -11,6 +11,7 @@ import re
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -482,6 +483,16 @@ def _keep_warm(text: str, rr: Any) -> None:
         _WARM_BY_TEXT.move_to_end(text)
         while len(_WARM_BY_TEXT) > _WARM_LIMIT:
             _WARM_BY_TEXT.popitem(last=False)
+
+
+def cache_models(kinds: Iterable[tuple[str, bool]]) -> None:
+    """Put the models that new cells of these (organism, stochastic) kinds load in the
+    compiled-model cache, compiling the ones it lacks: what a process can do for cells
+    about to start in other processes (libroadrunner releases the GIL while compiling)."""
+    for organism, stochastic in kinds:
+        parameters = get_profile(organism).parameters
+        for mode in dict.fromkeys((False, stochastic)):  # ODE first: balanced growth
+            load_roadrunner(build_model_text(parameters, stochastic=mode))
 
 
 @cache

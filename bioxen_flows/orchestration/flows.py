@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -327,12 +329,14 @@ def run_batches(
         submitted.append(future)
         return future
 
+    order = largest_first([batch for batch, _ in batches])
+    if in_processes:
+        _compile_ahead([s for i in order for s in batches[i][0]])
     try:
         frames: dict[int, pd.DataFrame] = {}
         metrics: dict[str, dict[str, Any]] = {}
         done = 0
         with sharing:
-            order = largest_first([batch for batch, _ in batches])
             for index, future in in_order(submit, order, workers):
                 frame, batch_metrics = future.result()
                 frames[index] = frame
@@ -344,6 +348,28 @@ def run_batches(
     finally:
         if io_runner is not None:
             io_runner.__exit__(None, None, None)
+
+
+def _compile_ahead(specs: list[dict[str, Any]]) -> None:
+    """While the worker processes start (~2 s of imports), compile the models their cells
+    load first into the compiled-model cache, on a thread of the flow's process, in the
+    order the workers will need them: they then load each in ~7 ms instead of compiling it
+    (0.3-0.6 s, the other worker waiting on the first). Skipped when the cache is off."""
+    from bioxen_flows.engine.cell import cache_models
+    from bioxen_flows.model.compiled_cache import cache_dir
+
+    if cache_dir() is None:
+        return
+    kinds = dict.fromkeys((s["organism"], bool((s["config"].get("simulation") or {})
+                                                 .get("stochastic"))) for s in specs)
+
+    def compile_quietly() -> None:
+        try:
+            cache_models(kinds)
+        except Exception:  # a worker compiling the same model reports the failure
+            logging.getLogger(__name__).debug("compiling ahead failed", exc_info=True)
+
+    threading.Thread(target=compile_quietly, name="bioxen-compile-ahead", daemon=True).start()
 
 
 def simulation_work(organism: str) -> float:
