@@ -109,7 +109,7 @@ class Cell:
     def _build(self, amounts: dict[str, float]) -> None:
         """Compile the current model and load amounts (missing species start at 0)."""
         text = self.model_text()
-        rr = load_roadrunner(text, from_disk=text not in _WARM_BY_TEXT)
+        rr = load_roadrunner(text)
         _keep_warm(text, rr)
         species = set(rr.model.getFloatingSpeciesIds())
         for name, value in amounts.items():
@@ -476,8 +476,9 @@ _WARM_LOCK = threading.Lock()
 
 
 def _keep_warm(text: str, rr: Any) -> None:
-    """Keep one instance of each recently used model alive: libroadrunner then reuses its
-    compiled code, and a cell with packages reloads in milliseconds instead of ~0.3 s."""
+    """Keep one instance of each recently used model alive: with the compiled-model cache
+    off, libroadrunner then reuses its compiled code, and a cell with packages reloads in
+    milliseconds instead of ~0.3 s."""
     with _WARM_LOCK:
         _WARM_BY_TEXT[text] = rr
         _WARM_BY_TEXT.move_to_end(text)
