@@ -214,3 +214,20 @@ def test_a_process_builds_cached_models_without_compiling_them_again() -> None:
 
     assert compiles() == 2  # the first process compiles the ODE and the stochastic model
     assert compiles() == 0
+
+
+def test_a_state_left_half_written_is_removed_once_stale() -> None:
+    """A process that ended while saving a state (a command ending while its flow still
+    compiled ahead) leaves a temp file: the next save removes it once it is an hour old,
+    never one another process may still be writing."""
+    Cell("syn3a")
+    folder = compiled_cache.cache_dir()
+    stale, fresh = folder / "stale.tmp", folder / "fresh.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    cell = Cell("syn3a")
+    cell.install("gfp_reporter", copies=3)  # a new model: compiled and saved
+    assert not stale.exists()
+    assert fresh.exists()

@@ -24,12 +24,14 @@ import re
 import socket
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 MAX_FILES = 256  # ~0.1-0.3 MB each
+STALE_TMP_S = 3600  # a save takes milliseconds
 
 
 def cache_dir() -> Path | None:
@@ -127,7 +129,9 @@ def _save(folder: Path, path: Path, rr: Any) -> None:
 
 
 def _prune(folder: Path) -> None:
-    """Remove the least recently written states (and compile locks) beyond `MAX_FILES`."""
+    """Remove the least recently written states (and compile locks) beyond `MAX_FILES`, and
+    half-written states older than `STALE_TMP_S` (a process that ended while saving, e.g. a
+    command that finished while its flow was still compiling ahead)."""
     for pattern in ("*.rrstate", "*.lock"):
         try:
             files = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime)
@@ -135,3 +139,9 @@ def _prune(folder: Path) -> None:
             continue
         for old in files[:-MAX_FILES]:
             old.unlink(missing_ok=True)
+    for tmp in folder.glob("*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_TMP_S:
+                tmp.unlink(missing_ok=True)
+        except OSError:
+            continue
