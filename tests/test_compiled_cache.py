@@ -231,3 +231,37 @@ def test_a_state_left_half_written_is_removed_once_stale() -> None:
     cell.install("gfp_reporter", copies=3)  # a new model: compiled and saved
     assert not stale.exists()
     assert fresh.exists()
+
+
+def test_a_compile_lock_held_forever_delays_others_only_so_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that hangs while holding a model's compile lock: the others wait at most
+    LOCK_WAIT_S, then compile the model themselves."""
+    import fcntl
+
+    from bioxen_flows.model.builder import build_model_text
+
+    text = build_model_text() + "\n// a model whose compile lock another process holds"
+    lock = compiled_cache._path(compiled_cache.cache_dir(), text).with_suffix(".lock")
+    monkeypatch.setattr(compiled_cache, "LOCK_WAIT_S", 0.5)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held through another open file: as another process
+        began = time.monotonic()
+        rr = load_roadrunner(text)
+        waited = time.monotonic() - began
+    finally:
+        os.close(fd)
+    assert rr.model.getNumFloatingSpecies() > 0
+    assert waited >= 0.5
+    assert compiled_cache.load(text) is not None  # and it was kept for the next process
+
+
+def test_a_directory_where_the_compile_lock_goes_does_not_stop_the_compile() -> None:
+    from bioxen_flows.model.builder import build_model_text
+
+    text = build_model_text() + "\n// a model whose lock path is taken"
+    compiled_cache._path(compiled_cache.cache_dir(), text).with_suffix(".lock").mkdir()
+    assert load_roadrunner(text).model.getNumFloatingSpecies() > 0
+    assert compiled_cache.load(text) is not None

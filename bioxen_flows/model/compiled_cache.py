@@ -32,6 +32,7 @@ from typing import Any
 
 MAX_FILES = 256  # ~0.1-0.3 MB each
 STALE_TMP_S = 3600  # a save takes milliseconds
+LOCK_WAIT_S = 120.0  # a compile takes seconds at most; past this, compile without waiting
 
 
 def cache_dir() -> Path | None:
@@ -78,7 +79,8 @@ def load_or_compile(text: str, compile_model: Callable[[], Any]) -> Any:
 
 @contextmanager
 def _compiling(path: Path) -> Iterator[None]:
-    """Hold the lock on compiling `path`'s model (released by the OS if the process dies)."""
+    """Hold the lock on compiling `path`'s model (released by the OS if the process dies),
+    waiting at most `LOCK_WAIT_S` for another process that holds it."""
     try:
         import fcntl
     except ImportError:  # Windows: concurrent processes may compile the same model
@@ -90,7 +92,15 @@ def _compiling(path: Path) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:  # a holder that hangs must not hang every process that needs the model
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break  # compile it here, as without the lock
+                time.sleep(0.02)
         yield
     finally:
         os.close(fd)  # releases the lock

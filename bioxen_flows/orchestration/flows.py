@@ -360,8 +360,7 @@ def _compile_ahead(specs: list[dict[str, Any]]) -> None:
 
     if cache_dir() is None:
         return
-    kinds = dict.fromkeys((s["organism"], bool((s["config"].get("simulation") or {})
-                                                 .get("stochastic"))) for s in specs)
+    kinds = dict.fromkeys((s["organism"], _is_stochastic(s)) for s in specs)
 
     def compile_quietly() -> None:
         try:
@@ -370,6 +369,10 @@ def _compile_ahead(specs: list[dict[str, Any]]) -> None:
             logging.getLogger(__name__).debug("compiling ahead failed", exc_info=True)
 
     threading.Thread(target=compile_quietly, name="bioxen-compile-ahead", daemon=True).start()
+
+
+def _is_stochastic(spec: dict[str, Any]) -> bool:
+    return bool((spec["config"].get("simulation") or {}).get("stochastic"))
 
 
 def simulation_work(organism: str) -> float:
@@ -389,8 +392,7 @@ def largest_first(batches: list[list[dict[str, Any]]]) -> list[int]:
 def _runs_inline(vm_type: str, specs: list[dict[str, Any]], hours: float) -> bool:
     """Whether this comparison's batches run on the flow's thread: deterministic basic work
     too small to repay starting worker processes (when the flow has them)."""
-    stochastic = any((s["config"].get("simulation") or {}).get("stochastic") for s in specs)
-    small = not stochastic and len(specs) * hours < INLINE_MAX_VM_HOURS
+    small = not any(map(_is_stochastic, specs)) and len(specs) * hours < INLINE_MAX_VM_HOURS
     return (vm_type != "xcpng" and small
             and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner))
 
