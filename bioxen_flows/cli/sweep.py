@@ -51,6 +51,9 @@ def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Check the design space, run the flow, print the best points and the reuse."""
+    from bioxen_flows.cli.validate import check_sweep
+
+    check_sweep(args)  # every option, before Prefect starts
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from bioxen_flows.errors import InputError
     from bioxen_flows.orchestration.design_space import design_points, parse_axis

@@ -191,6 +191,9 @@ def interactive_run() -> Iterator[None]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run the compare-organisms Prefect flow and print its summary table."""
+    from bioxen_flows.cli.validate import check_compare
+
+    check_compare(args)  # every option, before Prefect starts
     # An offline lab machine should not try to send Prefect telemetry.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from bioxen_flows.orchestration.flows import (

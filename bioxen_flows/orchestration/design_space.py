@@ -36,19 +36,24 @@ def parse_axis(text: str, name: str, *, integer: bool = False) -> list[float]:
             "LOW:HIGH:logN / LOW:HIGH:linN (0.1:10:log8)"
         ) from None
     if match:
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise InputError(f"--{name} {text!r}: values must be finite numbers")
         if not 1 <= n <= MAX_AXIS_VALUES:
             raise InputError(f"--{name} {text!r}: give 1 to {MAX_AXIS_VALUES} values")
         if match[3] == "log" and (low <= 0 or high <= 0):
             raise InputError(f"--{name} {text!r}: a log range needs bounds > 0")
         spaced = np.geomspace if match[3] == "log" else np.linspace
-        values = spaced(low, high, n).tolist()
-    if integer:
+        with np.errstate(all="ignore"):  # an overflow is refused below, not warned about
+            values = spaced(low, high, n).tolist()
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"--{name} {text!r}: values must be finite numbers")
+    if integer and not match and any(v != round(v) for v in values):
+        raise InputError(f"--{name} {text!r}: give whole numbers")
+    if integer:  # a range's evenly spaced values are rounded to whole numbers
         values = [float(round(v)) for v in values]
     values = sorted({round(v, 12) for v in values})
     if not values or len(values) > MAX_AXIS_VALUES:
         raise InputError(f"--{name} {text!r}: give 1 to {MAX_AXIS_VALUES} values")
-    if not all(math.isfinite(v) for v in values):
-        raise InputError(f"--{name} {text!r}: values must be finite numbers")
     return values
 
 

@@ -82,13 +82,16 @@ def find_orphans(
     candidates = []
     for record in store.list_vms():
         labels = record.config.get("labels") or {}
-        if record.vm_type != "basic" or now - record.created_at < min_age:
+        if record.vm_type != "basic" or record.state == "creating" \
+                or now - record.created_at < min_age:
             continue
         if FLOW_RUN_LABEL in labels or PROCESS_LABEL in labels:
             candidates.append((record.vm_id, labels))
     states = _run_states({labels[FLOW_RUN_LABEL] for _, labels in candidates
                           if FLOW_RUN_LABEL in labels})
-    orphans = []
+    # a creation whose creator is gone is never finished: reaped at any age, labels or not
+    orphans = [Orphan(r.vm_id, "its creation was interrupted (its creator is gone)")
+               for r in store.interrupted_creations() if r.vm_type == "basic"]
     for vm_id, labels in candidates:
         run_id, process = labels.get(FLOW_RUN_LABEL), labels.get(PROCESS_LABEL)
         if run_id and states.get(run_id):

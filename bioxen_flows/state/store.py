@@ -43,13 +43,16 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 
 from bioxen_flows.errors import BudgetError, ConflictError, InputError, NotFoundError, StoreError
 from bioxen_flows.processes import HOST as _HOST
-from bioxen_flows.processes import process_is_gone
+from bioxen_flows.processes import process_identity, process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import schema
 from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, quotas, vms
 
 SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
-STATES = ("created", "running", "paused", "stopped")
+# "creating": inserted, its cell (packages, caps) not yet built; the creator holds its lease
+# and turns it into "created" with the audit entry in one write. One whose creator is gone
+# is an interrupted creation: never started, reaped by gc (`interrupted_creations`).
+STATES = ("creating", "created", "running", "paused", "stopped")
 VM_TYPES = ("basic", "xcpng")
 LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
 LEASE_WAIT_SECONDS = 120.0  # how long a caller queues for a busy VM before a ConflictError
@@ -195,16 +198,30 @@ def check_owner(owner: str) -> str:
 
 
 def new_lease_holder() -> str:
-    """A lease holder id: host and pid (so a dead local holder is noticed) plus a nonce."""
-    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    """A lease holder id: the process's identity (``host:pid:start``, so a dead local holder
+    is noticed even when its pid was reused) plus a nonce."""
+    return f"{process_identity()}:{uuid.uuid4().hex[:12]}"
 
 
 def _holder_is_dead(holder: str | None) -> bool:
-    """A lease holder (``host:pid:nonce``) that was a process of this host and is gone."""
+    """A lease holder (``host:pid:start:nonce``, or an older ``host:pid:nonce``) that was a
+    process of this host and is gone."""
     if not holder:
         return False
-    host, _, rest = holder.partition(":")
-    return process_is_gone(f"{host}:{rest.partition(':')[0]}:")
+    parts = holder.split(":")
+    start = parts[2] if len(parts) == 4 else ""
+    return process_is_gone(":".join([parts[0], parts[1] if len(parts) > 1 else "", start]))
+
+
+def _refuse_unfinished(record: VMRecord) -> VMRecord:
+    """The record, unless its creation never finished (its creator is gone or it would
+    hold the lease): such a VM has no packages, caps or guest, so it is never used."""
+    if record.state == "creating":
+        raise InputError(
+            f"VM {record.vm_id!r} is not provisioned: its creation did not finish; remove "
+            f"it with `bioxen gc --yes` (XCP-ng: `bioxen xcpng gc --yes`) or "
+            f"`bioxen destroy --force {record.vm_id}`")
+    return record
 
 
 _engines: dict[tuple[str, int], Engine] = {}
@@ -386,6 +403,15 @@ class StateStore:
             raise NotFoundError(self._unknown(vm_id))
         return record
 
+    def interrupted_creations(self) -> list[VMRecord]:
+        """VMs whose creation never finished and never will: still "creating", and their
+        creator's lease is free (its process is gone, or the lease expired)."""
+        now = time.time()
+        with self._read() as conn:
+            rows = conn.execute(select(vms).where(vms.c.state == "creating")
+                                .order_by(vms.c.created_at, vms.c.vm_id)).all()
+        return [_from_row(row) for row in rows if not _creator_works(row, now)]
+
     def _unknown(self, vm_id: str) -> str:
         with self._read() as conn:
             ids = list(conn.execute(
@@ -458,7 +484,7 @@ class StateStore:
         def attempt(conn: Connection, row: Any, now: float) -> VMRecord | None:
             if _busy(row, now):
                 return None
-            updated = self._apply(conn, row, change(readable(_from_row(row))))
+            updated = self._apply(conn, row, change(_refuse_unfinished(readable(_from_row(row)))))
             if action is not None:
                 self._audit_row(conn, vm_id, action, None)
             return updated
@@ -531,7 +557,8 @@ class StateStore:
         def attempt(conn: Connection, row: Any, now: float) -> VMRecord | None:
             if _busy(row, now) and row.lease_holder != holder:
                 return None
-            record = readable(_from_row(row))  # a damaged VM is refused before it is leased
+            # a damaged or half-made VM is refused before it is leased
+            record = _refuse_unfinished(readable(_from_row(row)))
             conn.execute(vms.update().where(vms.c.vm_id == vm_id).values(
                 lease_holder=holder, lease_expires=now + ttl))
             return record
@@ -793,6 +820,15 @@ def _busy(row: Any, now: float) -> bool:
         and (row.lease_expires or 0.0) > now
         and not _holder_is_dead(row.lease_holder)
     )
+
+
+def _creator_works(row: Any, now: float) -> bool:
+    """The creator of a "creating" row may still finish it: it is a live process of this
+    host (however long it takes), or another host's whose lease has not expired."""
+    holder = row.lease_holder
+    if not holder or _holder_is_dead(holder):
+        return False
+    return holder.partition(":")[0] == _HOST or (row.lease_expires or 0.0) > now
 
 
 def _first_line(exc: BaseException) -> str:

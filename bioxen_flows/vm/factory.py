@@ -1,7 +1,11 @@
 """Create, load and list bio-VMs (the seeds' factory pattern).
 
 All validation happens before anything is created, so a bad call leaves no VM, no
-record and no allocation behind.
+record and no allocation behind. A creation is made in two writes: a "creating" record
+that reserves the id and the budget (leased to its creator), then, once the cell has its
+packages and caps, one write that makes it "created" with its state and audit entry. A
+creator killed in between leaves a "creating" record that can never be used and that gc
+reaps (`StateStore.interrupted_creations`).
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def create_bio_vm(
         vm_id=vm_id,
         biological_type=biological_type,
         vm_type=vm_type,
-        state="created",
+        state="creating",
         created_at=now,
         config=config,
         allocations=allocations,
@@ -84,7 +88,8 @@ def create_bio_vm(
     )
     lease = new_lease_holder()
     # the primary key makes duplicate ids fail atomically; the budget and quota are checked
-    # in the same transaction; the creator holds the lease until the VM is complete
+    # in the same transaction; the creator holds the lease until the VM is complete, and
+    # the record says "creating" until then
     detail = {"biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
               **({"allocations": allocations} if allocations else {})}
     record = store.insert_vm(record, lease=lease, detail=detail, audit_create=False)
@@ -96,7 +101,7 @@ def create_bio_vm(
             vm._apply_caps(allocations)
         for package in config.get("packages") or []:
             vm._install(package, None)
-        vm._commit(lease, "create", detail)
+        vm._commit(lease, "create", detail, state="created")
     except BaseException as exc:
         # an XCP-ng VM the caller provisioned (placement) is the caller's to tear down: a
         # retry reuses it, so it must still exist (the flow's teardown reaps it in the end)

@@ -1,0 +1,129 @@
+"""Every `bioxen compare` and `bioxen sweep` option checked before Prefect starts.
+
+A bad option found inside a flow costs a server start (8-30 s) and prints Prefect's
+traceback; here it is one line and exit 1. The limits are the flows' and the VM layer's
+own checks (`check_compare_parameters`, `check_design`, `check_allocation`,
+`resolve_package`), called here rather than copied.
+"""
+
+from __future__ import annotations
+
+import argparse
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bioxen_flows.errors import InputError
+
+# results are sampled once a simulated minute: a shorter run has no growth curve to fit
+MIN_HOURS = 1 / 60
+
+
+def check_compare(args: argparse.Namespace) -> list[str]:
+    """Refuse any bad `compare` option; returns the organisms to compare."""
+    from bioxen_flows.cli.tools import DEFAULT_ORGANISMS
+    from bioxen_flows.orchestration.flows import MAX_SEED, check_compare_parameters
+    from bioxen_flows.orchestration.runners import check_workers
+    from bioxen_flows.vm.base import check_allocation
+
+    organisms = list(args.organisms or DEFAULT_ORGANISMS)
+    _check_each_once(organisms)
+    _check_hours(args.hours)
+    check_compare_parameters(organisms, args.replicates, args.hours)
+    check_workers(args.workers)
+    if args.deterministic and args.seed is not None:
+        raise InputError("give either --seed (stochastic) or --deterministic, not both")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
+    check_allocation(args.atp, args.ribosomes)
+    check_package(args.package)
+    _check_infrastructure(args.vm_type, args.config)
+    check_out_dir(args.out)
+    return organisms
+
+
+def check_sweep(args: argparse.Namespace) -> None:
+    """Refuse any bad `sweep` option (axes, package, design, output folder)."""
+    from bioxen_flows.orchestration.design_space import design_points, parse_axis
+
+    _check_each_once(list(args.organisms))
+    _check_hours(args.hours)
+    strengths = parse_axis(args.strength, "strength")
+    copies = parse_axis(args.copies, "copies", integer=True)
+    nutrients = parse_axis(args.nutrient, "nutrient") if args.nutrient else [None]
+    if args.workers is not None and not 1 <= args.workers <= 256:
+        raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
+    if not 0 <= args.max_burden <= 100:
+        raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
+    design_points(args.organisms, args.package, strengths, [int(c) for c in copies], nutrients,
+                  args.replicates, args.seed, args.hours)
+    check_package(args.package)
+    check_out_dir(args.out)
+
+
+def _check_each_once(organisms: list[str]) -> None:
+    """`compare syn3a syn3a` would make one VM id twice: refused, saying what to use."""
+    twice = sorted({o for o in organisms if organisms.count(o) > 1})
+    if twice:
+        raise InputError(f"organism {', '.join(twice)} given more than once; name each "
+                         "organism once (--replicates gives more cells of one organism)")
+
+
+def _check_hours(hours: Any) -> None:
+    if not isinstance(hours, (int, float)) or not hours >= MIN_HOURS:  # nan fails too
+        raise InputError(f"--hours must be at least {MIN_HOURS * 60:g} simulated minute "
+                         f"({MIN_HOURS:.4g} h), got {hours!r}")
+
+
+def check_package(package: str | None) -> None:
+    """A built-in package, or a regular module file that loads (read size-bounded, compiled,
+    checked against the host model); a name that is neither is said to be neither."""
+    if package is None:
+        return
+    from bioxen_flows.model.packages import BUILTIN_PACKAGES, resolve_package
+
+    if package in BUILTIN_PACKAGES:
+        return
+    try:
+        mode = Path(package).stat().st_mode
+    except OSError:
+        raise InputError(f"--package {package!r} is neither a built-in package "
+                         f"({', '.join(BUILTIN_PACKAGES)}) nor an existing file") from None
+    if not stat.S_ISREG(mode):
+        raise InputError(f"--package {package!r} is not a regular file (a module is an "
+                         ".ant/.xml/.sbml file)")
+    resolve_package(package)
+
+
+def _check_infrastructure(vm_type: str, config_path: Path | None) -> None:
+    """XCP-ng VMs need the pool's settings: a config file with an xcpng_config section."""
+    if vm_type != "xcpng":
+        return
+    if config_path is None:
+        raise InputError("--vm-type xcpng needs --config FILE with an xcpng_config section")
+    from bioxen_flows.cli.ops import xcpng_section
+    from bioxen_flows.xcpng.backend import pool_config
+
+    pool_config(xcpng_section(config_path))
+
+
+def check_out_dir(out: str | Path) -> None:
+    """The output folder is a folder (or can be made one) that this user can write in,
+    proven by making and removing a file in it (or in its nearest existing parent)."""
+    path = Path(out)
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"--out {out}: a symbolic link to nothing; give a folder")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"--out {out} is not a folder; give a folder for the results")
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--out {out}: {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise InputError(f"--out {out}: cannot write in {existing} "
+                         f"({exc.strerror or type(exc).__name__})") from None
