@@ -67,17 +67,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
     design_points(args.organisms, args.package, strengths, copies, nutrients or [None],
                   args.replicates, args.seed, args.hours)  # refuses a bad sweep up front
-    from bioxen_flows.cli.tools import interactive_run
+    from bioxen_flows.cli.tools import interactive_run, on_prefect_api, stopped
+    from bioxen_flows.orchestration.stopping import stop_on_signals
     from bioxen_flows.orchestration.sweep import sweep_design_space
 
     started = time.perf_counter()
-    with interactive_run():
-        result = sweep_design_space(
+    with stop_on_signals(), on_prefect_api(quiet=args.json), interactive_run():
+        state = sweep_design_space(
             organisms=args.organisms, package=args.package, strengths=strengths,
             copies=copies, nutrients=nutrients, replicates=args.replicates, seed=args.seed,
             hours=args.hours, max_burden=args.max_burden, out_dir=args.out,
-            workers=args.workers,
+            workers=args.workers, return_state=True,
         )
+    if state.is_cancelled():
+        return stopped(state, args.json)
+    result = state.result()
     result["wall_seconds"] = time.perf_counter() - started
     if args.json:
         output.print_json(result)

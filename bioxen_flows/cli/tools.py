@@ -14,6 +14,7 @@ from typing import Any
 
 from bioxen_flows.cli import output
 from bioxen_flows.errors import InputError
+from bioxen_flows.orchestration.stopping import stop_on_signals
 
 DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
@@ -128,7 +129,7 @@ SUMMARY_SHOWN = ("organism", "role", "replicates", "burden_percent", "growth_rat
                  "doubling_time_min_ci95_high", "ribosomes_total", "atp_percent")
 
 
-def _with_progress(run: Callable[[Callable[[int, int], None]], dict], total_vms: int) -> dict:
+def _with_progress(run: Callable[[Callable[[int, int], None]], Any], total_vms: int) -> Any:
     """A rich bar (VMs done / total, elapsed, ETA) fed by the flow as batches finish;
     shown only on a terminal."""
     err = output.console(stderr=True)
@@ -152,6 +153,28 @@ def _with_progress(run: Callable[[Callable[[int, int], None]], dict], total_vms:
         return run(lambda done, total: progress.update(bar, completed=done, total=total))
 
 
+@contextmanager
+def on_prefect_api(quiet: bool = False) -> Iterator[None]:
+    """Within this block, flows report to the configured Prefect API or, without one, to a
+    temporary server started here (and said so on stderr unless `quiet`). Its worker
+    processes inherit the URL from the environment."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    api_url, server_s = _start_prefect_api()
+    if api_url is None:
+        yield
+        return
+    if not quiet:
+        print(f"started Prefect's temporary server in {server_s:.1f} s "
+              "(set PREFECT_API_URL to use a running one)", file=sys.stderr)
+    os.environ["PREFECT_API_URL"] = api_url
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
 def _start_prefect_api() -> tuple[str | None, float]:
     """Start Prefect's temporary server unless an API is configured: (its URL, start s).
 
@@ -162,12 +185,35 @@ def _start_prefect_api() -> tuple[str | None, float]:
 
     if PREFECT_API_URL.value():
         return None, 0.0
-    from prefect.server.api.server import SubprocessASGIServer
-
     began = time.perf_counter()
-    server = SubprocessASGIServer()
+    server = _temporary_server_class()()
     server.start()
     return server.api_url, time.perf_counter() - began
+
+
+def _temporary_server_class() -> type:
+    """Prefect's temporary server, started so that it dies with this command (kill -9
+    included) and a terminal's Ctrl-C reaches only the command (orchestration/stopping)."""
+    import subprocess
+    from functools import partial
+    from types import SimpleNamespace
+
+    import prefect.server.api.server as server_module
+
+    from bioxen_flows.orchestration.stopping import helper_process_options
+
+    class TemporaryServer(server_module.SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            # Prefect builds the command; only how the process is started differs
+            real = server_module.subprocess
+            server_module.subprocess = SimpleNamespace(  # type: ignore[assignment]
+                Popen=partial(subprocess.Popen, **helper_process_options()))
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                server_module.subprocess = real
+
+    return TemporaryServer
 
 
 @contextmanager
@@ -211,35 +257,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     replicates = 1 if args.deterministic else args.replicates
     total = len(organisms) * (replicates + (1 if args.package else 0))
     config = _flow_config(args.config)  # a bad config file is refused before any server
-    api_url, server_s = _start_prefect_api()
-    if api_url is not None and not args.json:
-        print(f"started Prefect's temporary server in {server_s:.1f} s "
-              "(set PREFECT_API_URL to use a running one)", file=sys.stderr)
-    flow = compare_organisms.with_options(task_runner=simulation_task_runner(args.workers))
+    with stop_on_signals(), on_prefect_api(quiet=args.json):
+        flow = compare_organisms.with_options(task_runner=simulation_task_runner(args.workers))
 
-    def run(listener: Callable[[int, int], None]) -> dict:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
+        def run(listener: Callable[[int, int], None]) -> Any:
+            with interactive_run(), watch_progress(listener):
+                return flow(
+                    organisms=organisms,
+                    replicates=replicates,
+                    hours=args.hours,
+                    package=args.package,
+                    atp_percent=args.atp,
+                    ribosomes=args.ribosomes,
+                    seed=args.seed,
+                    deterministic=args.deterministic,
+                    out_dir=str(args.out),
+                    vm_type=args.vm_type,
+                    csv=args.csv,
+                    config=config,
+                    return_state=True,
+                )
 
-        if api_url is not None:  # the worker processes inherit it from os.environ
-            os.environ["PREFECT_API_URL"] = api_url
-        updates = {PREFECT_API_URL: api_url} if api_url is not None else {}
-        with temporary_settings(updates=updates), interactive_run(), watch_progress(listener):
-            return flow(
-                organisms=organisms,
-                replicates=replicates,
-                hours=args.hours,
-                package=args.package,
-                atp_percent=args.atp,
-                ribosomes=args.ribosomes,
-                seed=args.seed,
-                deterministic=args.deterministic,
-                out_dir=str(args.out),
-                vm_type=args.vm_type,
-                csv=args.csv,
-                config=config,
-            )
-
-    result = _with_progress(run, total)
+        state = _with_progress(run, total)
+    if state.is_cancelled():
+        return stopped(state, args.json)
+    result = state.result()
     if args.json:
         output.print_json(result)
         return 0
@@ -256,6 +298,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"\nresults in {result['out_dir']} ({result['latest']} points there):")
     print("\n".join(f"  {Path(path).name}" for path in result["paths"].values()))
     return 0
+
+
+def stopped(state: Any, as_json: bool) -> int:
+    """A run stopped by Ctrl-C/SIGTERM (or cancelled from the UI): one line saying what it
+    kept, exit code 130."""
+    from bioxen_flows.orchestration.stopping import EXIT_INTERRUPTED
+
+    message = state.message or "the run was cancelled"
+    if as_json:
+        output.print_json({"state": "Cancelled", "message": message})
+    print(f"bioxen: cancelled: {message}", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _flow_config(path: Path | None) -> dict[str, Any] | None:

@@ -19,12 +19,12 @@ import asyncio
 import concurrent.futures
 import json
 import logging
-import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,18 @@ import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
+from prefect.states import Cancelled
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.model.builder import host_parameter
 from bioxen_flows.orchestration import reporting
 from bioxen_flows.orchestration.limits import vm_slots
-from bioxen_flows.orchestration.reaper import with_run_labels
+from bioxen_flows.orchestration.reaper import (
+    end_unfinished_task_runs,
+    run_tag,
+    with_run_labels,
+)
 from bioxen_flows.orchestration.runners import (
     api_shared_with_workers,
     default_workers,
@@ -49,6 +54,7 @@ from bioxen_flows.orchestration.runners import (
     io_task_runner,
     simulation_task_runner,
 )
+from bioxen_flows.orchestration.stopping import RunStopped, terminate_pool_workers
 from bioxen_flows.orchestration.tasks import (
     OWNER_LABEL,
     collect_biological_metrics,
@@ -136,6 +142,8 @@ def _settle(futures: list[PrefectFuture]) -> None:
             future.wait()
         except (concurrent.futures.CancelledError, asyncio.CancelledError):
             continue
+        except Exception:  # a worker stopped under it (Ctrl-C): its VMs go in the teardown
+            logging.getLogger(__name__).debug("a batch ended abruptly", exc_info=True)
 
 
 def _owner() -> str:
@@ -244,22 +252,37 @@ def compare_organisms(
         try:
             progress = reporting.ProgressArtifact("compare-organisms", len(specs))
             first_batch = time.perf_counter()
-            frames, metrics = run_batches(batches, owner, lambda b: batch_program(b, hours),
-                                          runner, submitted,
-                                          on_done=lambda n: _report(progress, n))
+            done = run_batches(batches, owner, lambda b: batch_program(b, hours), runner,
+                               submitted, on_done=lambda n: _report(progress, n))
             last_batch = time.perf_counter()
-            series = reporting.tidy_timeseries(frames)
-            summary = reporting.summary_frame(specs, metrics)
-            png = reporting.plot_png(series)
+            if done.stopped:  # Ctrl-C: running batches are dropped, not waited for
+                terminate_pool_workers(task_runner_of_this_run() if runner is None else None)
+            finished = [s for s in specs if s["vm_id"] in done.metrics]
             run_dir = reporting.run_directory(
                 Path(out_dir), current_run.get_name() or "compare-organisms", owner
             )
-            paths = reporting.write_results(series, summary, png, run_dir, csv=csv)
-            latest = reporting.point_latest(Path(out_dir), run_dir)
-            reporting.publish_artifacts(summary, png, key="compare-organisms")
+            paths: dict[str, Path] = {}
+            if finished:
+                series = reporting.tidy_timeseries(done.frames)
+                summary = reporting.summary_frame(finished, done.metrics)
+                png = reporting.plot_png(series)
+                paths = reporting.write_results(series, summary, png, run_dir, csv=csv)
+            paths["run_json"] = reporting.write_run_record(
+                run_dir, complete=not done.stopped, vms_done=len(finished), vms=len(specs))
+            if done.stopped:
+                latest = None  # `latest` keeps pointing at the last complete run
+            else:
+                latest = reporting.point_latest(Path(out_dir), run_dir)
+                reporting.publish_artifacts(summary, png, key="compare-organisms")
         finally:
             _settle(submitted)  # a batch still creating VMs must not outlive the teardown
             _teardown(owner, vm_type, config)
+    if done.stopped:
+        end_unfinished_task_runs(owner, "Cancelled", "the flow run was stopped")
+        kept = (f"partial results ({len(finished)} of {len(specs)} VMs) in {run_dir}"
+                if finished else "no VM had finished, nothing kept")
+        log.info("stopped by the user: %s; every VM destroyed", kept)
+        return Cancelled(message=f"{kept}; every VM destroyed")
     log.info("results in %s (%s now points there); %.2f s before the first batch, "
              "%.2f s of batches, %.2f s of results and teardown", run_dir, latest,
              first_batch - began, last_batch - first_batch, time.perf_counter() - last_batch)
@@ -281,21 +304,31 @@ def comparison_specs(
 ) -> list[dict[str, Any]]:
     """The VMs of a comparison: `replicates` cells per organism (stochastic with seed + r
     when `seed` is given) and, with a package, one control cell per organism (seed)."""
-    run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
+    tag = run_tag(owner)
     specs = []
     for organism in organisms:
         for rep in range(replicates):
             specs.append(vm_spec(
-                f"cmp-{run_tag}-{organism}-{rep}", organism, vm_type=vm_type, replicate=rep,
+                f"cmp-{tag}-{organism}-{rep}", organism, vm_type=vm_type, replicate=rep,
                 package=package, atp_percent=atp_percent, ribosomes=ribosomes,
                 seed=None if seed is None else seed + rep, config=config,
             ))
         if package:
             specs.append(vm_spec(
-                f"cmp-{run_tag}-{organism}-control", organism, vm_type=vm_type, role="control",
+                f"cmp-{tag}-{organism}-control", organism, vm_type=vm_type, role="control",
                 atp_percent=atp_percent, ribosomes=ribosomes, seed=seed, config=config,
             ))
     return specs
+
+
+@dataclass
+class BatchResults:
+    """What the batches of a run returned: tidy frames in batch order, metrics by VM id,
+    and whether the run was stopped (Ctrl-C) before every batch finished."""
+
+    frames: list[pd.DataFrame]
+    metrics: dict[str, dict[str, Any]]
+    stopped: bool = False
 
 
 def run_batches(
@@ -305,10 +338,11 @@ def run_batches(
     runner: TaskRunner | None,
     submitted: list[PrefectFuture],
     on_done: Callable[[int], None] | None = None,
-) -> tuple[list[pd.DataFrame], dict[str, dict[str, Any]]]:
+) -> BatchResults:
     """Run every batch through `simulate_bio_vms` (the program `code_for(batch)`) and
     gather their tidy rows (in batch order) and metrics. The costliest batches start first,
-    so that no worker is left with a long one while the others are idle.
+    so that no worker is left with a long one while the others are idle. A stop request
+    (Ctrl-C) ends the wait at once: what finished is returned, marked `stopped`.
 
     `runner` None: the flow's task runner (worker processes by default); else that runner
     (e.g. threads for XCP-ng, whose steps wait on the network). Each future is appended to
@@ -332,9 +366,10 @@ def run_batches(
     order = largest_first([batch for batch, _ in batches])
     if in_processes:
         _compile_ahead([s for i in order for s in batches[i][0]])
+    frames: dict[int, pd.DataFrame] = {}
+    metrics: dict[str, dict[str, Any]] = {}
+    stopped = False
     try:
-        frames: dict[int, pd.DataFrame] = {}
-        metrics: dict[str, dict[str, Any]] = {}
         done = 0
         with sharing:
             for index, future in in_order(submit, order, workers):
@@ -344,10 +379,14 @@ def run_batches(
                 done += len(batches[index][0])
                 if on_done is not None:
                     on_done(done)
-        return [frames[i] for i in sorted(frames)], metrics
+    except RunStopped:
+        stopped = True
     finally:
         if io_runner is not None:
+            if stopped:  # threads cannot be killed: drop what has not started
+                _settle(submitted)
             io_runner.__exit__(None, None, None)
+    return BatchResults([frames[i] for i in sorted(frames)], metrics, stopped)
 
 
 def _compile_ahead(specs: list[dict[str, Any]]) -> None:
@@ -465,7 +504,7 @@ def vm_lifecycle(
     configure_logging()
     owner = _owner()
     config = with_run_labels(config, owner)
-    vm_id = vm_id or f"life-{re.sub(r'[^A-Za-z0-9]', '', owner)[:8]}-{organism}"
+    vm_id = vm_id or f"life-{run_tag(owner)}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     with vm_slots(1):
         try:

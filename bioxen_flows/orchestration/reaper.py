@@ -9,6 +9,8 @@ hand (no labels) are never reaped; neither is a VM younger than ``gc_min_age_sec
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -33,6 +35,49 @@ def with_run_labels(config: dict[str, Any] | None, flow_run_id: str) -> dict[str
     config["labels"] = {**(config.get("labels") or {}), FLOW_RUN_LABEL: flow_run_id,
                         PROCESS_LABEL: process_identity()}
     return config
+
+
+def run_tag(flow_run_id: str) -> str:
+    """The short tag that names a run's VMs and results folder: the last 8 hex digits of
+    its id. Prefect's ids are time-ordered (UUIDv7): runs the scheduler creates together
+    share their first digits, while the last ones are random."""
+    return re.sub(r"[^A-Za-z0-9]", "", flow_run_id)[-8:] or "local"
+
+
+def end_unfinished_task_runs(flow_run_id: str, state: str, message: str) -> int:
+    """Put the task runs of a stopped or crashed flow run that never ended (their worker
+    was stopped under them) into `state` ("Cancelled" or "Crashed"), so the UI does not
+    show them running forever. Returns how many; 0 without a reachable API."""
+    if not _is_uuid(flow_run_id):
+        return 0
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+        TaskRunFilterState,
+        TaskRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled, Crashed
+
+    make = {"Cancelled": Cancelled, "Crashed": Crashed}[state]
+    unfinished = [StateType.PENDING, StateType.SCHEDULED, StateType.RUNNING, StateType.PAUSED,
+                  StateType.CANCELLING]
+    ended = 0
+    try:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[uuid.UUID(flow_run_id)])),
+                task_run_filter=TaskRunFilter(
+                    state=TaskRunFilterState(type=TaskRunFilterStateType(any_=unfinished))))
+            for run in runs:
+                client.set_task_run_state(run.id, make(message=message), force=True)
+                ended += 1
+    except Exception:  # noqa: BLE001 (best effort: the VMs, not the UI, are what matters)
+        logging.getLogger(__name__).debug("could not end task runs of %s", flow_run_id,
+                                          exc_info=True)
+    return ended
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import math
 import os
 import re
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from bioxen_flows.orchestration.reaper import run_tag
 
 ID_COLUMNS = ["organism", "replicate", "vm_id", "role", "package", "seed"]
 SUMMARY_METRICS = ("growth_rate_per_min", "doubling_time_min", "ribosomes_total", "atp_percent")
@@ -104,16 +107,16 @@ LATEST = "latest"
 
 
 def run_directory(out_dir: Path, run_name: str, run_id: str, now: datetime | None = None) -> Path:
-    """`<out_dir>/<UTC date>-<flow run name>-<run id prefix>`: one directory per run.
+    """`<out_dir>/<UTC date>-<flow run name>-<run tag>`: one directory per run.
 
-    The run id makes it unique (two runs may share a name); the date and the name make it
+    The run's tag (`reaper.run_tag`, the random end of its id) makes it unique (two runs,
+    even created in the same millisecond, may share a name); the date and the name make it
     findable next to the run in the Prefect UI. Characters outside [A-Za-z0-9._+-] become
     '_', so a name can never leave `out_dir`.
     """
     day = (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d")
     name = re.sub(r"[^A-Za-z0-9._+-]", "_", run_name).strip("._") or "run"
-    short_id = re.sub(r"[^A-Za-z0-9]", "", run_id)[:8] or "local"
-    return out_dir / f"{day}-{name[:80]}-{short_id}"
+    return out_dir / f"{day}-{name[:80]}-{run_tag(run_id)}"
 
 
 def point_latest(out_dir: Path, run_dir: Path) -> Path:
@@ -161,6 +164,18 @@ def write_results(
         paths["timeseries_csv"] = out_dir / "timeseries.csv"
         series.to_csv(paths["timeseries_csv"], index=False)
     return paths
+
+
+def write_run_record(run_dir: Path, *, complete: bool, vms_done: int, vms: int) -> Path:
+    """`run.json`: whether the run's results are complete or partial (a stopped run keeps
+    what finished), so a reader never mistakes a partial folder for a whole run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "run.json"
+    record = {"complete": complete, "state": "Completed" if complete else "Cancelled",
+              "vms_done": vms_done, "vms": vms,
+              "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
 
 
 def preload_plotting() -> None:

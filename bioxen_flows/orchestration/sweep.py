@@ -30,6 +30,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
+from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows import __version__
@@ -38,11 +39,13 @@ from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
 from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first
+from bioxen_flows.orchestration.reaper import end_unfinished_task_runs, run_tag
 from bioxen_flows.orchestration.runners import (
     api_shared_with_workers,
     in_order,
     simulation_task_runner,
 )
+from bioxen_flows.orchestration.stopping import RunStopped, terminate_pool_workers
 from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import destroy_labelled_vms
@@ -263,7 +266,7 @@ def sweep_design_space(
         raise InputError(f"max_burden must be between 0 and 100 %, got {max_burden:g}")
     log = get_run_logger()
     owner = str(current_run.get_id() or "local")
-    run_tag = re.sub(r"[^A-Za-z0-9]", "", owner)[:8] or "local"
+    tag = run_tag(owner)
     if package and not _is_builtin(package):
         package = str(Path(package).resolve())  # worker processes may stand elsewhere
     points = design_points(organisms, package, list(strengths or [1.0]),
@@ -277,11 +280,12 @@ def sweep_design_space(
     cached = [store.exists(point_key(p)) for p in points]
     log.info("sweeping %d points (%d in the cache)", len(points), sum(cached))
     reporting.preload_plotting()
+    outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
+    stopped = False
     try:
         # a cached point is read on the flow's threads; only new ones start worker processes
-        hits = {i: simulate.submit(p, f"sw-{run_tag}-{i}", owner)
+        hits = {i: simulate.submit(p, f"sw-{tag}-{i}", owner)
                 for i, p in enumerate(points) if cached[i]}
-        outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
         new = [i for i, hit in enumerate(cached) if not hit]
         if new:
             n_workers = min(workers or os.cpu_count() or 1, len(new))
@@ -291,24 +295,44 @@ def sweep_design_space(
                     batch = batches[index]
                     return pool.submit(simulate_points, {
                         "points": [points[i] for i in batch], "owner": owner,
-                        "vm_ids": [f"sw-{run_tag}-{i}" for i in batch], "storage": storage,
+                        "vm_ids": [f"sw-{tag}-{i}" for i in batch], "storage": storage,
                         "label": f"{points[batch[0]]['organism']}-batch{index + 1}"})
 
                 order = largest_first([[points[i] for i in b] for b in batches])
-                for index, future in in_order(submit, order, n_workers):
-                    outcomes.update(zip(batches[index], future.result(), strict=True))
-        outcomes.update({i: (hit.result(), hit.state.name == "Cached") for i, hit in hits.items()})
+                try:
+                    for index, future in in_order(submit, order, n_workers):
+                        outcomes.update(zip(batches[index], future.result(), strict=True))
+                except RunStopped:  # Ctrl-C: running batches are dropped, not waited for
+                    # (their points' results commit with the batch's task run: lost too)
+                    stopped = True
+                    terminate_pool_workers(pool)
+        for i, hit in hits.items():
+            if not stopped or hit.state.is_final():
+                outcomes[i] = (hit.result(), hit.state.name == "Cached")
     finally:
         teardown_bio_vms(owner)  # VMs of points that failed half-way
-    results = [outcomes[i][0] for i in range(len(points))]
-    reused_flags = [outcomes[i][1] for i in range(len(points))]
+    done = sorted(outcomes)
+    run_name = current_run.get_name() or "sweep-design-space"
+    run_dir = reporting.run_directory(Path(out_dir), run_name, owner)
+    dataset = sweep_report.points_frame([points[i] for i in done],
+                                        [outcomes[i][0] for i in done],
+                                        [outcomes[i][1] for i in done], run_id=owner,
+                                        run_name=run_name) if done else None
+    if stopped:
+        if dataset is not None:  # the points, not a best point of a grid half done
+            sweep_report.write_points(dataset, run_dir)
+        reporting.write_run_record(run_dir, complete=False, vms_done=len(done), vms=len(points))
+        end_unfinished_task_runs(owner, "Cancelled", "the flow run was stopped")
+        kept = (f"partial results ({len(done)} of {len(points)} points, all kept in the "
+                f"cache for the next run) in {run_dir}" if done else "no point had finished")
+        log.info("stopped by the user: %s; every VM destroyed", kept)
+        return Cancelled(message=f"{kept}; every VM destroyed")
     cells = [i for i, p in enumerate(points) if p["role"] == "cell"]
+    reused_flags = [outcomes[i][1] for i in range(len(points))]
     reused = sum(reused_flags[i] for i in cells)
     controls_reused = sum(reused_flags) - reused
-    dataset = sweep_report.points_frame(points, results, reused_flags, run_id=owner,
-                                        run_name=current_run.get_name() or "sweep-design-space")
-    run_dir = reporting.run_directory(Path(out_dir), current_run.get_name() or "sweep", owner)
     report = sweep_report.write_sweep(dataset, run_dir, max_burden)
+    reporting.write_run_record(run_dir, complete=True, vms_done=len(points), vms=len(points))
     latest = reporting.point_latest(Path(out_dir), run_dir)
     sweep_report.publish_artifacts(report, max_burden, key="sweep-design-space")
     log.info("%d of %d points (and %d of %d controls) reused from the cache; results in %s",

@@ -128,15 +128,22 @@ def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float) -> byte
     return buffer.getvalue()
 
 
-def write_sweep(dataset: pd.DataFrame, run_dir: Path, max_burden: float) -> dict[str, Any]:
-    """Write the run's files; returns the summary, best points, PNGs and paths."""
+def write_points(dataset: pd.DataFrame, run_dir: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """Write the points (Parquet, by organism) and their summary (CSV): all a stopped sweep
+    writes. Returns the summary and the paths."""
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = summary_frame(dataset)
-    best = best_points(summary, max_burden)
-    paths: dict[str, Path] = {"dataset": run_dir / "points", "summary_csv": run_dir / "summary.csv",
-                              "best_csv": run_dir / "best.csv", "best_md": run_dir / "best.md"}
+    paths = {"dataset": run_dir / "points", "summary_csv": run_dir / "summary.csv"}
     dataset.to_parquet(paths["dataset"], partition_cols=["organism"], index=False)
     summary.to_csv(paths["summary_csv"], index=False)
+    return summary, paths
+
+
+def write_sweep(dataset: pd.DataFrame, run_dir: Path, max_burden: float) -> dict[str, Any]:
+    """Write the run's files; returns the summary, best points, PNGs and paths."""
+    summary, paths = write_points(dataset, run_dir)
+    best = best_points(summary, max_burden)
+    paths.update(best_csv=run_dir / "best.csv", best_md=run_dir / "best.md")
     best.to_csv(paths["best_csv"], index=False)
     pngs = {}
     for organism in summary["organism"].unique():
