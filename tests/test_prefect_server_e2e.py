@@ -514,14 +514,18 @@ def test_cancelling_a_running_comparison_destroys_its_vms(
     )
 
 
-def test_a_run_killed_with_its_worker_is_crashed_and_its_vms_destroyed(
+def test_a_killed_flow_run_is_crashed_and_nothing_of_it_survives(
     local_prefect: LocalPrefect, client
 ) -> None:
-    """kill -9 of the worker and the flow run process: no hook can run. The server's
-    bioxen-crash-zombie-runs automation marks the run Crashed once its heartbeats (30 s)
-    stop for 90 s; that state triggers the cleanup-crashed-run deployment, which a
-    restarted worker (systemd's Restart=) runs, and the VMs are destroyed.
+    """kill -9 of the flow run's process (its worker lives on): no hook can run. Its
+    simulation workers end with it at once, so no VM is created for it afterwards; the
+    server's bioxen-crash-zombie-runs automation marks it Crashed once its heartbeats (30 s)
+    stop for 90 s; that state triggers the cleanup-crashed-run deployment, which destroys
+    its VMs without waiting on leases (their holders are dead) and ends its task runs.
     """
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from bioxen_flows.state.store import LEASE_WAIT_SECONDS
     from bioxen_flows.vm import list_bio_vms
 
     run_id = _start(client, COMPARE, {
@@ -534,26 +538,36 @@ def test_a_run_killed_with_its_worker_is_crashed_and_its_vms_destroyed(
     )
     assert client.read_flow_run(run_id).state.is_running()
     worker = psutil.Process(local_prefect.worker.pid)
-    victims = [worker, *worker.children(recursive=True)]
-    for proc in victims:
-        proc.kill()  # SIGKILL: no hook, no final state, no goodbye
-    psutil.wait_procs(victims, timeout=30)
-    local_prefect.worker.wait(timeout=30)
-    leaked = len(list_bio_vms())
-    assert leaked > 0
+    of_run = {p.pid: p for p in worker.children(recursive=True)
+              if p.environ().get("PREFECT__FLOW_RUN_ID") == str(run_id)}
+    [flow_process] = [p for p in of_run.values() if p.ppid() not in of_run]  # the top one
+    simulation_workers = flow_process.children(recursive=True)
+    assert simulation_workers
+    flow_process.kill()  # SIGKILL: no hook, no final state, no goodbye
+    created = {vm["vm_id"] for vm in list_bio_vms()}
+    gone, alive = psutil.wait_procs(simulation_workers, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+    assert created, "the run had no VM left to clean up"
     assert client.read_flow_run(run_id).state.is_running()  # the zombie
 
-    _start_worker(local_prefect)  # what Restart=on-failure does
-    assert _eventually(lambda: client.read_flow_run(run_id).state.is_crashed(), timeout=300), (
+    def crashed() -> bool:
+        assert {vm["vm_id"] for vm in list_bio_vms()} <= created  # no VM after the kill
+        return client.read_flow_run(run_id).state.is_crashed()
+
+    assert _eventually(crashed, timeout=300), (
         f"still {client.read_flow_run(run_id).state}\n{local_prefect.log_tail('server')}"
     )
     assert "heartbeat" in client.read_flow_run(run_id).state.message
     assert _eventually(lambda: list_bio_vms() == [], timeout=RUN_TIMEOUT), (
-        f"{len(list_bio_vms())} of {leaked} VMs left\n{local_prefect.log_tail('worker')}"
+        f"{len(list_bio_vms())} of {len(created)} VMs left\n{local_prefect.log_tail('worker')}"
     )
     [cleanup] = [r for r in client.read_flow_runs()
                  if r.parameters.get("flow_run") == f"prefect.flow-run.{run_id}"]
-    assert _wait_final(client, cleanup.id, local_prefect).state.is_completed()
+    cleanup = _wait_final(client, cleanup.id, local_prefect)
+    assert cleanup.state.is_completed()
+    assert cleanup.total_run_time.total_seconds() < LEASE_WAIT_SECONDS  # no lease waited on
+    tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+    assert tasks and all(t.state.is_final() for t in tasks), [t.state.name for t in tasks]
 
 
 def test_the_gc_deployment_destroys_orphans_through_the_worker(

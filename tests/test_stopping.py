@@ -166,3 +166,41 @@ def test_workers_end_with_a_flow_killed_by_sigkill(tmp_path: Path, prefect_api_u
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_runs_the_scheduler_creates_together_get_folders_and_vms_of_their_own(
+    tmp_path: Path, prefect_api_url: str
+) -> None:
+    """The scheduler inserts a deployment's runs in one batch, with time-ordered (UUIDv7)
+    ids that share their first digits; the run folders and VM ids must still differ."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from bioxen_flows.orchestration.flows import comparison_specs
+    from bioxen_flows.orchestration.reporting import run_directory
+
+    with temporary_settings({PREFECT_API_URL: prefect_api_url}):
+        with get_client(sync_client=True) as client:
+            flow_id = client.create_flow_from_name("compare-organisms")
+            deployment_id = client.create_deployment(
+                flow_id, f"batch-{tmp_path.name}",
+                schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=60))])
+            response = client._client.post(f"/deployments/{deployment_id}/schedule",
+                                           json={"min_runs": 6, "max_runs": 6})
+            response.raise_for_status()
+            runs = client.read_flow_runs(
+                deployment_filter=_deployment_filter(deployment_id))
+    assert len(runs) == 6
+    assert len({str(run.id)[:8] for run in runs}) < 6  # what the folders used to be named by
+    folders = {run_directory(tmp_path, run.name, str(run.id)) for run in runs}
+    vm_ids = {spec["vm_id"] for run in runs
+              for spec in comparison_specs(["syn3a"], 2, str(run.id))}
+    assert len(folders) == 6 and len(vm_ids) == 12
+
+
+def _deployment_filter(deployment_id: UUID):  # noqa: ANN202
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    return DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))

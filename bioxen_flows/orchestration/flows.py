@@ -9,7 +9,7 @@ machine) runs no hook: the server marks it Crashed when its heartbeats stop
 state, runs `cleanup_crashed_run` to destroy its VMs.
 
 Each comparison writes to a directory of its own under `out_dir`
-(`<UTC date>-<flow run name>-<run id prefix>`) and points `<out_dir>/latest` at it, so
+(`<UTC date>-<flow run name>-<run tag>`) and points `<out_dir>/latest` at it, so
 runs that share an `out_dir` never overwrite each other.
 """
 
@@ -176,7 +176,7 @@ def compare_organisms(
 ) -> dict[str, Any]:
     """Grow `replicates` cells of each organism for `hours` and compare them.
 
-    Results go to a new directory `<out_dir>/<UTC date>-<flow run name>-<run id prefix>`
+    Results go to a new directory `<out_dir>/<UTC date>-<flow run name>-<run tag>`
     (tidy time series and summary as Parquet, the summary also as CSV, growth.png),
     `<out_dir>/latest` points at it, and the run publishes the compare-organisms-summary
     (table), compare-organisms-report (markdown with the plot) and
@@ -543,6 +543,10 @@ def cleanup_crashed_run(flow_run: str) -> list[str]:
         raise RuntimeError(f"flow run {run_id} is {run.state.name}, not finished: keeping its VMs")
     destroyed = destroy_labelled_vms(OWNER_LABEL, str(run.id))
     _teardown_hook(None, run, run.state)  # XCP-ng clones it never registered, if any
+    # its task runs died with its process: without this the UI shows them running forever
+    cancelled = run.state is not None and run.state.is_cancelled()
+    end_unfinished_task_runs(str(run.id), "Cancelled" if cancelled else "Crashed",
+                             f"its flow run ended {run.state.name if run.state else 'unknown'}")
     get_run_logger().info("destroyed %d VM(s) of flow run %s: %s",
                           len(destroyed), run.id, ", ".join(destroyed))
     return destroyed

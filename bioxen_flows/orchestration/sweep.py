@@ -240,7 +240,7 @@ def sweep_design_space(
 ) -> dict[str, Any]:
     """Grow one VM per point of organisms x strengths x copies x nutrients (x replicates).
 
-    Writes to `<out_dir>/<UTC date>-<run name>-<run id prefix>/` (and points
+    Writes to `<out_dir>/<UTC date>-<run name>-<run tag>/` (and points
     `<out_dir>/latest` there): the tidy Parquet dataset `points/` partitioned by organism,
     `summary.csv`, `heatmap-<organism>.png` and `best.md`; publishes the
     sweep-design-space-best (table) and sweep-design-space-report (markdown) artifacts.
