@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     @field_validator("home", "config_dir")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
-        return None if value is None else value.expanduser()
+        return None if value is None else expand_user(value)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -101,6 +101,16 @@ class Settings(BaseSettings):
         return self.database_url.strip() if self.database_url else f"sqlite:///{self.state_db}"
 
 
+def expand_user(path: Path) -> Path:
+    """``~`` and ``~user`` expanded; an unknown user is an error (a `ValueError`, which the
+    settings report as one line) rather than Python's RuntimeError."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ValueError(f"cannot expand {str(path)[:200]!r}: no such user's home; "
+                         "give an absolute path") from None
+
+
 def _environment() -> dict[str, str]:
     return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(PREFIX) and v}
 
@@ -112,11 +122,20 @@ def settings_file(environ: dict[str, str] | None = None) -> Path:
     if not _NAME.fullmatch(env):
         raise InputError(f"{PREFIX}ENV must be a name like 'production', got {env!r}")
     folder = environ.get(f"{PREFIX}CONFIG_DIR") or environ.get(f"{PREFIX}HOME", "~/.bioxen")
-    return Path(folder).expanduser() / f"settings.{env}.yaml"
+    try:
+        return expand_user(Path(folder)) / f"settings.{env}.yaml"
+    except ValueError as exc:
+        variable = "CONFIG_DIR" if environ.get(f"{PREFIX}CONFIG_DIR") else "HOME"
+        raise InputError(f"bad setting: {PREFIX}{variable}: {exc}") from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
-    """The settings file's mapping ({} when absent); bad files are one `InputError` line."""
+    """The settings file's mapping ({} when absent); bad files are one `InputError` line.
+    A symbolic link to nothing (or a loop) is an error, not an absent file: the user
+    meant a settings file to be there."""
+    if path.is_symlink() and not path.exists():
+        raise InputError(f"{path}: the settings file is a symbolic link to nothing (or a "
+                         "loop); fix or remove it")
     if not path.exists():
         return {}
     from bioxen_flows.config.manager import parse_config_text

@@ -13,6 +13,8 @@ from typing import Any
 from bioxen_flows.cli import output
 from bioxen_flows.errors import InputError
 
+MAX_MIN_AGE_S = 10 * 365 * 86400.0  # `gc --min-age`: ten years spares every VM there is
+
 
 def prefect_quiet() -> None:
     """An offline lab machine should not try to send Prefect telemetry."""
@@ -136,6 +138,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     """List orphaned basic VMs and why; destroy them only with --yes."""
     from bioxen_flows.orchestration.reaper import find_orphans, reap
 
+    if args.min_age is not None and not 0 <= args.min_age <= MAX_MIN_AGE_S:  # nan fails too
+        raise InputError(f"--min-age must be a number of seconds from 0 to {MAX_MIN_AGE_S:g}, "
+                         f"got {args.min_age!r}")
     prefect_quiet()
     orphans = find_orphans(min_age_seconds=args.min_age)
     destroyed = reap(orphans) if args.yes else []

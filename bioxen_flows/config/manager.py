@@ -23,8 +23,23 @@ MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a regular file of at most 1 M
 
 
 class _YamlLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, with YAML 1.2 floats (`1e9` is a number, not a string) and
-    without aliases (`*name`), which could make a small file expand into a huge config."""
+    """PyYAML's safe loader, with YAML 1.2 floats (`1e9` is a number, not a string),
+    without aliases (`*name`), which could make a small file expand into a huge config,
+    and without duplicate keys (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in getattr(node, "value", []):
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class says so
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep)
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
@@ -46,9 +61,11 @@ def parse_config_text(text: str, fmt: str, path: Path | str) -> Any:
     """JSON or YAML text to Python data; syntax errors are `ConfigFileError` 'path:line: ...'."""
     if fmt == "json":
         try:
-            return json.loads(text)
+            return json.loads(text, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as exc:
             raise ConfigFileError(f"{path}:{exc.lineno}: {exc.msg}") from None
+        except ConfigFileError as exc:  # a duplicate key (the line is not known)
+            raise ConfigFileError(f"{path}: {exc}") from None
         except RecursionError:
             raise ConfigFileError(f"{path}:1: nested too deeply") from None
     try:
@@ -59,6 +76,16 @@ def parse_config_text(text: str, fmt: str, path: Path | str) -> Any:
         raise ConfigFileError(f"{path}:{line}: {getattr(exc, 'problem', exc)}") from None
     except RecursionError:
         raise ConfigFileError(f"{path}:1: nested too deeply") from None
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a key given twice (json keeps the last silently)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise ConfigFileError(f"duplicate key {key!r}")
+        data[key] = value
+    return data
 
 
 def read_config_file(path: Path | str) -> Any:

@@ -56,8 +56,28 @@ def reap_xcpng_vms(cfg: dict[str, Any], owner: str | None = None) -> list[str]:
 def plan_gc(cfg: dict[str, Any], min_age_seconds: float) -> list[backend.Leftover]:
     """What `bioxen xcpng gc` would destroy, and what it keeps, each with the reason:
     only this installation's, only when their owner is gone (no bio-VM record in this
-    state store, no live Prefect flow run) and only when older than `min_age_seconds`."""
-    return backend.find_leftovers(cfg, _owner_is_alive, min_age_seconds)
+    state store, no live Prefect flow run) and only when older than `min_age_seconds`.
+    An XCP-ng bio-VM whose creation was interrupted (its creator is gone) goes at any
+    age: its record and everything of it on this pool."""
+    interrupted = _interrupted_on_pool(cfg)
+    why = "its bio-VM's creation was interrupted (its creator is gone)"
+
+    def doomed(tags: dict[str, str]) -> str | None:
+        return why if tags.get("vm_id") in interrupted else None
+
+    found = backend.find_leftovers(cfg, _owner_is_alive, min_age_seconds, doomed)
+    return found + [backend.Leftover(kind=backend.RECORD, ref=vm_id, name=vm_id, vm_id=vm_id,
+                                     owner="", age_seconds=None, reason=why, destroy=True)
+                    for vm_id in sorted(interrupted)]
+
+
+def _interrupted_on_pool(cfg: dict[str, Any]) -> set[str]:
+    """Ids of XCP-ng bio-VMs on this pool (same XAPI URL) whose creation was interrupted."""
+    from bioxen_flows.state import StateStore
+
+    return {r.vm_id for r in StateStore().interrupted_creations()
+            if r.vm_type == "xcpng"
+            and (r.config.get("xcpng_config") or {}).get("url") == cfg.get("url")}
 
 
 def _owner_is_alive(tags: dict[str, str]) -> str | None:

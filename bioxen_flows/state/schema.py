@@ -23,6 +23,14 @@ from sqlalchemy import (
     text,
 )
 
+from bioxen_flows.errors import StoreError
+
+
+class Damage(StoreError):
+    """Content this version cannot read (the message is the cause); the store says where
+    and the way out."""
+
+
 DEFAULT_RIBOSOME_BUDGET = 100_000  # ribosomes the host hands out (~30 E. coli cells' worth)
 DEFAULT_ATP_BUDGET_PERCENT = 1_000.0  # energy share: ten cells at 100 % of their maximum
 
@@ -150,7 +158,12 @@ def current_version(conn: Connection) -> int:
     if not conn.dialect.has_table(conn, "meta"):
         return 0
     value = conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar()
-    return int(value) if value is not None else 0
+    if value is None:
+        return 0
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Damage(f"its schema version {str(value)[:20]!r} is not a number") from None
 
 
 def upgrade(conn: Connection) -> list[int]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -55,6 +56,7 @@ SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
 STATES = ("creating", "created", "running", "paused", "stopped")
 VM_TYPES = ("basic", "xcpng")
 LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
+MAX_AUDIT_LIMIT = 1_000_000  # entries one listing shows; `bioxen audit --jsonl` streams all
 LEASE_WAIT_SECONDS = 120.0  # how long a caller queues for a busy VM before a ConflictError
 
 
@@ -190,8 +192,6 @@ def current_flow_run_id() -> str | None:
 
 def check_owner(owner: str) -> str:
     """An owner label: 1-64 of A-Z a-z 0-9 _ . - (it appears in messages and quotas)."""
-    import re
-
     if not isinstance(owner, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", owner):
         raise InputError(f"owner must be 1-64 characters from A-Z a-z 0-9 _ . -, got {owner!r}")
     return owner
@@ -307,9 +307,8 @@ class StateStore:
             if key not in _upgraded:
                 self.upgrade()
                 _upgraded.add(key)
-        except (OperationalError, DBAPIError) as exc:
-            raise StoreError(f"cannot use the state store at {self.display_url}: "
-                             f"{_first_line(exc)}") from exc
+        except DBAPIError as exc:
+            raise self._store_error(exc) from exc
 
     # ---- where it is ---------------------------------------------------------------
     @property
@@ -344,9 +343,25 @@ class StateStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except OperationalError as exc:
-            raise StoreError(f"cannot use the state store at {self.display_url}: "
-                             f"{_first_line(exc)}") from exc
+        except IntegrityError:  # a constraint the caller relies on (e.g. duplicate ids)
+            raise
+        except schema.Damage as exc:
+            raise self.damaged(str(exc)) from None
+        except DBAPIError as exc:
+            raise self._store_error(exc) from exc
+
+    def _store_error(self, exc: DBAPIError) -> StoreError:
+        """One line: damaged (the way out is a backup) or unreachable (the cause)."""
+        text = _first_line(exc)
+        if isinstance(exc, OperationalError) and not _DAMAGE.search(text):
+            return StoreError(f"cannot use the state store at {self.display_url}: {text}")
+        return self.damaged(text)
+
+    def damaged(self, cause: str) -> StoreError:
+        """The error for a store whose content this version cannot read, with the way out."""
+        return StoreError(
+            f"state store {self.display_url} is damaged ({cause[:200]}); move it aside and "
+            "restore a backup into an empty store with `bioxen db restore FILE`")
 
     # ---- schema ---------------------------------------------------------------------
     def upgrade(self) -> list[int]:
@@ -604,7 +619,9 @@ class StateStore:
         query = select(budget).where(budget.c.id == 1)
         if lock and conn.dialect.name == "postgresql":
             query = query.with_for_update()
-        limits = conn.execute(query).one()
+        limits = conn.execute(query).first()
+        if limits is None:
+            raise schema.Damage("it has no host budget row")
         used = select(func.coalesce(func.sum(vms.c.ribosomes), 0),
                       func.coalesce(func.sum(vms.c.atp_percent), 0.0))
         if exclude is not None:
@@ -799,6 +816,11 @@ class StateStore:
         limit: int | None = 100,
     ) -> list[dict]:
         """Entries (for one VM, since a time), the most recent ``limit``, oldest first."""
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or not 1 <= limit <= MAX_AUDIT_LIMIT):
+            raise InputError(f"the audit limit must be a whole number from 1 to "
+                             f"{MAX_AUDIT_LIMIT:,}, got {limit!r} (export everything with "
+                             "`bioxen audit --jsonl`)")
         query = select(audit).order_by(audit.c.id.desc())
         if limit is not None:
             query = query.limit(limit)
@@ -808,8 +830,14 @@ class StateStore:
             query = query.where(audit.c.ts >= since)
         with self._read() as conn:
             rows = conn.execute(query).all()
-        return [{**row._asdict(), "detail": json.loads(row.detail or "{}")}
-                for row in reversed(rows)]
+        entries = []
+        for row in reversed(rows):
+            try:
+                entries.append({**row._asdict(), "ts": float(row.ts),
+                                "detail": json.loads(row.detail or "{}")})
+            except (TypeError, ValueError):
+                raise self.damaged(f"audit entry {row.id} is unreadable") from None
+        return entries
 
 
 def _busy(row: Any, now: float) -> bool:
@@ -829,6 +857,11 @@ def _creator_works(row: Any, now: float) -> bool:
     if not holder or _holder_is_dead(holder):
         return False
     return holder.partition(":")[0] == _HOST or (row.lease_expires or 0.0) > now
+
+
+# what a database says when its content (not the connection) is wrong
+_DAMAGE = re.compile(r"not a database|malformed|corrupt|no such (table|column)|"
+                     r"does not exist|already exists|duplicate column|datatype mismatch", re.I)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -84,7 +84,7 @@ def create_bio_vm(
         allocations=allocations,
         snapshot=None,
         updated_at=now,
-        owner=check_owner(owner or get_settings().owner),
+        owner=check_owner(get_settings().owner if owner is None else owner),  # "" is refused
     )
     lease = new_lease_holder()
     # the primary key makes duplicate ids fail atomically; the budget and quota are checked

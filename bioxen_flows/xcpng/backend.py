@@ -207,18 +207,22 @@ class Leftover:
                 "action": "destroy" if self.destroy else "keep", "reason": self.reason}
 
 
+RECORD = "record"  # a Leftover's kind when it is a bio-VM record in the store, not on the pool
+
 # keep(tags) -> a reason to keep the thing, or None to let it go
 KeepReason = Callable[[dict[str, str]], "str | None"]
 
 
 def find_leftovers(
-    cfg: Mapping[str, Any] | XCPngConfig, keep: KeepReason, min_age_seconds: float
+    cfg: Mapping[str, Any] | XCPngConfig, keep: KeepReason, min_age_seconds: float,
+    doomed: KeepReason | None = None,
 ) -> list[Leftover]:
     """Every VM and orphaned disk of this installation on the pool, each with a verdict.
 
     Ours: a VM or VDI tagged with this installation's id, or an untagged VM whose name
     carries its prefix (a clone whose tagging failed). Another installation's things are
-    not even listed."""
+    not even listed. `doomed(tags)` names a reason to destroy a thing at any age (its owner
+    is known to be gone for good, e.g. the creator of its bio-VM record was killed)."""
     installation = installation_id()
     prefix = xapi.name_prefix(installation)
     now = dt.datetime.now(dt.timezone.utc)
@@ -236,22 +240,28 @@ def find_leftovers(
             else:
                 continue
             found.append(_verdict("VM", ref, record["name_label"], tags, born, now,
-                                  keep, min_age_seconds))
+                                  keep, min_age_seconds, doomed))
         for ref, record in xapi.vdi_records(x).items():
             tags = xapi.tags_in(record)
             if tags.get("installation") != installation or record["VBDs"]:
                 continue  # not ours, or still attached to a VM (which is judged above)
             found.append(_verdict("VDI", ref, record["name_label"], tags,
                                   xapi.parse_xapi_time(tags.get("created_at", "")), now,
-                                  keep, min_age_seconds))
+                                  keep, min_age_seconds, doomed))
     return found
 
 
 def _verdict(
     kind: str, ref: str, name: str, tags: dict[str, str], born: dt.datetime | None,
     now: dt.datetime, keep: KeepReason, min_age_seconds: float,
+    doomed: KeepReason | None = None,
 ) -> Leftover:
     age = None if born is None else (now - born).total_seconds()
+    gone_for_good = doomed(tags) if doomed is not None else None
+    if gone_for_good:
+        return Leftover(kind=kind, ref=ref, name=name, vm_id=tags.get("vm_id", ""),
+                        owner=tags.get("owner", ""), age_seconds=age, reason=gone_for_good,
+                        destroy=True)
     reason = keep(tags)
     if reason is None and age is not None and age < min_age_seconds:
         reason = f"younger than the minimum age ({age:.0f} s < {min_age_seconds:g} s)"
@@ -266,12 +276,14 @@ def _verdict(
 
 
 def destroy_leftovers(cfg: Mapping[str, Any] | XCPngConfig, leftovers: list[Leftover]) -> list[str]:
-    """Destroy the leftovers marked `destroy` (VMs with their disks, then orphaned disks);
-    returns the names of what was destroyed. Something already gone counts as destroyed."""
+    """Destroy the leftovers marked `destroy` (VMs with their disks, then orphaned disks,
+    then the store records of interrupted creations: a record goes only after its pool
+    objects did); returns the names of what was destroyed. Something already gone counts
+    as destroyed."""
     destroyed = []
     with session(cfg) as x:
         for item in leftovers:
-            if not item.destroy:
+            if not item.destroy or item.kind == RECORD:
                 continue
             try:
                 if item.kind == "VM":
@@ -283,7 +295,21 @@ def destroy_leftovers(cfg: Mapping[str, Any] | XCPngConfig, leftovers: list[Left
                 if exc.code not in xapi.GONE_CODES:
                     raise
             destroyed.append(item.name)
+    for item in leftovers:
+        if item.destroy and item.kind == RECORD:
+            _forget_record(item.vm_id, item.reason)
+            destroyed.append(item.name)
     return destroyed
+
+
+def _forget_record(vm_id: str, reason: str) -> None:
+    """Remove an interrupted creation's record (its allocation returns to the budget),
+    audited as ``gc``; one that finished or went meanwhile is left alone."""
+    from bioxen_flows.state import StateStore
+
+    store = StateStore()
+    if vm_id in {r.vm_id for r in store.interrupted_creations()}:
+        store.delete_vm(vm_id, force=True, action="gc", detail={"reason": reason})
 
 
 def reap_vms(

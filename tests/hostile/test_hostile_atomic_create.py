@@ -21,6 +21,7 @@ import pytest
 from bioxen_flows.cli import main
 from bioxen_flows.state import StateStore
 
+pytest_plugins = ["tests.xcpng_pool"]  # the `pool` and `guest` fixtures
 RIBOSOMES = 2000
 RANDOM_DELAYS = [round(random.Random(23).uniform(0.0, 2.0), 3) for _ in range(3)]
 KILL_POINTS = ["record-inserted", *(f"after-{d}s" for d in RANDOM_DELAYS)]
@@ -100,3 +101,93 @@ def test_the_record_inserted_point_is_reached(state_backend, own_home):
     record = StateStore().find_vm("killed2")
     assert record is not None and record.state == "creating"
     assert [r.vm_id for r in StateStore().interrupted_creations()] == ["killed2"]
+
+
+# ---- XCP-ng: the XAPI simulator and a real SSH guest (tests/xcpng_pool.py) ----------------
+XCPNG_KILL_POINTS = ["clone-on-pool", "record-has-placement",
+                     *(f"after-{d}s" for d in RANDOM_DELAYS[:2])]
+
+
+def _ours_on_pool(sim) -> list[dict]:  # noqa: ANN001 (an XapiSimulator)
+    from bioxen_flows.xcpng.xapi import name_prefix
+
+    prefix = name_prefix(StateStore().installation_id())
+    return [v for v in sim.vms(include_templates=True) if v["name_label"].startswith(prefix)]
+
+
+@pytest.mark.parametrize("point", XCPNG_KILL_POINTS)
+def test_killed_xcpng_create_is_reaped_with_its_pool_vm(
+    own_home, pool, guest, tmp_path, point, capsys,
+):
+    """The `pool` fixture then checks that nothing of ours is left on the pool."""
+    import yaml
+
+    from tests.xcpng_pool import xcpng_config
+
+    config = tmp_path / "xcpng.yaml"
+    config.write_text(yaml.safe_dump({**xcpng_config(pool, guest),
+                                      "packages": ["gfp_reporter"],
+                                      "resources": {"ribosomes": RIBOSOMES}}))
+    StateStore().installation_id()  # made before the creator starts: both use the same
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bioxen_flows.cli", "create", "x1", "ecoli", "--vm-type",
+         "xcpng", "--config", str(config)],
+        env=dict(os.environ), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        if point.startswith("after-"):
+            time.sleep(float(point.removeprefix("after-").removesuffix("s")))
+        else:
+            while proc.poll() is None and time.monotonic() < deadline:
+                record = StateStore().find_vm("x1")
+                if point == "clone-on-pool" and _ours_on_pool(pool) or (
+                        point == "record-has-placement" and record is not None
+                        and "placement" in record.config):
+                    break
+                time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    store = StateStore()
+    record = store.find_vm("x1")
+    half_made = record is not None and record.state == "creating"
+    if not point.startswith("after-"):  # the deterministic points are mid-provisioning
+        assert half_made
+    if half_made:
+        assert main(["start", "x1"]) == 1
+        assert "not provisioned" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["xcpng", "gc", "--yes", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    record = store.find_vm("x1")
+    if half_made:
+        assert "destroy  record x1: its bio-VM's creation was interrupted" in out, out
+    if record is None:  # never made, or reaped now with everything it had on the pool
+        assert store.budget()["ribosomes_allocated"] == 0
+        assert _ours_on_pool(pool) == [] and pool.vdis(kind="system") == []
+    else:  # complete: gc keeps it, and it works
+        assert record.state == "created"
+        assert store.budget()["ribosomes_allocated"] == RIBOSOMES
+        assert main(["start", "x1"]) == 0
+        assert main(["destroy", "x1"]) == 0  # the pool fixture wants the pool empty
+    assert store.interrupted_creations() == []
+    _collect_tasks_of_the_killed(pool)
+
+
+def _collect_tasks_of_the_killed(sim) -> None:  # noqa: ANN001 (an XapiSimulator)
+    """What xapi's GC does once the killed creator's session expires: its finished task
+    records go (the simulator collects them only at logout, which a killed client skips)."""
+    import XenAPI
+
+    from tests.xcpng_pool import PASSWORD
+
+    deadline = time.monotonic() + 10
+    while any(t["status"] == "pending" for t in sim.tasks()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    session = XenAPI.Session(sim.url)
+    session.xenapi.login_with_password("root", PASSWORD)
+    try:
+        for task in sim.tasks():
+            session.xenapi.task.destroy(task["ref"])
+    finally:
+        session.xenapi.session.logout()
