@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterator
@@ -101,6 +102,18 @@ class TextFormatter(logging.Formatter):
 
 def _handler_formatter(log_format: str) -> logging.Formatter:
     return JsonFormatter() if log_format == "json" else TextFormatter()
+
+
+def quiet_numerical_libraries() -> None:
+    """libroadrunner's console log and SUNDIALS' logger (CVODE warnings go to stdout,
+    errors to stderr) would print ahead of bioxen's own output, into `--json` too; what
+    they say reaches the user in the exception bioxen reports. Set SUNLOGGER_ERROR_FILENAME
+    or SUNLOGGER_WARNING_FILENAME (e.g. to stderr) to see SUNDIALS' messages again."""
+    import roadrunner
+
+    for variable in ("SUNLOGGER_ERROR_FILENAME", "SUNLOGGER_WARNING_FILENAME"):
+        os.environ.setdefault(variable, os.devnull)  # read when an integrator is made
+    roadrunner.Logger.setLevel(roadrunner.Logger.LOG_CRITICAL)
 
 
 def configure_logging(log_format: str | None = None, level: str | None = None) -> None:

@@ -237,7 +237,10 @@ def load_roadrunner(text: str):  # -> roadrunner.RoadRunner (lazy import)
     the full 0.35 s (ODE) to 0.73 s (stochastic) — once per model in every worker."""
     import roadrunner
 
+    from bioxen_flows.logs import quiet_numerical_libraries
     from bioxen_flows.model import compiled_cache
+
+    quiet_numerical_libraries()
 
     def compile_model():  # -> roadrunner.RoadRunner
         return roadrunner.RoadRunner(antimony_to_sbml(text))
