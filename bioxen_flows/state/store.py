@@ -240,8 +240,16 @@ def _engine_for(url: str) -> Engine:
         return engine
 
 
+# the drivers BioXen runs on (synchronous, installed with it); others are refused up front
+DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+
+
 def _create_engine(url: str) -> Engine:
     parsed = make_url(url)
+    if parsed.drivername not in DRIVERS:
+        raise InputError(
+            f"unsupported BIOXEN_DATABASE_URL scheme {parsed.drivername!r}: use sqlite:///PATH "
+            "or postgresql://USER@HOST:5432/DB (psycopg 3; async drivers are not supported)")
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database or "")
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -190,3 +190,13 @@ def test_an_empty_owner_is_refused_not_defaulted(state_backend, capsys):
     from bioxen_flows.state import StateStore
 
     assert StateStore().find_vm("v9") is None
+
+
+@pytest.mark.parametrize("driver", ["postgresql+asyncpg", "postgresql+pg8000", "sqlite+aiosqlite",
+                                    "postgresql+psycopg2cffi", "mysql", "oracle+oracledb"])
+@pytest.mark.parametrize("command", [["list"], ["budget"], ["audit"]], ids=" ".join)
+def test_a_database_url_with_another_driver_is_one_line(monkeypatch, capsys, driver, command):
+    """Refused before any connection (no driver import, no async I/O)."""
+    monkeypatch.setenv("BIOXEN_DATABASE_URL", f"{driver}://someone@127.0.0.1:1/nothing")
+    line = one_line(capsys, command)
+    assert f"unsupported BIOXEN_DATABASE_URL scheme {driver!r}" in line
