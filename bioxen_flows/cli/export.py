@@ -8,8 +8,12 @@ import sys
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write the VM's model (host, packages, caps, current state as initial values)."""
+    from bioxen_flows.cli.validate import check_output_file
     from bioxen_flows.engine.export import export_model
     from bioxen_flows.vm import load_bio_vm
+
+    if args.output is not None:
+        check_output_file(args.output)  # before any model is built
 
     snapshot = load_bio_vm(args.vm_id).snapshot_state()["cell"]
     text = export_model(snapshot, args.format)

@@ -1,4 +1,4 @@
-"""Every `bioxen compare` and `bioxen sweep` option checked before Prefect starts.
+"""Every `bioxen compare`, `bioxen sweep` and `bioxen export` option checked before work.
 
 A bad option found inside a flow costs a server start (8-30 s) and prints Prefect's
 traceback; here it is one line and exit 1. The limits are the flows' and the VM layer's
@@ -108,6 +108,24 @@ def _check_infrastructure(vm_type: str, config_path: Path | None) -> None:
     pool_config(xcpng_section(config_path))
 
 
+def check_output_file(path: Path, option: str = "--output") -> None:
+    """A file a command will write: a new or regular file (never the state store, a
+    folder, a device, FIFO or socket) in a folder this user can write in."""
+    from bioxen_flows.settings import get_settings
+
+    store = get_settings().state_db
+    target = path.absolute()
+    for part in (store, *(store.with_name(store.name + s) for s in ("-wal", "-shm", "-journal"))):
+        if target.resolve() == part.resolve() or (
+                target.exists() and part.exists() and target.samefile(part)):
+            raise InputError(f"{option} {path} is the state store; write somewhere else")
+    if target.exists() and not target.is_file():
+        raise InputError(f"{option} {path} is not a regular file; give a file name")
+    if path.is_symlink() and not target.exists():
+        raise InputError(f"{option} {path}: a symbolic link to nothing; give a file name")
+    _check_writable(target.parent, f"{option} {path}")
+
+
 def check_out_dir(out: str | Path) -> None:
     """The output folder is a folder (or can be made one) that this user can write in,
     proven by making and removing a file in it (or in its nearest existing parent)."""
@@ -119,11 +137,16 @@ def check_out_dir(out: str | Path) -> None:
     existing = path.absolute()
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir():
-        raise InputError(f"--out {out}: {existing} is not a folder")
+    _check_writable(existing, f"--out {out}")
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """`folder` is an existing folder this user can make a file in (tried, then removed)."""
+    if not folder.is_dir():
+        raise InputError(f"{what}: {folder} is not an existing folder")
     try:
-        with tempfile.TemporaryFile(dir=existing):
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise InputError(f"--out {out}: cannot write in {existing} "
+        raise InputError(f"{what}: cannot write in {folder} "
                          f"({exc.strerror or type(exc).__name__})") from None

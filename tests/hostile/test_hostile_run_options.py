@@ -159,3 +159,23 @@ def test_good_options_pass_the_checks(odd_paths, tmp_path, heterologous_module):
         workers=None))
     assert not out.exists()  # checking writes nothing there
     assert Path(odd_paths["file"]).read_text() == "x\n"
+
+
+# ---- bioxen export: its output file checked before any model is built ---------------------
+EXPORT_BAD = ["/dev/null", "{fifo}", "{dir_ant}", "{under_file}", "{dangling}", "/proc/x.xml",
+              "/nonexistent-folder/x.xml", "{store}", "{store}-wal", "{store_link}"]
+
+
+@pytest.mark.parametrize("output", EXPORT_BAD)
+def test_export_output_is_checked_first(output, odd_paths, hostile_home, tmp_path, capsys,
+                                        store_dump):
+    from tests.hostile.conftest import CREATED
+
+    link = tmp_path / "model.xml"
+    link.symlink_to(hostile_home / "state.db")
+    paths = {**odd_paths, "store": str(hostile_home / "state.db"), "store_link": str(link)}
+    before = store_dump()
+    line = refused_before_prefect(capsys, ["export", CREATED, "-o", output.format(**paths)])
+    assert "--output" in line
+    assert store_dump() == before
+    assert (hostile_home / "state.db").read_bytes()[:16] == b"SQLite format 3\x00"
