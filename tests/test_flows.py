@@ -167,7 +167,7 @@ def result_run_suffix(result: dict) -> str:
 
     with get_client(sync_client=True) as client:
         [run] = client.read_flow_runs(limit=1, sort="START_TIME_DESC")
-    return f"{run.name}-{str(run.id).replace('-', '')[:8]}"
+    return f"{run.name}-{str(run.id).replace('-', '')[-8:]}"  # the run tag
 
 
 def test_runs_are_named_and_described_for_the_ui(tmp_path):

@@ -421,7 +421,7 @@ def test_scheduler_creates_nightly_runs_and_the_worker_completes_one(
     assert run.state.is_completed(), f"{run.state}\n{local_prefect.log_tail('worker')}"
     assert run.name == "syn3a-ecoli-x1-0.5h"
     latest = local_prefect.scheduled_out / "latest"
-    assert latest.resolve().name.endswith(str(run.id).replace("-", "")[:8])
+    assert latest.resolve().name.endswith(str(run.id).replace("-", "")[-8:])  # its run tag
     with (latest / "summary.csv").open(newline="") as f:
         rows = [row for row in csv.DictReader(f) if row["role"] == "cell"]
         assert [row["organism"] for row in rows] == ["syn3a", "ecoli"]
