@@ -30,16 +30,19 @@ def odd_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     os.mkfifo(root / "fifo.ant")
     (root / "dangling").symlink_to(root / "nowhere")
     (root / "empty.ant").write_text("")
+    with open(root / "big.ant", "wb") as big:  # sparse: 1.5 GiB that take no disk
+        big.truncate(1536 * 1024 * 1024)
     return {"file": str(root / "a_file"), "dir_ant": str(root / "folder.ant"),
             "fifo": str(root / "fifo.ant"), "dangling": str(root / "dangling"),
-            "under_file": str(root / "a_file" / "sub"), "empty_ant": str(root / "empty.ant")}
+            "under_file": str(root / "a_file" / "sub"), "empty_ant": str(root / "empty.ant"),
+            "big_ant": str(root / "big.ant")}
 
 
 # (option, value) bad for both commands; "{name}" names a path from `odd_paths`
 SHARED_BAD = {
     "--hours": ["0", "-1", "nan", "inf", "1e-300", "0.001", "1e9"],
     "--package": ["nope", "/dev/null", "{dir_ant}", "{fifo}", "{file}", "{empty_ant}",
-                  "{dangling}"],
+                  "{dangling}", "{big_ant}"],
     "--out": ["/dev/null", "{file}", "{under_file}", "{dangling}", "/proc/bioxen_out"],
     "--workers": ["0", "257"],
 }
