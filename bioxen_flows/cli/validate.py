@@ -23,7 +23,7 @@ MIN_HOURS = 1 / 60
 def check_compare(args: argparse.Namespace) -> list[str]:
     """Refuse any bad `compare` option; returns the organisms to compare."""
     from bioxen_flows.cli.tools import DEFAULT_ORGANISMS
-    from bioxen_flows.orchestration.flows import MAX_SEED, check_compare_parameters
+    from bioxen_flows.orchestration.flows import check_compare_parameters
     from bioxen_flows.orchestration.runners import check_workers
     from bioxen_flows.vm.base import check_allocation
 
@@ -34,8 +34,8 @@ def check_compare(args: argparse.Namespace) -> list[str]:
     check_workers(args.workers)
     if args.deterministic and args.seed is not None:
         raise InputError("give either --seed (stochastic) or --deterministic, not both")
-    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
-        raise InputError(f"--seed must be an integer from 0 to {MAX_SEED}, got {args.seed}")
+    if args.seed is not None:  # replicate r runs with seed + r: each a VM's config seed
+        _check_seed(args.seed, args.seed + args.replicates - 1)
     check_allocation(args.atp, args.ribosomes)
     check_package(args.package)
     _check_infrastructure(args.vm_type, args.config)
@@ -68,6 +68,19 @@ def _check_each_once(organisms: list[str]) -> None:
     if twice:
         raise InputError(f"organism {', '.join(twice)} given more than once; name each "
                          "organism once (--replicates gives more cells of one organism)")
+
+
+def _check_seed(*seeds: int) -> None:
+    """Seeds within the VM config's own bounds (`SimulationConfig.seed`)."""
+    from pydantic import ValidationError
+
+    from bioxen_flows.config.models import SimulationConfig
+
+    for seed in seeds:
+        try:
+            SimulationConfig(stochastic=True, seed=seed)
+        except ValidationError as exc:
+            raise InputError(f"--seed: {exc.errors()[0]['msg']}, got {seed}") from None
 
 
 def _check_hours(hours: Any) -> None:

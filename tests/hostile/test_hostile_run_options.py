@@ -50,7 +50,7 @@ COMPARE_BAD = {
     "--atp": ["0", "nan", "101", "-5", "inf"],
     "--ribosomes": ["0", "-1", str(10**13)],
     "--replicates": ["0", "101"],
-    "--seed": ["-1", str(2**40)],
+    "--seed": ["-1", str(2**63), str(10**30)],
     "--vm-type": ["xcpng"],  # without --config
 }
 SWEEP_BAD = {
