@@ -157,10 +157,7 @@ def _checked(request: Any) -> tuple[str | None, float | None]:
 def main() -> int:
     """Read one JSON request from stdin, write one JSON reply to stdout."""
     try:
-        raw = sys.stdin.read(MAX_REQUEST_BYTES + 1)
-        if len(raw) > MAX_REQUEST_BYTES:
-            raise ValueError("request too large")
-        request = json.loads(raw)
+        request = _read_request()
         request_id, deadline = _checked(request)
         with _only_one(request_id):  # a resent request waits for the first to finish
             reply = _kept_reply(request_id)
@@ -171,9 +168,38 @@ def main() -> int:
                 reply = _run_until(request, request_id or uuid.uuid4().hex, deadline)
     except (ValueError, KeyError, TypeError) as exc:  # bad input or a refused operation
         reply = {"ok": False, "error": str(exc) or type(exc).__name__}
+    except Exception as exc:  # noqa: BLE001 (the host always gets a JSON reply, never exit 70)
+        reply = {"ok": False, "error": f"guest failed: {type(exc).__name__}: {exc}"[:500]}
     json.dump(reply, sys.stdout)
     sys.stdout.write("\n")
     return 0 if reply["ok"] else 1
+
+
+MAX_REQUEST_DEPTH = 32  # nesting of arrays and objects in a request
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"request holds {name}; numbers must be finite")
+
+
+def _read_request() -> Any:
+    """One bounded JSON request: at most MAX_REQUEST_BYTES, nesting at most
+    MAX_REQUEST_DEPTH (checked before parsing: json recurses), no NaN or Infinity."""
+    stream = getattr(sys.stdin, "buffer", None)  # a text stream when stdin is replaced
+    raw = (stream or sys.stdin).read(MAX_REQUEST_BYTES + 1)
+    if len(raw) > MAX_REQUEST_BYTES:
+        raise ValueError(f"request too large (the limit is {MAX_REQUEST_BYTES:,} bytes)")
+    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+    depth = 0
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        mark = token.group()
+        if mark in "[{":
+            depth += 1
+            if depth > MAX_REQUEST_DEPTH:
+                raise ValueError(f"request nested deeper than {MAX_REQUEST_DEPTH} levels")
+        elif mark in "]}":
+            depth -= 1
+    return json.loads(text, parse_constant=_no_constant)
 
 
 def _run_until(request: dict[str, Any], request_id: str, deadline: float) -> dict[str, Any]:

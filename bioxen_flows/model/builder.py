@@ -17,6 +17,8 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.model.packages import Package
 
 MODEL_NAME = "whole_cell"
+MAX_W = 1e6  # a user gene's transcription, molecules/min per copy
+MAX_N = 1e6  # a user gene's length, aa
 _ENERGY_BLOCK = re.compile(r"  // <energy>.*?// </energy>\n", re.S)
 # libAntimony keeps global state: one caller at a time.
 _ANTIMONY_LOCK = threading.Lock()
@@ -57,16 +59,20 @@ def gene_module_text(package: Package) -> str:
         if gene.operon:
             factors.append(f"(leak_{gene.operon} + (1 - leak_{gene.operon})*induced_{gene.operon})")
         if gene.user_defined and re.search(rf"\breg_{g}\s*:=", package.antimony):
-            factors.append(f"reg_{g}")
+            factors.append(f"max(0, min(1, reg_{g}))")
         if package.strength != 1:  # only then, so unswept cells keep their model text
             lines.append(f"  strength_{g} = {package.strength!r};")
             factors.append(f"strength_{g}")
+        # A module's w_G, n_G, reg_G may be rules of anything: clamped where they feed the
+        # host's reactions, so transcription and translation stay physical (docs/api.md).
+        w, n = (f"max(0, min({MAX_W:g}, w_{g}))", f"max(1, min({MAX_N:g}, n_{g}))") if (
+            gene.user_defined) else (f"w_{g}", f"n_{g}")
         lines += [
             f"  on_{g} = 1; copies_{g} = {package.copies};",
-            f"  tx_{g}: -> m_{g}; {'*'.join(factors)}*w_{g}*a/(theta_nr + a);",
+            f"  tx_{g}: -> m_{g}; {'*'.join(factors)}*{w}*a/(theta_nr + a);",
             f"  bind_{g}: r + m_{g} -> c_{g}; k_b*r*m_{g};",
             f"  unbind_{g}: c_{g} -> r + m_{g}; k_u*c_{g};",
-            f"  tl_{g}: c_{g} -> r + m_{g} + p_{g}; elong*c_{g}/n_{g};",
+            f"  tl_{g}: c_{g} -> r + m_{g} + p_{g}; elong*c_{g}/{n};",
             f"  deg_m_{g}: m_{g} -> ; d_m*m_{g};",
             f"  dil_m_{g}: m_{g} -> ; lam*m_{g};",
             f"  dil_c_{g}: c_{g} -> ; lam*c_{g};",
@@ -176,6 +182,137 @@ def _check_size(model, source: str) -> None:  # model: libsbml.Model
             f"{source}: the module has {count:,} elements (species, parameters, reactions, "
             f"rules, events...); the limit is {MAX_MODULE_ELEMENTS:,}"
         )
+    _check_math(model, source)
+
+
+MAX_EXPRESSION_NODES = 500  # operators, numbers and names in one expression
+MAX_EXPRESSION_DEPTH = 64  # nesting of one expression
+MAX_MODULE_NODES = 10_000  # all of a module's expressions together
+
+
+def _maths(model):  # model: libsbml.Model -> every (what, ASTNode) of the module
+    for rule in model.getListOfRules():
+        yield f"the rule for {rule.getVariable()!r}", rule.getMath()
+    for assignment in model.getListOfInitialAssignments():
+        yield f"the initial assignment of {assignment.getSymbol()!r}", assignment.getMath()
+    for reaction in model.getListOfReactions():
+        if reaction.isSetKineticLaw():
+            yield f"the rate of reaction {reaction.getId()!r}", reaction.getKineticLaw().getMath()
+    for event in model.getListOfEvents():
+        if event.isSetTrigger():
+            yield "an event's trigger", event.getTrigger().getMath()
+        if event.isSetDelay():
+            yield "an event's delay", event.getDelay().getMath()
+        if event.isSetPriority():
+            yield "an event's priority", event.getPriority().getMath()
+        for assignment in event.getListOfEventAssignments():
+            yield f"an event's assignment of {assignment.getVariable()!r}", assignment.getMath()
+    for function in model.getListOfFunctionDefinitions():
+        yield f"function {function.getId()!r}", function.getMath()
+    for constraint in model.getListOfConstraints():
+        yield "a constraint", constraint.getMath()
+
+
+def _check_math(model, source: str) -> None:  # model: libsbml.Model
+    """Expressions bounded in size and depth before any compiler sees them: libroadrunner's
+    code generator recurses over an expression and crashed on a 12,000-term sum."""
+    total = 0
+    for what, math in _maths(model):
+        if math is None:
+            continue
+        nodes, stack = 0, [(math, 1)]
+        while stack:  # iterative: a deep expression must not exhaust Python's stack either
+            node, depth = stack.pop()
+            nodes += 1
+            if depth > MAX_EXPRESSION_DEPTH or nodes > MAX_EXPRESSION_NODES:
+                raise InputError(
+                    f"{source}: {what} is too large; an expression may have at most "
+                    f"{MAX_EXPRESSION_NODES} terms and {MAX_EXPRESSION_DEPTH} levels of nesting"
+                )
+            stack += [(node.getChild(i), depth + 1) for i in range(node.getNumChildren())]
+        total += nodes
+        if total > MAX_MODULE_NODES:
+            raise InputError(
+                f"{source}: the module's expressions have more than {MAX_MODULE_NODES:,} terms "
+                "together; split the module"
+            )
+
+
+TRIAL_ORGANISM = "ecoli"  # the fastest-growing host: the trial's reference cell
+TRIAL_END_MIN = 1e6  # the longest single grow()
+CLOCK_END_MIN = 1e9  # a cell's clock never passes this (engine.cell.MAX_CLOCK_MIN)
+MAX_TRIAL_AMOUNT = 1e12  # molecules of any species during the trial
+MAX_AMOUNT = 1e15  # what a cell snapshot holds of one species (engine.cell.MAX_AMOUNT)
+
+
+def trial_module(package: Package) -> None:
+    """Refuse a user module whose cell leaves the physical range: its model (in E. coli, from
+    balanced growth, ODE) is run for 1e6 min; every amount must stay in [0, 1e12], every
+    reaction of the module keep a rate >= 0 (a stochastic run needs propensities), the
+    integrator succeed, and amounts extrapolated at their final rate to the clock's end
+    (1e9 min) stay <= 1e15. So no accepted module can make a cell's snapshot invalid."""
+    genes = tuple(g.gene_id for g in package.genes if g.user_defined)
+    problem = _trial(package.antimony, genes)
+    if problem:
+        raise InputError(f"{package.source}: {problem}")
+
+
+@lru_cache(maxsize=128)
+def _trial(body: str, genes: tuple[str, ...]) -> str | None:
+    import numpy as np
+
+    from bioxen_flows.engine.cell import balanced_growth_state
+    from bioxen_flows.model.packages import GuestGene
+
+    module = compile_module(body, source="module")
+    host = host_symbols()
+    # Symbols read but not defined (another package's protein p_H): 0 in the trial cell.
+    read_only = [
+        param.getId() for param in module.getListOfParameters()
+        if not param.isSetValue() and param.getId() not in host
+        and module.getRule(param.getId()) is None
+        and module.getInitialAssignment(param.getId()) is None
+        and not any(event.getEventAssignment(param.getId()) for event in module.getListOfEvents())
+    ]
+    trial = Package(
+        name="trial", description="trial run of a user module",
+        genes=tuple(GuestGene(g, 0, 0.0, user_defined=True) for g in genes),
+        antimony="\n".join([f"  {name} = 0;" for name in read_only] + [body]),
+        source="trial",
+    )
+    try:
+        rr = load_roadrunner(build_model_text(None, [trial]))
+    except Exception as exc:  # noqa: BLE001 (a module that does not load is refused)
+        return f"the cell's model does not load with the module: {str(exc).splitlines()[0]}"
+    species = rr.model.getFloatingSpeciesIds()
+    for name, value in balanced_growth_state(TRIAL_ORGANISM).items():
+        if name in species:
+            rr.setValue(name, value)
+    reactions = rr.model.getReactionIds()
+    own = [i for i, r in enumerate(reactions) if module.getReaction(r) is not None]
+    times = [0.0, *np.geomspace(1e-3, TRIAL_END_MIN, 46)]
+    for start, end in zip(times, times[1:], strict=False):
+        try:
+            rr.simulate(start, end, 2)
+        except Exception:  # noqa: BLE001 (CVODE's failures are RuntimeErrors)
+            return f"the cell's model fails to integrate with the module (at {start:g} min)"
+        amounts = rr.model.getFloatingSpeciesAmounts()
+        bad = [(s, a) for s, a in zip(species, amounts, strict=True)
+               if not -1e-6 <= a <= MAX_TRIAL_AMOUNT]
+        if bad:
+            return (f"in a trial run, species {bad[0][0]!r} reaches {bad[0][1]:.3g} at "
+                    f"{end:.3g} min; amounts must stay from 0 to {MAX_TRIAL_AMOUNT:g} molecules")
+        rates = rr.getReactionRates()
+        negative = [reactions[i] for i in own if not rates[i] >= 0]
+        if negative:
+            return (f"in a trial run, reaction {negative[0]!r} has a negative rate at "
+                    f"{end:.3g} min; write a reversible reaction as two, each with a rate >= 0")
+    slopes = rr.model.getFloatingSpeciesConcentrationRates()  # cell size 1
+    for name, amount, slope in zip(species, amounts, slopes, strict=True):
+        if amount + max(0.0, slope) * (CLOCK_END_MIN - TRIAL_END_MIN) > MAX_AMOUNT:
+            return (f"in a trial run, species {name!r} keeps growing ({slope:.3g}/min) and "
+                    f"would pass {MAX_AMOUNT:g} molecules before the clock's end")
+    return None
 
 
 def compile_module(body: str, source: str):  # -> libsbml.Model (lazy import)

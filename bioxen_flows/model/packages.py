@@ -126,6 +126,13 @@ _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/|#[^\n]*", re.S)
 # Model ids the builder generates for each guest gene G (builder.gene_module_text).
 _GENERATED = ("m_", "c_", "on_", "copies_", "tx_", "bind_", "unbind_", "tl_", "deg_m_",
               "dil_m_", "dil_c_", "dil_p_", "strength_")
+# BioXen's namespace for packages: every id the builder generates for a gene or operon of
+# ANY package (installed before or after a module) starts with one of these. A module may
+# define none of them but its own genes' w_G, n_G, reg_G (and p_G in its own reactions), so
+# it can neither create nor drive another package's species or parameters, whatever the
+# order of installation.
+RESERVED_PREFIXES = (*_GENERATED, "w_", "n_", "reg_", "p_", "induced_", "leak_")
+RESERVED_IDS = frozenset({"guest_complexes"})
 
 
 def load_user_module(path: Path) -> Package:
@@ -165,7 +172,9 @@ def user_module(name: str, body: str, source: str) -> Package:
                 f"{source}: line {lineno}: {word.group(1)!r}: nested models, functions and "
                 "imports are not allowed (a module is a list of statements)"
             )
+    _check_statement_sizes(body, source)
     model = compile_module(body, source=source)
+    _check_values(model, source)
     package = Package(
         name=name,
         description=f"user module from {Path(source).name}",
@@ -175,6 +184,7 @@ def user_module(name: str, body: str, source: str) -> Package:
         defines=MappingProxyType(_module_definitions(model, source)),
     )
     check_module_symbols(package, host_symbols())
+    check_module_dynamics(package)
     return package
 
 
@@ -249,6 +259,7 @@ def check_module_symbols(package: Package, taken: Iterable[str]) -> None:
     taken = set(taken)
     own_proteins = {f"p_{g.gene_id}" for g in package.genes}
     generated = {f"{prefix}{g.gene_id}" for g in package.genes for prefix in _GENERATED}
+    own_genes = {f"{x}_{g.gene_id}" for g in package.genes for x in ("w", "n", "reg")}
     for symbol, how in sorted(package.defines.items()):
         if symbol in own_proteins and how in ("declares as a species", "changes in a reaction"):
             continue
@@ -262,6 +273,66 @@ def check_module_symbols(package: Package, taken: Iterable[str]) -> None:
                 f"{package.source}: BioXen generates {symbol!r} for the module's gene; the module "
                 f"{how} it, but may define only w_G, n_G, reg_G and its own symbols"
             )
+        if symbol not in own_genes and (
+            symbol in RESERVED_IDS or symbol.startswith(RESERVED_PREFIXES)
+        ):
+            raise InputError(
+                f"{package.source}: {symbol!r} is in BioXen's namespace for packages' genes "
+                f"({', '.join(RESERVED_PREFIXES[:4])}, ...); the module {how} it, but may "
+                "define only w_G, n_G, reg_G of its own genes G and ids outside that namespace"
+            )
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.]+|[^\sA-Za-z0-9_.]")
+MAX_STATEMENT_TOKENS = 2000  # names, numbers and symbols in one statement
+MAX_NESTING = 64  # parentheses
+
+
+def _check_statement_sizes(body: str, source: str) -> None:
+    """A cheap bound on the text before Antimony parses it (a 12,000-term sum took seconds
+    there, then crashed libroadrunner); the compiled expressions are bounded again exactly
+    (`builder._check_math`)."""
+    for lineno, line in enumerate(_COMMENTS.sub("", body).splitlines(), start=1):
+        for statement in line.split(";"):
+            depth = deepest = 0
+            for char in statement:
+                depth += (char == "(") - (char == ")")
+                deepest = max(deepest, depth)
+            if deepest > MAX_NESTING or len(_TOKEN.findall(statement)) > MAX_STATEMENT_TOKENS:
+                raise InputError(
+                    f"{source}: line {lineno}: the statement is too large; at most "
+                    f"{MAX_STATEMENT_TOKENS} terms and {MAX_NESTING} levels of parentheses"
+                )
+
+
+MAX_MODULE_AMOUNT = 1e12  # molecules per cell: a module species' initial amount
+
+
+def _check_values(model, source: str) -> None:  # model: libsbml.Model
+    """Initial amounts in [0, MAX_MODULE_AMOUNT] and finite parameter values: a cell snapshot
+    holds at most 1e15 of a species, so an accepted module may never start out of range."""
+    import math
+
+    for species in model.getListOfSpecies():
+        for is_set, value in ((species.isSetInitialAmount(), species.getInitialAmount),
+                              (species.isSetInitialConcentration(),
+                               species.getInitialConcentration)):
+            if is_set and not 0 <= value() <= MAX_MODULE_AMOUNT:
+                raise InputError(
+                    f"{source}: species {species.getId()!r} starts at {value():g}; a module's "
+                    f"amounts must be from 0 to {MAX_MODULE_AMOUNT:g} molecules"
+                )
+    for param in model.getListOfParameters():
+        if param.isSetValue() and not math.isfinite(param.getValue()):
+            raise InputError(f"{source}: parameter {param.getId()!r} is not a finite number")
+
+
+def check_module_dynamics(package: Package) -> None:
+    """A trial run of the module in the host cell (see `builder.trial_module`), once per
+    module text and process."""
+    from bioxen_flows.model.builder import trial_module
+
+    trial_module(package)
 
 
 def check_gene_id(gene_id: str, source: str = "package") -> None:

@@ -76,6 +76,14 @@ def _package_fingerprint(package: str, content_sha: str) -> tuple[str, Any]:
     return content_sha, resolve_package(package)
 
 
+def _module_bytes(path: str) -> bytes:
+    """A module file's bytes, size-checked before reading and never blocking."""
+    from bioxen_flows.files import read_bytes_file
+    from bioxen_flows.model.packages import MAX_SBML_MODULE_BYTES
+
+    return read_bytes_file(path, max_bytes=MAX_SBML_MODULE_BYTES, what="package file")
+
+
 def point_fingerprint(point: dict[str, Any]) -> dict[str, Any]:
     """Everything that determines a point's result (and nothing that does not, such as the
     VM id or the run): what its cache key is made of."""
@@ -87,7 +95,7 @@ def point_fingerprint(point: dict[str, Any]) -> dict[str, Any]:
     package_id = None
     if point["package"]:
         content = hashlib.sha256(
-            b"" if _is_builtin(point["package"]) else Path(point["package"]).read_bytes()
+            b"" if _is_builtin(point["package"]) else _module_bytes(point["package"])
         ).hexdigest()
         package_id, pkg = _package_fingerprint(point["package"], content)
         packages = [pkg.with_copies(point["copies"]).with_strength(point["strength"])]

@@ -64,11 +64,14 @@ class XCPngBiologicalVM(BiologicalVM):
     def _install(self, name_or_path: str, copies: int | None) -> dict[str, Any]:
         path = Path(name_or_path)
         if path.suffix.lower() in {".ant", ".txt", ".sbml", ".xml"}:
-            if not path.is_file():
-                raise ValueError(f"package file not found: {path}")
-            fmt = "sbml" if path.suffix.lower() in {".sbml", ".xml"} else "antimony"
-            return self.guest("install", package=path.stem, copies=copies,
-                              module_text=path.read_text(encoding="utf-8"), module_format=fmt)
+            from bioxen_flows.files import read_text_file
+            from bioxen_flows.model.packages import MAX_MODULE_BYTES, MAX_SBML_MODULE_BYTES
+
+            sbml = path.suffix.lower() in {".sbml", ".xml"}
+            text = read_text_file(path, what="package file",
+                                  max_bytes=MAX_SBML_MODULE_BYTES if sbml else MAX_MODULE_BYTES)
+            return self.guest("install", package=path.stem, copies=copies, module_text=text,
+                              module_format="sbml" if sbml else "antimony")
         return self.guest("install", package=name_or_path, copies=copies)
 
     def _metrics(self) -> dict[str, Any]:
