@@ -12,6 +12,7 @@ variable named by `password_env`; it is never written to a config file or the st
 from __future__ import annotations
 
 import os
+import re
 import sys
 from itertools import count
 from pathlib import Path
@@ -75,6 +76,9 @@ class TerminalPrompter:
         return questionary.confirm(message, default=default).ask()
 
 
+MAX_ANSWER_CHARS = 20_000  # one answer line (a process program is at most this long)
+
+
 class PlainPrompter:
     """Numbered menus and line prompts on stdin/stdout, for pipes and scripts."""
 
@@ -82,9 +86,18 @@ class PlainPrompter:
         self.echo = not sys.stdin.isatty()  # piped answers are shown, so the log reads well
 
     def _line(self, prompt: str, *, secret: bool = False) -> str | None:
-        sys.stdout.write(prompt)
-        sys.stdout.flush()
-        line = sys.stdin.readline()
+        """One answer line; a line longer than MAX_ANSWER_CHARS is skipped (read in bounded
+        pieces, never held whole) and the question asked again."""
+        while True:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+            line = sys.stdin.readline(MAX_ANSWER_CHARS + 1)
+            if len(line) <= MAX_ANSWER_CHARS or line.endswith("\n"):
+                break
+            while (rest := sys.stdin.readline(1 << 16)) and not rest.endswith("\n"):
+                pass
+            sys.stdout.write(f"\n  that answer is longer than {MAX_ANSWER_CHARS:,} characters; "
+                             "please try again\n")
         if not line:
             sys.stdout.write("\n")
             return None
@@ -102,7 +115,7 @@ class PlainPrompter:
             if answer is None:
                 return None
             answer = answer.strip().lower()
-            if answer.isdigit() and 1 <= int(answer) <= len(choices):
+            if re.fullmatch(r"[0-9]{1,6}", answer) and 1 <= int(answer) <= len(choices):
                 return choices[int(answer) - 1][0]
             for value, title in choices:
                 if answer in (value.lower(), title.lower()):
