@@ -247,10 +247,11 @@ MAX_AMOUNT = 1e15  # what a cell snapshot holds of one species (engine.cell.MAX_
 
 def trial_module(package: Package) -> None:
     """Refuse a user module whose cell leaves the physical range: its model (in E. coli, from
-    balanced growth, ODE) is run for 1e6 min; every amount must stay in [0, 1e12], every
-    reaction of the module keep a rate >= 0 (a stochastic run needs propensities), the
-    integrator succeed, and amounts extrapolated at their final rate to the clock's end
-    (1e9 min) stay <= 1e15. So no accepted module can make a cell's snapshot invalid."""
+    balanced growth, ODE) is run for 1e6 min; every amount must stay in [0, 1e12], its genes'
+    w_G in [0, 1e6], n_G in [1, 1e6] and reg_G in [0, 1], every reaction of the module keep a
+    rate >= 0 (a stochastic run needs propensities), the integrator succeed, and amounts
+    extrapolated at their final rate to the clock's end (1e9 min) stay <= 1e15. So no
+    accepted module can make a cell's snapshot invalid."""
     genes = tuple(g.gene_id for g in package.genes if g.user_defined)
     problem = _trial(package.antimony, genes)
     if problem:
@@ -290,6 +291,12 @@ def _trial(body: str, genes: tuple[str, ...]) -> str | None:
             rr.setValue(name, value)
     reactions = rr.model.getReactionIds()
     own = [i for i, r in enumerate(reactions) if module.getReaction(r) is not None]
+    # What the module sets for its genes: clamped in the model, and kept in range too, since
+    # a cell's metrics read them as they are.
+    names = set(rr.model.getGlobalParameterIds())
+    settings = [(f"{kind}_{g}", low, high) for g in genes
+                for kind, low, high in (("w", 0, MAX_W), ("n", 1, MAX_N), ("reg", 0, 1))
+                if f"{kind}_{g}" in names]
     times = [0.0, *np.geomspace(1e-3, TRIAL_END_MIN, 46)]
     for start, end in zip(times, times[1:], strict=False):
         try:
@@ -302,6 +309,11 @@ def _trial(body: str, genes: tuple[str, ...]) -> str | None:
         if bad:
             return (f"in a trial run, species {bad[0][0]!r} reaches {bad[0][1]:.3g} at "
                     f"{end:.3g} min; amounts must stay from 0 to {MAX_TRIAL_AMOUNT:g} molecules")
+        for name, low, high in settings:
+            value = rr.getValue(name)
+            if not low <= value <= high:
+                return (f"in a trial run, {name} is {value:.3g} at {end:.3g} min; it must stay "
+                        f"from {low:g} to {high:g}")
         rates = rr.getReactionRates()
         negative = [reactions[i] for i in own if not rates[i] >= 0]
         if negative:
