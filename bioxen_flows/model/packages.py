@@ -135,6 +135,12 @@ RESERVED_PREFIXES = (*_GENERATED, "w_", "n_", "reg_", "p_", "induced_", "leak_")
 RESERVED_IDS = frozenset({"guest_complexes"})
 
 
+def module_size_limit(path: str | Path) -> int:
+    """The most bytes a module file may hold: read no more, wherever it is read."""
+    sbml = Path(path).suffix.lower() in {".sbml", ".xml"}
+    return MAX_SBML_MODULE_BYTES if sbml else MAX_MODULE_BYTES
+
+
 def load_user_module(path: Path) -> Package:
     """Read a user's expression module.
 
@@ -151,8 +157,7 @@ def load_user_module(path: Path) -> Package:
 
     path = Path(os.path.abspath(path))  # relative: where the user stood when installing
     is_sbml = path.suffix.lower() in {".sbml", ".xml"}
-    limit = MAX_SBML_MODULE_BYTES if is_sbml else MAX_MODULE_BYTES
-    text = read_text_file(path, max_bytes=limit, what="package file")
+    text = read_text_file(path, max_bytes=module_size_limit(path), what="package file")
     if is_sbml:
         body = sbml_to_antimony_body(text, source=str(path))
     else:

@@ -79,9 +79,9 @@ def _package_fingerprint(package: str, content_sha: str) -> tuple[str, Any]:
 def _module_bytes(path: str) -> bytes:
     """A module file's bytes, size-checked before reading and never blocking."""
     from bioxen_flows.files import read_bytes_file
-    from bioxen_flows.model.packages import MAX_SBML_MODULE_BYTES
+    from bioxen_flows.model.packages import module_size_limit
 
-    return read_bytes_file(path, max_bytes=MAX_SBML_MODULE_BYTES, what="package file")
+    return read_bytes_file(path, max_bytes=module_size_limit(path), what="package file")
 
 
 def point_fingerprint(point: dict[str, Any]) -> dict[str, Any]:

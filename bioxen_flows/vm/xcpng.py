@@ -65,11 +65,10 @@ class XCPngBiologicalVM(BiologicalVM):
         path = Path(name_or_path)
         if path.suffix.lower() in {".ant", ".txt", ".sbml", ".xml"}:
             from bioxen_flows.files import read_text_file
-            from bioxen_flows.model.packages import MAX_MODULE_BYTES, MAX_SBML_MODULE_BYTES
+            from bioxen_flows.model.packages import module_size_limit
 
             sbml = path.suffix.lower() in {".sbml", ".xml"}
-            text = read_text_file(path, what="package file",
-                                  max_bytes=MAX_SBML_MODULE_BYTES if sbml else MAX_MODULE_BYTES)
+            text = read_text_file(path, max_bytes=module_size_limit(path), what="package file")
             return self.guest("install", package=path.stem, copies=copies, module_text=text,
                               module_format="sbml" if sbml else "antimony")
         return self.guest("install", package=name_or_path, copies=copies)
