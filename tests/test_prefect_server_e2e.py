@@ -548,16 +548,14 @@ def test_a_killed_flow_run_is_crashed_and_nothing_of_it_survives(
     gone, alive = psutil.wait_procs(simulation_workers, timeout=10)
     assert not alive, [p.cmdline() for p in alive]
     assert created, "the run had no VM left to clean up"
-    assert client.read_flow_run(run_id).state.is_running()  # the zombie
 
-    def crashed() -> bool:
+    def crashed() -> bool:  # the worker sees its exit status (the next test: no worker)
         assert {vm["vm_id"] for vm in list_bio_vms()} <= created  # no VM after the kill
         return client.read_flow_run(run_id).state.is_crashed()
 
     assert _eventually(crashed, timeout=300), (
         f"still {client.read_flow_run(run_id).state}\n{local_prefect.log_tail('server')}"
     )
-    assert "heartbeat" in client.read_flow_run(run_id).state.message
     assert _eventually(lambda: list_bio_vms() == [], timeout=RUN_TIMEOUT), (
         f"{len(list_bio_vms())} of {len(created)} VMs left\n{local_prefect.log_tail('worker')}"
     )
@@ -566,8 +564,51 @@ def test_a_killed_flow_run_is_crashed_and_nothing_of_it_survives(
     cleanup = _wait_final(client, cleanup.id, local_prefect)
     assert cleanup.state.is_completed()
     assert cleanup.total_run_time.total_seconds() < LEASE_WAIT_SECONDS  # no lease waited on
+    # (the server may have heard of none: workers report through the killed process)
     tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-    assert tasks and all(t.state.is_final() for t in tasks), [t.state.name for t in tasks]
+    assert all(t.state.is_final() for t in tasks), [t.state.name for t in tasks]
+
+
+def test_a_run_killed_with_its_worker_is_crashed_and_its_vms_destroyed(
+    local_prefect: LocalPrefect, client
+) -> None:
+    """kill -9 of the worker and the flow run process: no hook can run. The server's
+    bioxen-crash-zombie-runs automation marks the run Crashed once its heartbeats (30 s)
+    stop for 90 s; that state triggers the cleanup-crashed-run deployment, which a
+    restarted worker (systemd's Restart=) runs, and the VMs are destroyed.
+    """
+    from bioxen_flows.vm import list_bio_vms
+
+    run_id = _start(client, COMPARE, {
+        "organisms": ["syn3a", "ecoli", "minimal_cell"], "replicates": 100, "hours": 168,
+        "deterministic": True,
+        "package": "gfp_reporter", "out_dir": str(local_prefect.tmp / "zombie_out"),
+    })
+    assert _eventually(lambda: bool(list_bio_vms()), timeout=RUN_TIMEOUT), (
+        f"no VM appeared:\n{local_prefect.log_tail('worker')}"
+    )
+    assert client.read_flow_run(run_id).state.is_running()
+    worker = psutil.Process(local_prefect.worker.pid)
+    victims = [worker, *worker.children(recursive=True)]
+    for proc in victims:
+        proc.kill()  # SIGKILL: no hook, no final state, no goodbye
+    psutil.wait_procs(victims, timeout=30)
+    local_prefect.worker.wait(timeout=30)
+    leaked = len(list_bio_vms())
+    assert leaked > 0
+    assert client.read_flow_run(run_id).state.is_running()  # the zombie
+
+    _start_worker(local_prefect)  # what Restart=on-failure does
+    assert _eventually(lambda: client.read_flow_run(run_id).state.is_crashed(), timeout=300), (
+        f"still {client.read_flow_run(run_id).state}\n{local_prefect.log_tail('server')}"
+    )
+    assert "heartbeat" in client.read_flow_run(run_id).state.message
+    assert _eventually(lambda: list_bio_vms() == [], timeout=RUN_TIMEOUT), (
+        f"{len(list_bio_vms())} of {leaked} VMs left\n{local_prefect.log_tail('worker')}"
+    )
+    [cleanup] = [r for r in client.read_flow_runs()
+                 if r.parameters.get("flow_run") == f"prefect.flow-run.{run_id}"]
+    assert _wait_final(client, cleanup.id, local_prefect).state.is_completed()
 
 
 def test_the_gc_deployment_destroys_orphans_through_the_worker(

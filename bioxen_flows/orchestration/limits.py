@@ -16,6 +16,10 @@ from contextlib import contextmanager
 from bioxen_flows.settings import get_settings
 
 WAIT_SECONDS = 6 * 3600.0  # a run queued longer than this fails (TimeoutError), as it should
+# The slots' lease, renewed while the run lives: a run killed with SIGKILL frees its slots
+# when it lapses. Prefect's default (300 s) held a killed run's slots, and the runs queued
+# behind them, for five minutes; 60 s is the shortest the server accepts.
+SLOT_LEASE_S = 60.0
 
 
 def _limit(name: str) -> int | None:
@@ -42,5 +46,6 @@ def vm_slots(count: int) -> Iterator[None]:
         yield
         return
     with concurrency(name, occupy=min(count, size), strict=False,
-                     timeout_seconds=WAIT_SECONDS, raise_on_lease_renewal_failure=False):
+                     timeout_seconds=WAIT_SECONDS, lease_duration=SLOT_LEASE_S,
+                     raise_on_lease_renewal_failure=False):
         yield
