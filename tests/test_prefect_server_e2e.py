@@ -496,6 +496,7 @@ def test_cancelling_a_running_comparison_destroys_its_vms(
     })
     started = _eventually(lambda: bool(list_bio_vms()), timeout=RUN_TIMEOUT)
     assert started, f"no VM appeared:\n{local_prefect.log_tail('worker')}"
+    log_before = len(local_prefect.log_text("worker"))
     client.set_flow_run_state(run_id, Cancelling())
 
     run = _wait_final(client, run_id, local_prefect)
@@ -512,6 +513,8 @@ def test_cancelling_a_running_comparison_destroys_its_vms(
         f"VMs leaked after cancellation: {[vm['vm_id'] for vm in list_bio_vms()]}\n"
         f"{local_prefect.log_tail('worker')}"
     )
+    after = local_prefect.log_text("worker")[log_before:]
+    assert "| ERROR" not in after and "Traceback" not in after, after[-4000:]  # a normal cancel
 
 
 def test_a_killed_flow_run_is_crashed_and_nothing_of_it_survives(
