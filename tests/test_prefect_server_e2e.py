@@ -317,6 +317,22 @@ def _wait_final(client: Any, run_id: UUID, local: LocalPrefect, timeout: float =
                 f"(state {run.state}):\n{local.log_tail('worker')}")
 
 
+def _start_busy_comparison(client: Any, local: LocalPrefect, out: str) -> UUID:
+    """Start a comparison that keeps the worker busy for minutes (303 VMs x 168 h, in
+    worker processes); return once its first VMs exist and it is running."""
+    from bioxen_flows.vm import list_bio_vms
+
+    run_id = _start(client, COMPARE, {
+        "organisms": ["syn3a", "ecoli", "minimal_cell"], "replicates": 100, "hours": 168,
+        "deterministic": True, "package": "gfp_reporter", "out_dir": str(local.tmp / out),
+    })
+    assert _eventually(lambda: bool(list_bio_vms()), timeout=RUN_TIMEOUT), (
+        f"no VM appeared:\n{local.log_tail('worker')}"
+    )
+    assert client.read_flow_run(run_id).state.is_running()
+    return run_id
+
+
 def _eventually(check: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -489,13 +505,7 @@ def test_cancelling_a_running_comparison_destroys_its_vms(
 
     from bioxen_flows.vm import list_bio_vms
 
-    run_id = _start(client, COMPARE, {
-        "organisms": ["syn3a", "ecoli", "minimal_cell"], "replicates": 100, "hours": 168,
-        "deterministic": True,
-        "package": "gfp_reporter", "out_dir": str(local_prefect.tmp / "cancelled_out"),
-    })
-    started = _eventually(lambda: bool(list_bio_vms()), timeout=RUN_TIMEOUT)
-    assert started, f"no VM appeared:\n{local_prefect.log_tail('worker')}"
+    run_id = _start_busy_comparison(client, local_prefect, "cancelled_out")
     log_before = len(local_prefect.log_text("worker"))
     client.set_flow_run_state(run_id, Cancelling())
 
@@ -531,15 +541,7 @@ def test_a_killed_flow_run_is_crashed_and_nothing_of_it_survives(
     from bioxen_flows.state.store import LEASE_WAIT_SECONDS
     from bioxen_flows.vm import list_bio_vms
 
-    run_id = _start(client, COMPARE, {
-        "organisms": ["syn3a", "ecoli", "minimal_cell"], "replicates": 100, "hours": 168,
-        "deterministic": True,
-        "package": "gfp_reporter", "out_dir": str(local_prefect.tmp / "zombie_out"),
-    })
-    assert _eventually(lambda: bool(list_bio_vms()), timeout=RUN_TIMEOUT), (
-        f"no VM appeared:\n{local_prefect.log_tail('worker')}"
-    )
-    assert client.read_flow_run(run_id).state.is_running()
+    run_id = _start_busy_comparison(client, local_prefect, "zombie_out")
     worker = psutil.Process(local_prefect.worker.pid)
     of_run = {p.pid: p for p in worker.children(recursive=True)
               if p.environ().get("PREFECT__FLOW_RUN_ID") == str(run_id)}
@@ -582,15 +584,7 @@ def test_a_run_killed_with_its_worker_is_crashed_and_its_vms_destroyed(
     """
     from bioxen_flows.vm import list_bio_vms
 
-    run_id = _start(client, COMPARE, {
-        "organisms": ["syn3a", "ecoli", "minimal_cell"], "replicates": 100, "hours": 168,
-        "deterministic": True,
-        "package": "gfp_reporter", "out_dir": str(local_prefect.tmp / "zombie_out"),
-    })
-    assert _eventually(lambda: bool(list_bio_vms()), timeout=RUN_TIMEOUT), (
-        f"no VM appeared:\n{local_prefect.log_tail('worker')}"
-    )
-    assert client.read_flow_run(run_id).state.is_running()
+    run_id = _start_busy_comparison(client, local_prefect, "zombie_out")
     worker = psutil.Process(local_prefect.worker.pid)
     victims = [worker, *worker.children(recursive=True)]
     for proc in victims:
