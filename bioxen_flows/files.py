@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import BinaryIO
 
 from bioxen_flows.errors import InputError
 
@@ -69,3 +70,27 @@ def _kind(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "not a regular file"
+
+
+def open_regular_file(path: str | Path, *, max_bytes: int, what: str = "file") -> BinaryIO:
+    """A regular file of at most `max_bytes` bytes opened for streaming (binary): the same
+    non-blocking open and fstat checks as `read_bytes_file`, for files too big to hold."""
+    path = Path(path).expanduser()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}: No such file or directory") from None
+    except OSError as exc:
+        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{what} {path} is {_kind(info.st_mode)}, not a regular file")
+        if info.st_size > max_bytes:
+            raise InputError(
+                f"{what} {path} is {info.st_size:,} bytes; the limit is {max_bytes:,}")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise

@@ -349,8 +349,8 @@ def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
     refused(bioxen("db", "restore", str(bad)), "not a BioXen backup")
     bad.write_text(json.dumps({"bioxen_backup": 1, "schema_version": 3}) + "\n"
                    + '{"table": "vms; DROP TABLE vms", "row": {}}\n')
-    refused(bioxen("db", "restore", str(bad)), "bad.jsonl:2")
-    bad.write_text(json.dumps({"bioxen_backup": 1, "schema_version": 99}) + "\n")
+    refused(bioxen("db", "restore", str(bad)), "from an older BioXen")
+    bad.write_text(json.dumps({"bioxen_backup": 2, "schema_version": 99}) + "\n")
     refused(bioxen("db", "restore", str(bad)), "schema 99")
     refused(bioxen("db", "restore", str(tmp_path / "missing.jsonl")), "missing.jsonl")
     assert data("list") == []

@@ -10,17 +10,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write the VM's model (host, packages, caps, current state as initial values)."""
     from bioxen_flows.cli.validate import check_output_file
     from bioxen_flows.engine.export import export_model
+    from bioxen_flows.output_files import atomic_output, check_output_path, store_files
+    from bioxen_flows.state import StateStore
     from bioxen_flows.vm import load_bio_vm
 
-    if args.output is not None:
-        check_output_file(args.output)  # before any model is built
+    target = None
+    if args.output is not None:  # before any model is built
+        check_output_file(args.output)
+        target = check_output_path(args.output, protected=store_files(StateStore().path),
+                                   what="--output")
 
     snapshot = load_bio_vm(args.vm_id).snapshot_state()["cell"]
     text = export_model(snapshot, args.format)
-    if args.output is None:
+    if target is None:
         sys.stdout.write(text)
     else:
-        args.output.write_text(text, encoding="utf-8")
+        with atomic_output(target, what="--output") as out:  # never half a file
+            out.write(text.encode("utf-8"))
         print(f"wrote {args.output} ({args.format}, simulated minute "
               f"{float(snapshot['time']):g} is its time 0)")
     return 0
