@@ -16,9 +16,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     target = None
     if args.output is not None:  # before any model is built
-        check_output_file(args.output)
         target = check_output_path(args.output, protected=store_files(StateStore().path),
                                    what="--output")
+        check_output_file(args.output)  # the folder is writable
 
     snapshot = load_bio_vm(args.vm_id).snapshot_state()["cell"]
     text = export_model(snapshot, args.format)

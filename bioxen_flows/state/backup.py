@@ -81,7 +81,11 @@ def backup(store: StateStore, path: Path) -> dict[str, int]:
                        "tables": [t.name for t in TABLES]})
                 for table in TABLES:
                     for row in conn.execute(select(table)).mappings():
-                        write({"table": table.name, "row": dict(row)})
+                        try:
+                            write({"table": table.name, "row": dict(row)})
+                        except (ValueError, TypeError):  # inf; bytes where text belongs
+                            raise store.damaged(f"a {table.name} row holds a value that is "
+                                                "not a finite number or text") from None
                         counts[table.name] += 1
         out.write((json.dumps({"bioxen_backup_end": {
             "rows": counts, "sha256": digest.hexdigest()}}) + "\n").encode())
