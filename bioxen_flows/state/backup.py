@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -240,7 +241,7 @@ def _check_vm(row: dict[str, Any]) -> None:
     if row["biological_type"] not in get_supported_biological_types():
         raise _Bad("biological_type", "is not a supported organism")
     config = _json_mapping(row, "config", "VM config")
-    _json_mapping(row, "snapshot", "VM snapshot")
+    _check_snapshot(_json_mapping(row, "snapshot", "VM snapshot"), row["biological_type"])
     damaged = _from_row(SimpleNamespace(**row)).damaged
     if damaged:
         raise _Bad("state" if "state" in damaged else "vm_type", "is not a valid value")
@@ -259,6 +260,22 @@ def _check_vm(row: dict[str, Any]) -> None:
             raise _Bad(name, "must not be negative")
     if row["version"] < 1:
         raise _Bad("version", "must be at least 1")
+
+
+def _check_snapshot(snapshot: dict[str, Any] | None, biological_type: str) -> None:
+    """The engine's own snapshot rules (amounts, settings, packages), and the VM's organism."""
+    from bioxen_flows.engine.cell import validate_snapshot
+
+    if snapshot is None:
+        return
+    try:
+        validate_snapshot(snapshot)
+    except InputError as exc:  # its first words name the part, never the value
+        part = re.match(r"(a )?cell snapshot(: \w+| lacks [\w, ]+)?", str(exc))
+        raise _Bad("snapshot", f"is not a cell snapshot ({part.group(0) if part else 'invalid'})"
+                   ) from None
+    if snapshot["biological_type"] != biological_type:
+        raise _Bad("snapshot", "is a cell of another organism than the VM")
 
 
 def _bounded(row: dict[str, Any], rules: tuple[tuple[str, float, float], ...]) -> None:
@@ -354,7 +371,7 @@ def _load(conn: Connection, stream: BinaryIO, path: Path) -> dict[str, int]:
             _check_row(table, entry["row"])
         except _Bad as bad:
             field, rule = bad.args
-            raise InputError(f"{path}:{number}: {name}.{field} {rule}") from None
+            raise InputError(f"{path}:{number}: {name}.{field}: {rule}") from None
         except BioXenError as exc:  # a validator's own refusal: its first line only
             raise InputError(f"{path}:{number}: {name}: {str(exc).splitlines()[0][:160]}") \
                 from None
@@ -378,8 +395,8 @@ def _insert(conn: Connection, table: Table, rows: list[tuple[int, dict[str, Any]
         with conn.begin_nested():
             conn.execute(insert(table), values)
     except IntegrityError:
-        raise InputError(f"{path}:{rows[0][0]}-{rows[-1][0]}: a {table.name} row repeats an "
-                         "id (key) of another") from None
+        raise InputError(f"{path}:{rows[0][0]}-{rows[-1][0]}: {table.name}: a row repeats "
+                         "the id (key) of another") from None
     rows.clear()
 
 

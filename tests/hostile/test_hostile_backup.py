@@ -344,6 +344,10 @@ ROW_EDITS: list[tuple[str, str, Any]] = [
                                      json.dumps({"xcpng_config": {"password": SECRET}}),
                                      json.dumps({"labels": {"token": SECRET}}), None)],
     *[("vms", "snapshot", v) for v in ("[1, 2]", "{bad", json.dumps({"secret": SECRET}))],
+    *[("vms", "snapshot", patch) for patch in (  # the engine's own snapshot rules
+        {"species": {"z": 1e20}}, {"species": {"z": -5}}, {"settings": {"../x": 1}},
+        {"time": -1}, {"biological_type": "ecoli"}, {"biological_type": "dragon"},
+        {"packages": [{"name": "x", "copies": 10**6}]}, {"stochastic": "yes"})],
     *[("audit", "detail", v) for v in (json.dumps({"password": SECRET}),
                                        json.dumps({"a": [{"token": SECRET}]}),
                                        json.dumps({"private_key": "-----BEGIN"}),
@@ -376,7 +380,10 @@ TABLE_EDITS: dict[str, Callable[[list[dict]], list[dict]]] = {
 
 def _edited(entries: list[dict], table: str, field: str, value: Any) -> list[dict]:
     entries = json.loads(json.dumps(entries))
-    row = next(e for e in entries[1:-1] if e.get("table") == table)
+    row = next(e for e in entries[1:-1] if e.get("table") == table
+               and (field != "snapshot" or e["row"].get("snapshot")))
+    if isinstance(value, dict):  # a patch of the snapshot the row holds
+        value = json.dumps({**json.loads(row["row"][field]), **value})
     row["row"][field] = value
     return entries
 
@@ -392,7 +399,8 @@ def test_rows_that_break_an_api_rule_are_refused(
     message = refused_restore(sign(_edited(base_backup, table, field, value)))
     assert ".jsonl:" in message  # names the line
     assert field in message or "budget" in message or "repeats" in message, message
-    for text in (value if isinstance(value, str) else "", SECRET, "alice"):
+    for text in (value if isinstance(value, str) and field != "snapshot" else "", SECRET,
+                 "alice", "../x"):
         if len(text) >= 4 and text not in ("None", "abc"):
             assert text not in message, message  # never echoes the row
 
