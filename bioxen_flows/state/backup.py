@@ -81,7 +81,8 @@ def backup(store: StateStore, path: Path) -> dict[str, int]:
                        "backend": store.backend, "created_at": time.time(),
                        "tables": [t.name for t in TABLES]})
                 for table in TABLES:
-                    for row in conn.execute(select(table)).mappings():
+                    rows = conn.execution_options(stream_results=True, yield_per=BATCH_ROWS)
+                    for row in rows.execute(select(table)).mappings():  # never all at once
                         try:
                             write({"table": table.name, "row": dict(row)})
                         except (ValueError, TypeError):  # inf; bytes where text belongs
