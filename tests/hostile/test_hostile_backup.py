@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
@@ -440,7 +440,9 @@ def test_restore_fuzz_refuses_cleanly_or_leaves_a_usable_store(
     except InputError as exc:
         assert "\n" not in str(exc) and len(str(exc)) < 400, str(exc)[:500]
         assert dump(victim) == before
+        event("refused")
         return
+    event("accepted")
     # accepted: every command that reads the store works, and the ledger holds
     assert all(not record.damaged for record in victim.list_vms())
     assert victim.budget()["ribosomes_available"] >= 0
