@@ -18,6 +18,7 @@ turns it off.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import platform
 import re
@@ -30,9 +31,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 MAX_FILES = 256  # ~0.1-0.3 MB each
 STALE_TMP_S = 3600  # a save takes milliseconds
 LOCK_WAIT_S = 120.0  # a compile takes seconds at most; past this, compile without waiting
+MAGIC = b"BXRRST1\n"  # format of a cache file: MAGIC, identity, SHA-256, length, state
+HEADER_SIZE = len(MAGIC) + 32 + 32 + 8
+MAX_STATE_BYTES = 64 << 20  # states are ~0.1-0.3 MB; anything far larger is not ours
 
 
 def cache_dir() -> Path | None:
@@ -67,13 +73,13 @@ def load_or_compile(text: str, compile_model: Callable[[], Any]) -> Any:
     if folder is None:
         return compile_model()
     path = _path(folder, text)
-    rr = _load(path)
+    rr = _load(path, text)
     if rr is None:
         with _compiling(path):
-            rr = _load(path)  # another process may have compiled it while this one waited
+            rr = _load(path, text)  # another process may have compiled it meanwhile
             if rr is None:
                 rr = compile_model()
-                _save(folder, path, rr)
+                _save(folder, path, rr, text)
     return rr
 
 
@@ -109,30 +115,85 @@ def _compiling(path: Path) -> Iterator[None]:
 def load(text: str) -> Any | None:
     """The compiled model of `text` from the cache (a fresh RoadRunner), or None."""
     folder = cache_dir()
-    return None if folder is None else _load(_path(folder, text))
+    return None if folder is None else _load(_path(folder, text), text)
 
 
-def _load(path: Path) -> Any | None:
+def _identity(text: str) -> bytes:
+    """What a state must have been compiled from: this model text on this libroadrunner."""
     import roadrunner
 
-    if not path.is_file():
-        return None
-    rr = roadrunner.RoadRunner()
+    return hashlib.sha256(f"{roadrunner.__version__}\0{text}".encode()).digest()
+
+
+def _verified_state(path: Path, text: str) -> bytes | None:
+    """The state bytes of `path` if its header says they are whole and of `text`'s model;
+    None when there is no file; raises ValueError naming what does not match."""
     try:
-        rr.loadState(str(path))
-    except RuntimeError:  # damaged, or from a libroadrunner that reports the same version
-        path.unlink(missing_ok=True)
+        with path.open("rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ValueError("not a regular file")
+            blob = file.read(HEADER_SIZE + MAX_STATE_BYTES + 1)
+    except FileNotFoundError:
         return None
-    return rr
+    except OSError as error:
+        raise ValueError(f"unreadable ({error.strerror})") from None
+    head, state = blob[:HEADER_SIZE], blob[HEADER_SIZE:]
+    if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
+        raise ValueError("no header")
+    identity = head[len(MAGIC):len(MAGIC) + 32]
+    digest = head[len(MAGIC) + 32:len(MAGIC) + 64]
+    length = int.from_bytes(head[len(MAGIC) + 64:], "big")
+    if identity != _identity(text):
+        raise ValueError("compiled from another model")
+    if len(state) != length:
+        raise ValueError(f"{len(state)} bytes where the header says {length}")
+    if hashlib.sha256(state).digest() != digest:
+        raise ValueError("content hash does not match")
+    return state
 
 
-def _save(folder: Path, path: Path, rr: Any) -> None:
+def _load(path: Path, text: str) -> Any | None:
+    """A RoadRunner from the verified state at `path`, or None (a bad file is removed)."""
+    import roadrunner
+
+    try:
+        state = _verified_state(path, text)
+        if state is None:
+            return None
+        rr = roadrunner.RoadRunner()
+        rr.loadStateS(state)
+        return rr
+    except (ValueError, RuntimeError) as error:  # RuntimeError: a verified state this
+        # libroadrunner cannot read (another build reporting the same version)
+        log.warning("compiled-model cache: dropped %s (%s); compiling the model again",
+                    path.name, error)
+        _remove(path)
+        return None
+
+
+def _remove(path: Path) -> None:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _save(folder: Path, path: Path, rr: Any, text: str) -> None:
+    """Write `rr`'s state whole behind its verifying header (temp file, then rename)."""
+    try:
+        state = rr.saveStateS()
+    except RuntimeError:
+        return
+    head = MAGIC + _identity(text) + hashlib.sha256(state).digest() + len(state).to_bytes(8, "big")
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    os.close(fd)
     try:
-        rr.saveState(tmp)
+        with os.fdopen(fd, "wb") as file:
+            file.write(head + state)
         os.replace(tmp, path)
-    except (OSError, RuntimeError):
+    except OSError:
         Path(tmp).unlink(missing_ok=True)
         return
     _prune(folder)
