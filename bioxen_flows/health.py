@@ -96,7 +96,9 @@ def run_checks(xcpng_config: dict[str, Any] | None = None) -> list[Check]:
         try:
             results.append(Check(name, True, check()))
         except Exception as exc:  # a health check reports every failure, it never raises
-            text = str(exc).strip().splitlines()
+            from bioxen_flows.logs import redact
+
+            text = redact(str(exc)).strip().splitlines()  # a driver may echo the URL
             results.append(Check(name, False, text[0] if text else type(exc).__name__))
         results[-1].seconds = round(time.perf_counter() - started, 3)
     return results

@@ -194,6 +194,11 @@ def get_settings() -> Settings:
             f"{PREFIX}{'.'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
         )
         raise InputError(f"bad setting: {problems} (environment or {path})") from None
+    if settings.database_url:  # masked wherever it is echoed (a driver's error, a log line)
+        from bioxen_flows.logs import register_secret, url_passwords
+
+        for password in url_passwords(settings.database_url):
+            register_secret(password)
     with _cache_lock:
         _cache.clear()
         _cache[key] = settings
@@ -218,13 +223,9 @@ def describe() -> list[dict[str, Any]]:
             source = "default"
         value = getattr(settings, name)
         if name == "database_url" and value:
-            from sqlalchemy.engine import make_url
-            from sqlalchemy.exc import ArgumentError
+            from bioxen_flows.logs import mask_url
 
-            try:
-                value = make_url(value).render_as_string(hide_password=True)
-            except ArgumentError:
-                value = "(not a database URL)"
+            value = mask_url(value)
         rows.append({
             "name": name, "variable": variable,
             "value": str(value) if isinstance(value, Path) else value,

@@ -336,7 +336,9 @@ def _error(exc: BaseException) -> int:
     elif code == EXIT_INTERNAL:
         text = (f"internal error: {type(exc).__name__}: {text} "
                 "(set BIOXEN_DEBUG=1 for the traceback)")
-    print(f"bioxen: error: {text}", file=sys.stderr)
+    from bioxen_flows.logs import redact
+
+    print(f"bioxen: error: {redact(text)}", file=sys.stderr)  # no password, in any URL form
     return code
 
 

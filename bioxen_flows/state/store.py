@@ -331,7 +331,9 @@ class StateStore:
     @property
     def display_url(self) -> str:
         """The URL with any password masked (for messages and logs)."""
-        return make_url(self.url).render_as_string(hide_password=True)
+        from bioxen_flows.logs import mask_url
+
+        return mask_url(self.url)
 
     # ---- transactions ---------------------------------------------------------------
     @contextmanager
