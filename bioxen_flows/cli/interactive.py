@@ -355,7 +355,7 @@ class Session:
         self.out.print(
             f"t = {output.number(summary['simulated_time_min'])} min, growth "
             f"{output.number(summary['growth_rate_per_min'])} 1/min, doubling "
-            f"{output.number(summary['doubling_time_min'])} min, ribosomes "
+            f"{output.doubling(summary['doubling_time_min'])}, ribosomes "
             f"{output.number(summary['ribosomes_total'])}, atp_percent "
             f"{output.number(summary['atp_percent'])} %"
             + (f", proteins: {output.per_gene(proteins)}" if proteins else "")

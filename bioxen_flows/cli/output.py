@@ -73,11 +73,21 @@ def number(value: Any, digits: int = 4) -> str:
         return str(value)
     if not math.isfinite(value):
         return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
+    if abs(value) >= 1e12:  # no 40-digit numbers: beyond a trillion, scientific notation
+        return f"{value:.{digits}g}"
     if isinstance(value, int) or (abs(value) >= 1000 and float(value).is_integer()):
         return f"{value:,.0f}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}g}"
+
+
+def doubling(minutes: float | None) -> str:
+    """A doubling time for people: `28.74 min`, or `no growth` for a cell that does not grow
+    (its doubling time is infinite in the API and null in JSON)."""
+    if minutes is None or (isinstance(minutes, float) and not math.isfinite(minutes)):
+        return "no growth"
+    return f"{number(minutes)} min"
 
 
 def duration(seconds: float) -> str:
@@ -112,7 +122,7 @@ def metrics_rows(m: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("simulated time", f"{number(m['simulated_time_min'])} min"),
         ("mode", m.get("mode", "-")),
         ("growth rate", f"{number(m['growth_rate_per_min'])} 1/min"),
-        ("doubling time", f"{number(m['doubling_time_min'])} min"),
+        ("doubling time", doubling(m["doubling_time_min"])),
         ("ribosomes", f"{number(m['ribosomes_total'])} (free {number(m['ribosomes_free'])}, "
                       f"translating {number(m['ribosomes_translating'])})"),
         ("ribosome utilization", f"{number(m['ribosome_utilization_percent'])} %"),

@@ -50,6 +50,13 @@ MAX_POINTS = 100_001
 MAX_SEED = 2**63 - 1  # libroadrunner's Gillespie seed is a 64-bit integer
 MAX_CLOCK_MIN = 1e9  # a snapshot's clock (minutes); about 1,900 years
 MAX_AMOUNT = 1e15  # molecules per cell a snapshot may set for one species
+# Below a billionth of a molecule per cell an ODE amount is integration noise (a starved
+# cell's energy reached -2e-61 and 8e-73): it is set to 0, so the cell can be fed again
+# (CVODE failed to restart from such values) and no snapshot holds a negative amount.
+NEGLIGIBLE_AMOUNT = 1e-9
+# Growth below this counts as none (a doubling time over 1,300 years): a starved cell
+# reports growth 0 and no doubling time, not -4.8e-108 and a 75-digit number.
+NO_GROWTH_PER_MIN = 1e-9
 MAX_STORED_MODULE_CHARS = 2 * 1024 * 1024  # a user module kept in a snapshot (Antimony text)
 # Run-time settings a snapshot may carry (caps, nutrient, gene and operon switches).
 _SETTING = re.compile(r"atp_scale|ribosome_cap|s0|(?:on|induced)_[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -114,6 +121,7 @@ class Cell:
         species = set(rr.model.getFloatingSpeciesIds())
         for name, value in amounts.items():
             if name in species:
+                value = 0.0 if value < NEGLIGIBLE_AMOUNT else value
                 rr.setValue(name, float(round(value)) if self.stochastic else value)
         for name, value in self.settings.items():
             rr.setValue(name, value)
@@ -178,8 +186,17 @@ class Cell:
             self._rr.integrator.seed = zlib.crc32(f"{self.seed}:{start!r}".encode())
         values = self._rr.simulate(start, start + minutes, n, selections=self._selections)
         self.time = start + minutes
+        self._zero_negligible_amounts()
         names = [SERIES_COLUMNS.get(s) or _gene_column(s) for s in self._selections]
         return Trajectory(tuple(names), np.asarray(values))
+
+    def _zero_negligible_amounts(self) -> None:
+        """Set amounts below `NEGLIGIBLE_AMOUNT` (integration noise, negatives included) to 0."""
+        model = self._rr.model
+        for name, value in zip(model.getFloatingSpeciesIds(),
+                               model.getFloatingSpeciesAmounts(), strict=True):
+            if value < NEGLIGIBLE_AMOUNT and value != 0.0:
+                self._rr.setValue(name, 0.0)
 
     # ---- genetic programs -----------------------------------------------------------
     @property
@@ -261,11 +278,13 @@ class Cell:
     def metrics(self) -> dict[str, Any]:
         """The cell's current state, every figure from the model (units in the names)."""
         lam = self.value("lam")
+        lam = lam if lam >= NO_GROWTH_PER_MIN else 0.0
         total = self.value("ribosomes_total")
         translating = self.value("translating")
         elong = self.value("elong")
         gene_rates = {
-            g: elong * self.value(f"c_{g}") / self.value(f"n_{g}") for g in self.genes
+            # a module's n_G is clamped to >= 1 where the model uses it (model/builder.py)
+            g: elong * self.value(f"c_{g}") / max(1.0, self.value(f"n_{g}")) for g in self.genes
         }
         plasmid_genes = {g.gene_id for p in self.packages if p.plasmid for g in p.genes}
         return {
@@ -278,8 +297,8 @@ class Cell:
             "ribosomes_free": self.value("r"),
             "ribosomes_translating": translating,
             "ribosome_utilization_percent": 100.0 * translating / total if total > 0 else 0.0,
-            "atp_percent": self.value("atp_percent"),
-            "elongation_rate_aa_per_min": elong,
+            "atp_percent": max(0.0, self.value("atp_percent")),
+            "elongation_rate_aa_per_min": max(0.0, elong),
             "nutrient_molecules": self.value("s0"),
             "atp_cap_percent": 100.0 * self.value("atp_scale"),
             "ribosome_cap": self.value("ribosome_cap"),
@@ -347,7 +366,8 @@ class Cell:
             self.time = float(snap["time"])
             self.settings = {k: float(v) for k, v in snap["settings"].items()}
             for name, value in {**self.settings, **snap["species"]}.items():
-                self._rr.setValue(name, float(value))
+                noise = name in snap["species"] and value < NEGLIGIBLE_AMOUNT
+                self._rr.setValue(name, 0.0 if noise else float(value))
         except BaseException:
             self.packages, self.time, self.settings = old_packages, old_time, old_settings
             self._build(before["species"])
@@ -431,7 +451,7 @@ def validate_snapshot(snap: object) -> None:
             )
     for field, pattern, low, high in (
         ("settings", _SETTING, 0.0, UNCAPPED_RIBOSOMES),
-        ("species", None, 0.0, MAX_AMOUNT),
+        ("species", None, -NEGLIGIBLE_AMOUNT, MAX_AMOUNT),  # noise is loaded as 0
     ):
         values = snap[field]
         if not isinstance(values, dict) or len(values) > 100_000:
