@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+import time as clock
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -57,6 +58,16 @@ NEGLIGIBLE_AMOUNT = 1e-9
 # Growth below this counts as none (a doubling time over 1,300 years): a starved cell
 # reports growth 0 and no doubling time, not -4.8e-108 and a 75-digit number.
 NO_GROWTH_PER_MIN = 1e-9
+# Stochastic cost bounds. An exact SSA pays per reaction event: ~3e5 events per CPU second
+# here (E. coli: 25,000 events per simulated minute, grow(1440) ~110 s). A grow whose
+# events, estimated from the current propensities, exceed MAX_STOCHASTIC_EVENTS (~5 CPU
+# minutes) is refused before it starts; one estimated above CHUNKED_ABOVE_EVENTS runs in
+# STOCHASTIC_CHUNKS pieces and is abandoned, state unchanged, past STOCHASTIC_WALL_S
+# (propensities can rise as it runs: a plasmid at 1,000 copies took 16 s per minute).
+MAX_STOCHASTIC_EVENTS = 1e8
+CHUNKED_ABOVE_EVENTS = 1e6
+STOCHASTIC_CHUNKS = 20
+STOCHASTIC_WALL_S = 600.0
 MAX_STORED_MODULE_CHARS = 2 * 1024 * 1024  # a user module kept in a snapshot (Antimony text)
 # Run-time settings a snapshot may carry (caps, nutrient, gene and operon switches).
 _SETTING = re.compile(r"atp_scale|ribosome_cap|s0|(?:on|induced)_[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -184,11 +195,45 @@ class Cell:
             # The random stream is a function of (seed, clock): a cell restored from a
             # snapshot, here or in another process, replays exactly the same trajectory.
             self._rr.integrator.seed = zlib.crc32(f"{self.seed}:{start!r}".encode())
-        values = self._rr.simulate(start, start + minutes, n, selections=self._selections)
+        if self.stochastic:
+            values = self._simulate_stochastic(start, minutes, n)
+        else:
+            values = self._rr.simulate(start, start + minutes, n, selections=self._selections)
         self.time = start + minutes
         self._zero_negligible_amounts()
         names = [SERIES_COLUMNS.get(s) or _gene_column(s) for s in self._selections]
         return Trajectory(tuple(names), np.asarray(values))
+
+    def _simulate_stochastic(self, start: float, minutes: float, n: int) -> Any:
+        """The SSA run of `grow`, within the cost bounds above (refused or abandoned with
+        one `InputError`; an abandoned run leaves the cell as it was)."""
+        estimate = float(np.abs(self._rr.getReactionRates()).sum()) * minutes
+        if estimate > MAX_STOCHASTIC_EVENTS:
+            raise InputError(
+                f"grow({minutes:g}) would take about {estimate:.2g} stochastic events (the "
+                f"limit is {MAX_STOCHASTIC_EVENTS:.0e}, minutes of CPU): grow for less at a "
+                "time, or use the deterministic mode"
+            )
+        if estimate <= CHUNKED_ABOVE_EVENTS:
+            return self._rr.simulate(start, start + minutes, n, selections=self._selections)
+        before = self.snapshot()
+        deadline = clock.monotonic() + STOCHASTIC_WALL_S
+        times = np.linspace(start, start + minutes, n)
+        chunks = range(STOCHASTIC_CHUNKS + 1)
+        edges = sorted({round(k * (n - 1) / STOCHASTIC_CHUNKS) for k in chunks})
+        parts = []
+        for first, last in zip(edges[:-1], edges[1:], strict=True):
+            part = np.asarray(self._rr.simulate(times[first], times[last], last - first + 1,
+                                                selections=self._selections))
+            parts.append(part if not parts else part[1:])
+            if clock.monotonic() > deadline and last < n - 1:
+                self.restore(before)
+                raise InputError(
+                    f"grow({minutes:g}) was abandoned after {STOCHASTIC_WALL_S:g} s, the wall-"
+                    f"time bound of a stochastic run, at {times[last] - start:g} of "
+                    f"{minutes:g} min; the cell is as it was: grow for less at a time"
+                )
+        return np.vstack(parts)
 
     def _zero_negligible_amounts(self) -> None:
         """Set amounts below `NEGLIGIBLE_AMOUNT` (integration noise, negatives included) to 0."""
