@@ -10,15 +10,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Write the VM's model (host, packages, caps, current state as initial values)."""
     from bioxen_flows.cli.validate import check_output_file
     from bioxen_flows.engine.export import export_model
-    from bioxen_flows.output_files import atomic_output, check_output_path, store_files
-    from bioxen_flows.state import StateStore
+    from bioxen_flows.output_files import atomic_output
     from bioxen_flows.vm import load_bio_vm
 
-    target = None
-    if args.output is not None:  # before any model is built
-        target = check_output_path(args.output, protected=store_files(StateStore().path),
-                                   what="--output")
-        check_output_file(args.output)  # the folder is writable
+    # before any model is built
+    target = None if args.output is None else check_output_file(args.output)
 
     snapshot = load_bio_vm(args.vm_id).snapshot_state()["cell"]
     text = export_model(snapshot, args.format)

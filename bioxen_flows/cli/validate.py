@@ -123,22 +123,15 @@ def _check_infrastructure(vm_type: str, config_path: Path | None) -> None:
     pool_config(xcpng_section(config_path))
 
 
-def check_output_file(path: Path, option: str = "--output") -> None:
-    """A file a command will write: a new or regular file (never the state store, a
-    folder, a device, FIFO or socket) in a folder this user can write in."""
-    from bioxen_flows.settings import get_settings
+def check_output_file(path: Path, option: str = "--output") -> Path:
+    """A file a command will write, resolved: new or a regular file, never the state store
+    (output_files.check_output_path), in a folder this user can write in."""
+    from bioxen_flows.output_files import check_output_path, store_files
+    from bioxen_flows.state import StateStore
 
-    store = get_settings().state_db
-    target = path.absolute()
-    for part in (store, *(store.with_name(store.name + s) for s in ("-wal", "-shm", "-journal"))):
-        if target.resolve() == part.resolve() or (
-                target.exists() and part.exists() and target.samefile(part)):
-            raise InputError(f"{option} {path} is the state store; write somewhere else")
-    if target.exists() and not target.is_file():
-        raise InputError(f"{option} {path} is not a regular file; give a file name")
-    if path.is_symlink() and not target.exists():
-        raise InputError(f"{option} {path}: a symbolic link to nothing; give a file name")
+    target = check_output_path(path, protected=store_files(StateStore().path), what=option)
     _check_writable(target.parent, f"{option} {path}")
+    return target
 
 
 def check_out_dir(out: str | Path) -> None:
