@@ -62,13 +62,13 @@ def postgres_url() -> Iterator[str]:
 
 
 def _empty_postgres(url: str) -> None:
-    """Back to a fresh store: no VMs, no audit, the default budget (schema kept)."""
+    """Back to a fresh store: no VMs, no audit, no quotas, the default budget (schema kept)."""
     from bioxen_flows.state import StateStore
     from bioxen_flows.state.schema import DEFAULT_ATP_BUDGET_PERCENT, DEFAULT_RIBOSOME_BUDGET
 
     store = StateStore(url)
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE vms, audit")
+        conn.exec_driver_sql("TRUNCATE vms, audit, quotas")
         conn.exec_driver_sql("DELETE FROM meta WHERE key <> 'schema_version'")
         conn.exec_driver_sql(
             f"UPDATE budget SET ribosomes = {DEFAULT_RIBOSOME_BUDGET}, "
