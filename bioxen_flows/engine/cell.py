@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bioxen_flows.engine import UNCAPPED_RIBOSOMES, cap_settings
+from bioxen_flows.engine import UNCAPPED_RIBOSOMES, cap_settings, ssa
 from bioxen_flows.errors import InputError
 from bioxen_flows.model.builder import build_model_text, load_roadrunner
 from bioxen_flows.model.packages import (
@@ -93,8 +93,18 @@ class Trajectory:
         return self.values[:, self.columns.index(name)]
 
 
+STOCHASTIC_ENGINES = ("compiled", "roadrunner")
+# Protein mass of one molecule (aa), by species: what a dividing cell's size follows.
+_RIBOSOME_SPECIES = re.compile(r"r|c_[A-Za-z0-9_]+")
+_HOST_PROTEINS = ("e_t", "e_m", "q")
+
+
 class Cell:
-    """A cell of one organism, simulated deterministically (CVODE) or with Gillespie SSA."""
+    """A cell of one organism, simulated deterministically (CVODE) or stochastically.
+
+    Stochastic cells run on the compiled exact engine (`engine/ssa.py`) and grow and divide
+    (`division`, default on); ``stochastic_engine="roadrunner"`` runs libroadrunner's
+    Gillespie instead, the reference, on a cell of fixed size."""
 
     def __init__(
         self,
@@ -102,6 +112,8 @@ class Cell:
         *,
         stochastic: bool = False,
         seed: int | None = None,
+        stochastic_engine: str = "compiled",
+        division: bool | None = None,
     ) -> None:
         self.profile = (
             biological_type
@@ -113,12 +125,17 @@ class Cell:
         _check_seed(seed)
         self.stochastic = stochastic
         self.seed = seed
+        self.engine, self.division = _engine_choice(stochastic, stochastic_engine, division)
+        self.lineage: ssa.Lineage | None = None
+        self.division_times: list[float] = []
         self.packages: list[Package] = []
         self.time = 0.0
         # Parameters changed at run time (caps, nutrient, switches): re-applied on rebuild.
         self.settings: dict[str, float] = {}
         self._rr: Any = None
         self._build(balanced_growth_state(self.profile.biological_type))
+        if self.division:  # in balanced growth, a cell of average size: ln2*M at birth
+            self.lineage = ssa.Lineage(birth_mass=self._mass() * self.profile.division_added_mass)
 
     # ---- model construction ---------------------------------------------------------
     def model_text(self) -> str:
@@ -195,14 +212,111 @@ class Cell:
             # The random stream is a function of (seed, clock): a cell restored from a
             # snapshot, here or in another process, replays exactly the same trajectory.
             self._rr.integrator.seed = zlib.crc32(f"{self.seed}:{start!r}".encode())
-        if self.stochastic:
+        if self.stochastic and self.engine == "compiled":
+            values = self._simulate_compiled(start, minutes, n)
+        elif self.stochastic:
             values = self._simulate_stochastic(start, minutes, n)
         else:
             values = self._rr.simulate(start, start + minutes, n, selections=self._selections)
         self.time = start + minutes
         self._zero_negligible_amounts()
         names = [SERIES_COLUMNS.get(s) or _gene_column(s) for s in self._selections]
+        if self.stochastic and self.engine == "compiled":
+            names += ["cell_size", "generation"]
         return Trajectory(tuple(names), np.asarray(values))
+
+    def _kernel(self) -> ssa.Kernel:
+        """The compiled engine's kernel of this cell's model; a model it cannot run is a
+        one-line `InputError` (run it on ``stochastic_engine="roadrunner"``)."""
+        from bioxen_flows.model.builder import antimony_to_sbml
+
+        try:
+            return ssa.kernel_for(antimony_to_sbml(self.model_text()))
+        except ssa.Unsupported as why:
+            raise InputError(
+                f"the compiled stochastic engine cannot run this cell's model: {why}; use "
+                "the roadrunner engine (--stochastic-engine roadrunner --no-division)"
+            ) from None
+
+    def _simulate_compiled(self, start: float, minutes: float, n: int) -> np.ndarray:
+        """`grow` on the compiled exact engine: samples of the selections (then cell size
+        and generation); the cell's amounts and lineage move to the end, or, when the run
+        breaks a bound, stay as they were (one `InputError`)."""
+        kernel = self._kernel()
+        rr = self._rr
+        amounts = np.array([rr.getValue(name) for name in kernel.species], dtype=np.float64)
+        parameters = np.array([rr.getValue(name) for name in kernel.parameters],
+                              dtype=np.float64)
+        times = np.linspace(start, start + minutes, n)
+        lineage = ssa.Lineage(**vars(self.lineage)) if self.lineage else None
+        deadline = clock.monotonic() + STOCHASTIC_WALL_S
+
+        def within_bounds(t: float, events: int) -> None:
+            if clock.monotonic() > deadline:
+                raise InputError(
+                    f"grow({minutes:g}) was abandoned after {STOCHASTIC_WALL_S:g} s, the wall-"
+                    f"time bound of a stochastic run, at {t - start:g} of {minutes:g} min "
+                    f"({events:.3g} events); the cell is as it was: grow for less at a time"
+                )
+
+        result = ssa.run_kernel(
+            kernel, amounts, parameters, times,
+            seed=zlib.crc32(f"{self.seed}:{start!r}".encode()),
+            max_events=int(MAX_STOCHASTIC_EVENTS), division=self._division_rule(kernel),
+            lineage=lineage, check=within_bounds,
+        )
+        for name, value in zip(kernel.species, amounts, strict=True):
+            rr.setValue(name, float(value))
+        self.lineage = lineage
+        if lineage is not None:
+            kept = self.division_times + result.division_times
+            self.division_times = kept[-MAX_KEPT_DIVISIONS:]
+        rules = ssa.observe(kernel, result.states, parameters, times)
+        species = {name: i for i, name in enumerate(kernel.species)}
+        rule_index = {name: i for i, name in enumerate(kernel.rules)}
+        columns = []
+        for name in self._selections:
+            if name == "time":
+                columns.append(times)
+            elif name in species:
+                columns.append(result.states[:, species[name]])
+            elif name in rule_index:
+                column = rules[:, rule_index[name]]
+                columns.append(column / result.sizes if name == "lam" else column)
+            else:  # a parameter (a switch, a cap): constant over the run
+                columns.append(np.full(n, rr.getValue(name)))
+        columns += [result.sizes, result.generations]
+        return np.column_stack(columns)
+
+    def _division_rule(self, kernel: ssa.Kernel) -> ssa.Division | None:
+        if not self.division:
+            return None
+        mass_ref = self.value("M")
+        return ssa.Division(
+            weights=np.array([self._protein_mass(name) for name in kernel.species]),
+            mass_ref=mass_ref, added_mass=self.profile.division_added_mass * mass_ref,
+        )
+
+    def _protein_mass(self, species: str) -> float:
+        """aa per molecule: a ribosome (free or translating) n_r, a host protein n_x, a guest
+        protein its gene's length (clamped as the model clamps it); mRNA and others 0."""
+        if _RIBOSOME_SPECIES.fullmatch(species):
+            return self.value("n_r")
+        if species in _HOST_PROTEINS:
+            return self.value("n_x")
+        if species.startswith("p_") and species[2:] in self.genes:
+            return float(min(1e6, max(1.0, self.value(f"n_{species[2:]}"))))
+        return 0.0
+
+    def _mass(self) -> float:
+        """The cell's protein mass, aa (the model's M in balanced growth)."""
+        return sum(self._protein_mass(name) * amount
+                   for name, amount in self._species_amounts().items())
+
+    @property
+    def cell_size(self) -> float:
+        """Size relative to the model's average cell (mass / M); 1 for a cell of fixed size."""
+        return self._mass() / self.value("M") if self.division else 1.0
 
     def _simulate_stochastic(self, start: float, minutes: float, n: int) -> Any:
         """The SSA run of `grow`, within the cost bounds above (refused or abandoned with
@@ -322,7 +436,7 @@ class Cell:
 
     def metrics(self) -> dict[str, Any]:
         """The cell's current state, every figure from the model (units in the names)."""
-        lam = self.value("lam")
+        lam = self.value("lam") / self.cell_size  # a dividing cell's own growth rate
         lam = lam if lam >= NO_GROWTH_PER_MIN else 0.0
         total = self.value("ribosomes_total")
         translating = self.value("translating")
@@ -358,6 +472,23 @@ class Cell:
             },
             "plasmid_count": sum(p.copies for p in self.packages if p.plasmid),
             "plasmid_copies": {g: self.value(f"copies_{g}") for g in sorted(plasmid_genes)},
+            "stochastic_engine": self.engine,
+            "division": self.division,
+            **self._lineage_metrics(),
+        }
+
+    def _lineage_metrics(self) -> dict[str, Any]:
+        if self.lineage is None:
+            return {}
+        times = self.division_times
+        gaps = np.diff(times) if len(times) > 1 else np.array([])
+        return {
+            "cell_size": self.cell_size,
+            "generation": self.lineage.generation,
+            "divisions": self.lineage.divisions,
+            "birth_time_min": self.lineage.birth_time,
+            "division_times_min": list(times[-20:]),
+            "mean_interdivision_min": float(gaps.mean()) if gaps.size else None,
         }
 
     # ---- snapshots ------------------------------------------------------------------
@@ -371,6 +502,11 @@ class Cell:
             "packages": [_package_entry(p) for p in self.packages],
             "settings": dict(self.settings),
             "species": self._species_amounts(),
+            "stochastic_engine": self.engine,
+            "division": self.division,
+            "lineage": None if self.lineage is None else {
+                **vars(self.lineage), "division_times": list(self.division_times),
+            },
         }
 
     @classmethod
@@ -380,6 +516,11 @@ class Cell:
         cell.profile = get_profile(snap["biological_type"])
         cell.stochastic = bool(snap["stochastic"])
         cell.seed = snap["seed"]
+        # snapshots from before the compiled engine are of fixed-size libroadrunner cells
+        cell.engine, cell.division = _engine_choice(
+            cell.stochastic, snap.get("stochastic_engine", "roadrunner"),
+            snap.get("division", False))
+        cell.lineage, cell.division_times = _lineage_from(snap.get("lineage"))
         cell.packages = [_package_from_entry(p) for p in snap["packages"]]
         cell.time = float(snap["time"])
         cell.settings = {k: float(v) for k, v in snap["settings"].items()}
@@ -395,7 +536,9 @@ class Cell:
         validate_snapshot(snap)
         if snap["biological_type"] != self.profile.biological_type:
             raise InputError("snapshot is of a different organism")
-        if bool(snap["stochastic"]) != self.stochastic or snap["seed"] != self.seed:
+        if bool(snap["stochastic"]) != self.stochastic or snap["seed"] != self.seed or (
+            snap.get("stochastic_engine", "roadrunner"), snap.get("division", False)
+        ) != (self.engine, self.division) and self.stochastic:
             raise InputError("snapshot is of a cell with another simulation mode or seed")
         before = self.snapshot()
         old_packages, old_time, old_settings = list(self.packages), self.time, dict(self.settings)
@@ -408,6 +551,7 @@ class Cell:
                 self.settings = {}
                 self._build(snap["species"])
             self._check_snapshot_names(snap)
+            self.lineage, self.division_times = _lineage_from(snap.get("lineage"))
             self.time = float(snap["time"])
             self.settings = {k: float(v) for k, v in snap["settings"].items()}
             for name, value in {**self.settings, **snap["species"]}.items():
@@ -415,6 +559,7 @@ class Cell:
                 self._rr.setValue(name, 0.0 if noise else float(value))
         except BaseException:
             self.packages, self.time, self.settings = old_packages, old_time, old_settings
+            self.lineage, self.division_times = _lineage_from(before["lineage"])
             self._build(before["species"])
             raise
 
@@ -428,6 +573,38 @@ class Cell:
                 f"snapshot names {len(unknown)} symbol(s) this cell's model does not have: "
                 f"{', '.join(map(repr, unknown[:5]))}"
             )
+
+
+MAX_KEPT_DIVISIONS = 1000  # division times a cell remembers
+
+
+def _engine_choice(stochastic: bool, engine: object, division: object) -> tuple[str, bool]:
+    """(engine, division) of a cell; a dividing cell needs the compiled engine."""
+    if engine not in STOCHASTIC_ENGINES:
+        raise InputError(
+            f"stochastic_engine must be one of {', '.join(STOCHASTIC_ENGINES)}, got {engine!r}"
+        )
+    if division not in (None, True, False):
+        raise InputError(f"division must be true or false, got {division!r}")
+    if not stochastic:
+        return str(engine), False  # deterministic cells are in balanced growth
+    if division is None:
+        division = engine == "compiled"
+    if division and engine != "compiled":
+        raise InputError(
+            "only the compiled stochastic engine simulates division; with "
+            "stochastic_engine='roadrunner' use division=False (--no-division)"
+        )
+    return str(engine), bool(division)
+
+
+def _lineage_from(entry: object) -> tuple[ssa.Lineage | None, list[float]]:
+    if not entry:
+        return None, []
+    assert isinstance(entry, dict)  # validate_snapshot checked it
+    times = [float(t) for t in entry.get("division_times", [])]
+    return ssa.Lineage(float(entry["birth_mass"]), int(entry["generation"]),
+                       float(entry["birth_time"]), int(entry["divisions"])), times
 
 
 def _check_seed(seed: object) -> None:
@@ -454,6 +631,11 @@ def validate_snapshot(snap: object) -> None:
         raise InputError(f"a cell snapshot must be a mapping, got {type(snap).__name__}")
     keys = {"biological_type", "stochastic", "seed", "time", "packages", "settings", "species"}
     missing = sorted(keys - set(snap))
+    _check_lineage(snap.get("lineage"))
+    if snap.get("stochastic_engine", "roadrunner") not in STOCHASTIC_ENGINES or not isinstance(
+        snap.get("division", False), bool
+    ):
+        raise InputError("cell snapshot: stochastic_engine or division is not valid")
     if missing:
         raise InputError(f"cell snapshot lacks {', '.join(missing)}")
     if not isinstance(snap["biological_type"], str):
@@ -508,6 +690,24 @@ def validate_snapshot(snap: object) -> None:
                 raise InputError(
                     f"cell snapshot: {field}[{name!r}] must be a number from {low:g} to {high:g}"
                 )
+
+
+def _check_lineage(entry: object) -> None:
+    if entry is None:
+        return
+    fields = {"birth_mass", "generation", "birth_time", "divisions", "division_times"}
+    if not isinstance(entry, dict) or set(entry) != fields:
+        raise InputError(f"cell snapshot: lineage must be a mapping of {', '.join(sorted(fields))}")
+    times = entry["division_times"]
+    if (
+        not _finite(entry["birth_mass"], 0, MAX_AMOUNT * 1e7)
+        or not _finite(entry["birth_time"], 0, MAX_CLOCK_MIN)
+        or any(isinstance(entry[k], bool) or not isinstance(entry[k], int)
+               or not 0 <= entry[k] <= 10**12 for k in ("generation", "divisions"))
+        or not isinstance(times, list) or len(times) > MAX_KEPT_DIVISIONS
+        or not all(_finite(t, 0, MAX_CLOCK_MIN) for t in times)
+    ):
+        raise InputError("cell snapshot: lineage holds a value out of range")
 
 
 def _package_entry(package: Package) -> dict[str, Any]:

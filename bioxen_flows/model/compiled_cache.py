@@ -52,7 +52,12 @@ def cache_dir() -> Path | None:
     if not settings.model_cache:
         return None
     where = f"{socket.gethostname()}-{platform.machine()}-rr{roadrunner.__version__}"
-    folder = settings.home / "model-cache" / re.sub(r"[^A-Za-z0-9._-]", "_", where)
+    return private_folder(settings.home / "model-cache" / re.sub(r"[^A-Za-z0-9._-]", "_", where))
+
+
+def private_folder(folder: Path) -> Path | None:
+    """`folder`, created mode 0700, if it is this user's and no one else may write it; else
+    None (machine code is loaded from it)."""
     try:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         info = folder.stat()
@@ -75,7 +80,7 @@ def load_or_compile(text: str, compile_model: Callable[[], Any]) -> Any:
     path = _path(folder, text)
     rr = _load(path, text)
     if rr is None:
-        with _compiling(path):
+        with compile_lock(path):
             rr = _load(path, text)  # another process may have compiled it meanwhile
             if rr is None:
                 rr = compile_model()
@@ -84,7 +89,7 @@ def load_or_compile(text: str, compile_model: Callable[[], Any]) -> Any:
 
 
 @contextmanager
-def _compiling(path: Path) -> Iterator[None]:
+def compile_lock(path: Path) -> Iterator[None]:
     """Hold the lock on compiling `path`'s model (released by the OS if the process dies),
     waiting at most `LOCK_WAIT_S` for another process that holds it."""
     try:

@@ -30,6 +30,9 @@ class OrganismProfile:
     ribosomes_target: float | None
     references: tuple[str, ...]
     parameters: dict[str, float] = field(default_factory=dict)
+    # A dividing stochastic cell divides once it has made this much protein since birth,
+    # as a fraction of the model's cell mass M (an adder; profiles.yaml gives the source).
+    division_added_mass: float = 0.6931471805599453
 
 
 @cache
