@@ -18,6 +18,7 @@ from typing import Any
 from bioxen_flows import __version__
 from bioxen_flows.cli import export, ops, results, store, sweep, tools, vms
 from bioxen_flows.cli.output import error_text
+from bioxen_flows.cli.validate import add_stochastic_arguments
 from bioxen_flows.errors import BioXenError
 from bioxen_flows.quick_exit import exit_after_handlers
 
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--config", type=Path, metavar="FILE",
                         help="JSON/YAML config (resources, simulation, packages, xcpng_config)")
     create.add_argument("--auto-start", action="store_true", help="start the VM once created")
+    create.add_argument("--seed", type=int,
+                        help="a stochastic cell with this seed (default: deterministic)")
+    add_stochastic_arguments(create)
     create.add_argument("--owner", help="user or project whose quota it counts against "
                                         "(default: the owner setting, your user name)")
 
@@ -260,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "default: drawn and recorded when --replicates > 1")
     compare.add_argument("--deterministic", action="store_true",
                          help="one deterministic (ODE) cell per organism")
+    add_stochastic_arguments(compare)
     compare.add_argument("--workers", type=int, metavar="N",
                          help="simulation worker processes (default: the machine's cores)")
     compare.add_argument("--csv", action="store_true",

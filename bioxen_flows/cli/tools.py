@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows.cli import output
+from bioxen_flows.cli.validate import stochastic_choice
 from bioxen_flows.errors import InputError
 from bioxen_flows.orchestration.stopping import stop_on_signals
 
@@ -257,6 +258,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     replicates = 1 if args.deterministic else args.replicates
     total = len(organisms) * (replicates + (1 if args.package else 0))
     config = _flow_config(args.config)  # a bad config file is refused before any server
+    engine, division = stochastic_choice(args)
     with stop_on_signals(), on_prefect_api(quiet=args.json):
         flow = compare_organisms.with_options(task_runner=simulation_task_runner(args.workers))
 
@@ -275,6 +277,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     vm_type=args.vm_type,
                     csv=args.csv,
                     config=config,
+                    stochastic_engine=engine,
+                    division=division,
                     return_state=True,
                 )
 

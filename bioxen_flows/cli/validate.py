@@ -20,6 +20,29 @@ from bioxen_flows.errors import InputError
 MIN_HOURS = 1 / 60
 
 
+def add_stochastic_arguments(parser: argparse.ArgumentParser) -> None:
+    """--stochastic-engine and --no-division, for every command that makes stochastic cells."""
+    from bioxen_flows.engine import STOCHASTIC_ENGINES
+
+    parser.add_argument(
+        "--stochastic-engine", choices=STOCHASTIC_ENGINES, default=STOCHASTIC_ENGINES[0],
+        help="engine of stochastic cells: compiled (exact, compiled from the model; default) "
+             "or roadrunner (libroadrunner's Gillespie, the reference; needs --no-division)")
+    parser.add_argument("--no-division", action="store_true",
+                        help="stochastic cells of fixed size (growth only dilutes) instead of "
+                             "cells that grow and divide")
+
+
+def stochastic_choice(args: argparse.Namespace) -> tuple[str, bool]:
+    """(engine, division) of the command's stochastic cells, refused when they conflict."""
+    engine, division = args.stochastic_engine, not args.no_division
+    if division and engine != "compiled":
+        raise InputError(
+            f"--stochastic-engine {engine} runs cells of fixed size: add --no-division"
+        )
+    return engine, division
+
+
 def check_compare(args: argparse.Namespace) -> list[str]:
     """Refuse any bad `compare` option; returns the organisms to compare. The checks that
     need no Prefect import come first, so most refusals take well under a second."""
@@ -35,6 +58,7 @@ def check_compare(args: argparse.Namespace) -> list[str]:
         _check_seed(args.seed, args.seed + max(args.replicates, 1) - 1)
     check_allocation(args.atp, args.ribosomes)
     check_package(args.package)
+    stochastic_choice(args)
     _check_infrastructure(args.vm_type, args.config)
     check_out_dir(args.out)
     from bioxen_flows.orchestration.flows import check_compare_parameters

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bioxen_flows.cli import output
+from bioxen_flows.cli.validate import stochastic_choice
 from bioxen_flows.errors import InputError
 
 if TYPE_CHECKING:
@@ -45,6 +46,14 @@ def cmd_create(args: argparse.Namespace) -> int:
     config, vm_type = None, args.vm_type or "basic"
     if args.config is not None:
         config, vm_type = _config_from_file(args.config, args.bio_type, args.vm_type)
+    engine, division = stochastic_choice(args)
+    if args.seed is not None:  # checked with the rest of the config by the factory
+        config = dict(config or {})
+        config["simulation"] = {**config.get("simulation", {}), "stochastic": True,
+                                "seed": args.seed}
+    if (config or {}).get("simulation", {}).get("stochastic"):
+        config["simulation"] = {**config["simulation"], "stochastic_engine": engine,  # type: ignore[index]
+                                "division": division}
     vm = create_bio_vm(args.vm_id, args.bio_type, vm_type, config, owner=args.owner)
     if args.auto_start:
         vm.start()

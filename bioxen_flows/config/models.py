@@ -43,11 +43,17 @@ class SimulationConfig(BaseModel):
     stochastic: bool = False
     seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # a 64-bit Gillespie seed
     nutrient: float | None = Field(default=None, ge=0, le=1e9)  # molecules per cell
+    # compiled: the exact engine generated from the model (default); roadrunner: the
+    # reference, libroadrunner's Gillespie, on a cell of fixed size
+    stochastic_engine: Literal["compiled", "roadrunner"] = "compiled"
+    division: bool | None = None  # a stochastic cell grows and divides (default: compiled)
 
     @model_validator(mode="after")
     def _seed_when_stochastic(self) -> SimulationConfig:
         if self.stochastic and self.seed is None:
             raise ValueError("seed is required when stochastic is true (runs must be reproducible)")
+        if self.division and self.stochastic_engine != "compiled":
+            raise ValueError("only the compiled stochastic engine simulates division")
         return self
 
 

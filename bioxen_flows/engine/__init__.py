@@ -4,6 +4,9 @@
 # model/weisse2015.ant (far above any cell, so 1 - (R/cap)^8 is exactly 1).
 UNCAPPED_RIBOSOMES = 1e12
 FULL_ATP_PERCENT = 100.0
+# Engines of stochastic cells: the exact direct method compiled from the cell's model (the
+# default; cells grow and divide), and libroadrunner's Gillespie (the reference; fixed size).
+STOCHASTIC_ENGINES = ("compiled", "roadrunner")
 
 
 def cap_settings(atp_percent: float | None = None,

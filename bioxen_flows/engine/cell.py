@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from bioxen_flows.engine import UNCAPPED_RIBOSOMES, cap_settings, ssa
+from bioxen_flows.engine import STOCHASTIC_ENGINES, UNCAPPED_RIBOSOMES, cap_settings, ssa
 from bioxen_flows.errors import InputError
 from bioxen_flows.model.builder import build_model_text, load_roadrunner
 from bioxen_flows.model.packages import (
@@ -93,7 +93,6 @@ class Trajectory:
         return self.values[:, self.columns.index(name)]
 
 
-STOCHASTIC_ENGINES = ("compiled", "roadrunner")
 # Protein mass of one molecule (aa), by species: what a dividing cell's size follows.
 _RIBOSOME_SPECIES = re.compile(r"r|c_[A-Za-z0-9_]+")
 _HOST_PROTEINS = ("e_t", "e_m", "q")
@@ -134,8 +133,8 @@ class Cell:
         self.settings: dict[str, float] = {}
         self._rr: Any = None
         self._build(balanced_growth_state(self.profile.biological_type))
-        if self.division:  # in balanced growth, a cell of average size: ln2*M at birth
-            self.lineage = ssa.Lineage(birth_mass=self._mass() * self.profile.division_added_mass)
+        if self.division:
+            self.lineage = self._new_lineage()
 
     # ---- model construction ---------------------------------------------------------
     def model_text(self) -> str:
@@ -212,6 +211,8 @@ class Cell:
             # The random stream is a function of (seed, clock): a cell restored from a
             # snapshot, here or in another process, replays exactly the same trajectory.
             self._rr.integrator.seed = zlib.crc32(f"{self.seed}:{start!r}".encode())
+        if self.stochastic:
+            self._refuse_costly(minutes)
         if self.stochastic and self.engine == "compiled":
             values = self._simulate_compiled(start, minutes, n)
         elif self.stochastic:
@@ -248,6 +249,8 @@ class Cell:
         parameters = np.array([rr.getValue(name) for name in kernel.parameters],
                               dtype=np.float64)
         times = np.linspace(start, start + minutes, n)
+        if self.division and self.lineage is None:
+            self.lineage = self._new_lineage()
         lineage = ssa.Lineage(**vars(self.lineage)) if self.lineage else None
         deadline = clock.monotonic() + STOCHASTIC_WALL_S
 
@@ -288,6 +291,11 @@ class Cell:
         columns += [result.sizes, result.generations]
         return np.column_stack(columns)
 
+    def _new_lineage(self) -> ssa.Lineage:
+        """A cell of the model's average mass M, born at ln2*M (its adder's birth mass)."""
+        return ssa.Lineage(birth_mass=self._mass() * self.profile.division_added_mass,
+                           birth_time=self.time)
+
     def _division_rule(self, kernel: ssa.Kernel) -> ssa.Division | None:
         if not self.division:
             return None
@@ -318,16 +326,21 @@ class Cell:
         """Size relative to the model's average cell (mass / M); 1 for a cell of fixed size."""
         return self._mass() / self.value("M") if self.division else 1.0
 
-    def _simulate_stochastic(self, start: float, minutes: float, n: int) -> Any:
-        """The SSA run of `grow`, within the cost bounds above (refused or abandoned with
-        one `InputError`; an abandoned run leaves the cell as it was)."""
+    def _refuse_costly(self, minutes: float) -> None:
+        """Refuse, before it starts, a grow whose events, estimated from the current
+        propensities, pass `MAX_STOCHASTIC_EVENTS`."""
         estimate = float(np.abs(self._rr.getReactionRates()).sum()) * minutes
         if estimate > MAX_STOCHASTIC_EVENTS:
             raise InputError(
                 f"grow({minutes:g}) would take about {estimate:.2g} stochastic events (the "
-                f"limit is {MAX_STOCHASTIC_EVENTS:.0e}, minutes of CPU): grow for less at a "
-                "time, or use the deterministic mode"
+                f"limit is {MAX_STOCHASTIC_EVENTS:.0e}, seconds to minutes of CPU): grow for "
+                "less at a time, or use the deterministic mode"
             )
+
+    def _simulate_stochastic(self, start: float, minutes: float, n: int) -> Any:
+        """The SSA run of `grow`, within the cost bounds above (refused or abandoned with
+        one `InputError`; an abandoned run leaves the cell as it was)."""
+        estimate = float(np.abs(self._rr.getReactionRates()).sum()) * minutes
         if estimate <= CHUNKED_ABOVE_EVENTS:
             return self._rr.simulate(start, start + minutes, n, selections=self._selections)
         before = self.snapshot()
@@ -520,7 +533,8 @@ class Cell:
         cell.engine, cell.division = _engine_choice(
             cell.stochastic, snap.get("stochastic_engine", "roadrunner"),
             snap.get("division", False))
-        cell.lineage, cell.division_times = _lineage_from(snap.get("lineage"))
+        cell.lineage, cell.division_times = _lineage_from(
+            snap.get("lineage") if cell.division else None)
         cell.packages = [_package_from_entry(p) for p in snap["packages"]]
         cell.time = float(snap["time"])
         cell.settings = {k: float(v) for k, v in snap["settings"].items()}
@@ -551,7 +565,8 @@ class Cell:
                 self.settings = {}
                 self._build(snap["species"])
             self._check_snapshot_names(snap)
-            self.lineage, self.division_times = _lineage_from(snap.get("lineage"))
+            self.lineage, self.division_times = _lineage_from(
+                snap.get("lineage") if self.division else None)
             self.time = float(snap["time"])
             self.settings = {k: float(v) for k, v in snap["settings"].items()}
             for name, value in {**self.settings, **snap["species"]}.items():
@@ -559,7 +574,8 @@ class Cell:
                 self._rr.setValue(name, 0.0 if noise else float(value))
         except BaseException:
             self.packages, self.time, self.settings = old_packages, old_time, old_settings
-            self.lineage, self.division_times = _lineage_from(before["lineage"])
+            self.lineage, self.division_times = _lineage_from(
+                before["lineage"] if self.division else None)
             self._build(before["species"])
             raise
 

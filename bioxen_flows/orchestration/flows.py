@@ -64,6 +64,7 @@ from bioxen_flows.orchestration.tasks import (
     start_bio_vms,
     teardown_bio_vms,
     vm_spec,
+    with_stochastic_engine,
     without_timeout,
 )
 from bioxen_flows.orchestration.xcpng_tasks import (
@@ -173,6 +174,8 @@ def compare_organisms(
     batch_size: int | None = None,
     csv: bool = False,
     config: dict[str, Any] | None = None,
+    stochastic_engine: str = "compiled",
+    division: bool = True,
 ) -> dict[str, Any]:
     """Grow `replicates` cells of each organism for `hours` and compare them.
 
@@ -211,6 +214,11 @@ def compare_organisms(
         csv: Also write the time series as CSV (slow for long runs; Parquet is always
             written).
         config: Merged into every VM's config, e.g. {"xcpng_config": {...}} for xcpng.
+        stochastic_engine: Engine of stochastic cells: compiled (the exact direct method
+            compiled from the model, ~35x faster) or roadrunner (libroadrunner's Gillespie,
+            the reference; needs division false).
+        division: Stochastic cells grow and divide (binomial partitioning); false keeps
+            a cell of fixed size where growth only dilutes.
 
     Returns:
         The summary rows, the run directory (out_dir), the file paths, the VM count and
@@ -228,6 +236,8 @@ def compare_organisms(
     stochastic = not deterministic and (seed is not None or replicates > 1)
     if stochastic and seed is None:
         seed = secrets.randbelow(MAX_SEED)
+    if stochastic:
+        config = with_stochastic_engine(config, stochastic_engine, division)
     specs = comparison_specs(organisms, replicates, owner, vm_type=vm_type, package=package,
                              atp_percent=atp_percent, ribosomes=ribosomes,
                              seed=seed if stochastic else None, config=config)

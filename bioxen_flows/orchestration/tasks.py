@@ -25,7 +25,7 @@ import pandas as pd
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.errors import InputError, TransientInfrastructureError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration.reporting import batch_timeseries
 from bioxen_flows.serialization import json_safe
@@ -62,6 +62,23 @@ def retry_transient_only(task, task_run, state) -> bool:  # noqa: ANN001 (Prefec
     except Exception:
         return False
     return False
+
+
+def with_stochastic_engine(
+    config: dict[str, Any] | None, engine: str, division: bool
+) -> dict[str, Any]:
+    """`config` with the stochastic engine and division set for every VM (checked here, so
+    a bad choice fails the run before any VM is made)."""
+    from bioxen_flows.config.models import SimulationConfig
+
+    simulation = {"stochastic_engine": engine, "division": division}
+    try:
+        SimulationConfig(stochastic=True, seed=0, **simulation)
+    except ValueError as error:
+        raise InputError(f"stochastic_engine/division: {error}") from None
+    config = dict(config or {})
+    config["simulation"] = {**config.get("simulation", {}), **simulation}
+    return config
 
 
 def vm_spec(

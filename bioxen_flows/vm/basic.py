@@ -58,6 +58,8 @@ class BasicBiologicalVM(BiologicalVM):
                 record.biological_type,
                 stochastic=bool(simulation.get("stochastic", False)),
                 seed=simulation.get("seed"),
+                stochastic_engine=simulation.get("stochastic_engine", "compiled"),
+                division=simulation.get("division"),
             )
             if simulation.get("nutrient") is not None:
                 cell.set_nutrient(float(simulation["nutrient"]))
