@@ -113,6 +113,7 @@ class Cell:
         seed: int | None = None,
         stochastic_engine: str = "compiled",
         division: bool | None = None,
+        burn_in: bool | None = None,
     ) -> None:
         self.profile = (
             biological_type
@@ -125,6 +126,10 @@ class Cell:
         self.stochastic = stochastic
         self.seed = seed
         self.engine, self.division = _engine_choice(stochastic, stochastic_engine, division)
+        # burned in: done, or never to be done (deterministic, the roadrunner reference, or
+        # burn_in=False); else it runs before the first grow, on the cell as set up then
+        want_burn_in = self.engine == "compiled" if burn_in is None else bool(burn_in)
+        self.burned_in = not (stochastic and want_burn_in)
         self.lineage: ssa.Lineage | None = None
         self.division_times: list[float] = []
         self.packages: list[Package] = []
@@ -244,13 +249,15 @@ class Cell:
         and generation); the cell's amounts and lineage move to the end, or, when the run
         breaks a bound, stay as they were (one `InputError`)."""
         kernel = self._kernel()
+        if self.division and self.lineage is None:
+            self.lineage = self._new_lineage()
+        if not self.burned_in:
+            self._burn_in(kernel, start)
         rr = self._rr
         amounts = np.array([rr.getValue(name) for name in kernel.species], dtype=np.float64)
         parameters = np.array([rr.getValue(name) for name in kernel.parameters],
                               dtype=np.float64)
         times = np.linspace(start, start + minutes, n)
-        if self.division and self.lineage is None:
-            self.lineage = self._new_lineage()
         lineage = ssa.Lineage(**vars(self.lineage)) if self.lineage else None
         deadline = clock.monotonic() + STOCHASTIC_WALL_S
 
@@ -290,6 +297,31 @@ class Cell:
                 columns.append(np.full(n, rr.getValue(name)))
         columns += [result.sizes, result.generations]
         return np.column_stack(columns)
+
+    def _burn_in(self, kernel: ssa.Kernel, start: float) -> None:
+        """Bring the cell, as set up for its first grow (packages, caps, switches), to a
+        state drawn from its stationary distribution: `BURN_IN_GENERATIONS` generations of
+        its own seeded stream, the clock left where it is. Replicates then differ from
+        t = 0, as cells of a population do, and their variance does not build up over the
+        run as 1 - exp(-2*lambda*t) from a shared start."""
+        lam = self.value("lam") / self.cell_size
+        if lam >= NO_GROWTH_PER_MIN:  # a cell that does not grow has no generations
+            minutes = min(BURN_IN_MAX_MIN, BURN_IN_GENERATIONS * math.log(2) / lam)
+            amounts = np.array([self._rr.getValue(n) for n in kernel.species])
+            parameters = np.array([self._rr.getValue(n) for n in kernel.parameters])
+            lineage = ssa.Lineage(**vars(self.lineage)) if self.lineage else None
+            ssa.run_kernel(
+                kernel, amounts, parameters, np.array([start, start + minutes]),
+                seed=zlib.crc32(f"{self.seed}:burn-in".encode()),
+                max_events=int(MAX_STOCHASTIC_EVENTS), division=self._division_rule(kernel),
+                lineage=lineage, check=None,
+            )
+            for name, value in zip(kernel.species, amounts, strict=True):
+                self._rr.setValue(name, float(value))
+            if lineage is not None:  # its age carries over; its history starts now
+                self.lineage = ssa.Lineage(lineage.birth_mass, 0,
+                                           max(0.0, lineage.birth_time - minutes), 0)
+        self.burned_in = True
 
     def _new_lineage(self) -> ssa.Lineage:
         """A cell of the model's average mass M, born at ln2*M (its adder's birth mass)."""
@@ -517,6 +549,7 @@ class Cell:
             "species": self._species_amounts(),
             "stochastic_engine": self.engine,
             "division": self.division,
+            "burned_in": self.burned_in,
             "lineage": None if self.lineage is None else {
                 **vars(self.lineage), "division_times": list(self.division_times),
             },
@@ -535,6 +568,7 @@ class Cell:
             snap.get("division", False))
         cell.lineage, cell.division_times = _lineage_from(
             snap.get("lineage") if cell.division else None)
+        cell.burned_in = bool(snap.get("burned_in", True))
         cell.packages = [_package_from_entry(p) for p in snap["packages"]]
         cell.time = float(snap["time"])
         cell.settings = {k: float(v) for k, v in snap["settings"].items()}
@@ -567,6 +601,7 @@ class Cell:
             self._check_snapshot_names(snap)
             self.lineage, self.division_times = _lineage_from(
                 snap.get("lineage") if self.division else None)
+            self.burned_in = bool(snap.get("burned_in", True))
             self.time = float(snap["time"])
             self.settings = {k: float(v) for k, v in snap["settings"].items()}
             for name, value in {**self.settings, **snap["species"]}.items():
@@ -576,6 +611,7 @@ class Cell:
             self.packages, self.time, self.settings = old_packages, old_time, old_settings
             self.lineage, self.division_times = _lineage_from(
                 before["lineage"] if self.division else None)
+            self.burned_in = before["burned_in"]
             self._build(before["species"])
             raise
 
@@ -592,6 +628,8 @@ class Cell:
 
 
 MAX_KEPT_DIVISIONS = 1000  # division times a cell remembers
+BURN_IN_GENERATIONS = 3  # before a stochastic cell's first grow (docs/model.md)
+BURN_IN_MAX_MIN = 3000.0  # a slowly growing cell's burn-in stops here
 
 
 def _engine_choice(stochastic: bool, engine: object, division: object) -> tuple[str, bool]:
@@ -648,10 +686,10 @@ def validate_snapshot(snap: object) -> None:
     keys = {"biological_type", "stochastic", "seed", "time", "packages", "settings", "species"}
     missing = sorted(keys - set(snap))
     _check_lineage(snap.get("lineage"))
-    if snap.get("stochastic_engine", "roadrunner") not in STOCHASTIC_ENGINES or not isinstance(
-        snap.get("division", False), bool
+    if snap.get("stochastic_engine", "roadrunner") not in STOCHASTIC_ENGINES or not all(
+        isinstance(snap.get(key, False), bool) for key in ("division", "burned_in")
     ):
-        raise InputError("cell snapshot: stochastic_engine or division is not valid")
+        raise InputError("cell snapshot: stochastic_engine, division or burned_in is not valid")
     if missing:
         raise InputError(f"cell snapshot lacks {', '.join(missing)}")
     if not isinstance(snap["biological_type"], str):
