@@ -236,8 +236,9 @@ class Cell:
         one-line `InputError` (run it on ``stochastic_engine="roadrunner"``)."""
         from bioxen_flows.model.builder import antimony_to_sbml
 
+        text = self.model_text()
         try:
-            return ssa.kernel_for(antimony_to_sbml(self.model_text()))
+            return ssa.kernel_for_model(text, lambda: antimony_to_sbml(text))
         except ssa.Unsupported as why:
             raise InputError(
                 f"the compiled stochastic engine cannot run this cell's model: {why}; use "

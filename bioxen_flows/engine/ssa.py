@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import re
@@ -95,15 +96,51 @@ class Result:
 
 
 def kernel_for(sbml: str) -> Kernel:
-    """The compiled kernel of a model (`Unsupported` when the model has what it cannot run
-    or no C compiler is at hand)."""
-    key = hashlib.sha256(sbml.encode()).hexdigest()
+    """The compiled kernel of an SBML model (`Unsupported` when the model has what it cannot
+    run or no C compiler is at hand)."""
+    return kernel_for_model(sbml, lambda: sbml)
+
+
+def kernel_for_model(text: str, sbml: Callable[[], str]) -> Kernel:
+    """The compiled kernel of the model `text` (any form; `sbml()` gives its SBML): from
+    this process, else from the kernel folder's index of texts (no SBML is read), else
+    generated and compiled."""
+    key = hashlib.sha256(text.encode()).hexdigest()
     with _LOCK:
         kernel = _KERNELS.get(key)
         if kernel is None:
-            kernel = _load(generate(sbml))
+            index = kernel_dir() / f"model_{key}.json"
+            source = _indexed(index)
+            kernel = _load(source) if source is not None else None
+            if kernel is None:  # not compiled here yet, or its library was damaged
+                kernel = _load(generate(sbml()))
+                assert kernel is not None
+                _write_whole(index, json.dumps(_index_entry(kernel.source)))
             _KERNELS[key] = kernel
     return kernel
+
+
+INDEX_FIELDS = ("species", "parameters", "rules", "reactions", "dilution")
+MAX_INDEX_BYTES = 4 << 20
+
+
+def _index_entry(source: KernelSource) -> dict[str, object]:
+    return {"digest": source.digest, **{f: list(getattr(source, f)) for f in INDEX_FIELDS}}
+
+
+def _indexed(path: Path) -> KernelSource | None:
+    """The kernel recorded for a model text (without its C source), or None."""
+    try:
+        with path.open("rb") as file:
+            entry = json.loads(file.read(MAX_INDEX_BYTES))
+        lists = {f: tuple(entry[f]) for f in INDEX_FIELDS}
+        if not re.fullmatch(r"[0-9a-f]{64}", entry["digest"]) or not all(
+            isinstance(v, str) for f in INDEX_FIELDS[:4] for v in lists[f]
+        ) or not all(isinstance(v, bool) for v in lists["dilution"]):
+            return None
+        return KernelSource(source="", digest=entry["digest"], **lists)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def compiles() -> int:
@@ -111,7 +148,20 @@ def compiles() -> int:
     return sum(kernel.compiled for kernel in _KERNELS.values())
 
 
-def _load(source: KernelSource) -> Kernel:
+def _write_whole(path: Path, text: str) -> None:
+    """Write `path` so that no reader sees it half-written (temp file, then rename)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _load(source: KernelSource) -> Kernel | None:
+    """The kernel's library, compiled first when missing or damaged; None when that is
+    needed and `source` came from the index (it holds no C source)."""
     from bioxen_flows.model.compiled_cache import compile_lock
 
     folder = kernel_dir()
@@ -119,6 +169,8 @@ def _load(source: KernelSource) -> Kernel:
     compiled = False
     with compile_lock(library):
         if not _verified(library):
+            if not source.source:
+                return None
             _compile(source.source, library)
             compiled = True
         handle = ctypes.CDLL(str(library))

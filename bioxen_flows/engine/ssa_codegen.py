@@ -39,10 +39,7 @@ class KernelSource:
     rules: tuple[str, ...]  # order of the rule values `rule_values` returns
     reactions: tuple[str, ...]
     dilution: tuple[bool, ...]  # reaction j is X -> 0 at lam*X (replaced by division)
-
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(self.source.encode()).hexdigest()
+    digest: str  # SHA-256 of the source: the kernel's name on disk
 
 
 @cache
@@ -173,6 +170,7 @@ def generate(sbml: str) -> KernelSource:
     return KernelSource(
         source=source, species=species, parameters=parameters, rules=tuple(order),
         reactions=tuple(reactions), dilution=tuple(dilution),
+        digest=hashlib.sha256(source.encode()).hexdigest(),
     )
 
 
@@ -266,8 +264,7 @@ def _expr(node, names: dict[str, str], depth: int = 0) -> str:  # node: libsbml.
 
     if depth > MAX_DEPTH:
         raise Unsupported("an expression is nested too deeply")
-    kind = node.getType()
-    tag = next((n for n in _AST_NAMES if getattr(libsbml, n) == kind), "")
+    tag = _ast_tags().get(node.getType(), "")
     children = [node.getChild(i) for i in range(node.getNumChildren())]
 
     def sub(child) -> str:
@@ -332,6 +329,13 @@ def _expr(node, names: dict[str, str], depth: int = 0) -> str:  # node: libsbml.
             out = f"({truth(children[2 * k + 1])} ? {sub(children[2 * k])} : {out})"
         return out
     raise Unsupported(f"the model uses {libsbml.formulaToL3String(node)[:60]!r}")
+
+
+@cache
+def _ast_tags() -> dict[int, str]:
+    import libsbml
+
+    return {getattr(libsbml, name): name for name in _AST_NAMES}
 
 
 _AST_NAMES = (
