@@ -252,8 +252,18 @@ class Cell:
         kernel = self._kernel()
         if self.division and self.lineage is None:
             self.lineage = self._new_lineage()
-        if not self.burned_in:
+        if self.burned_in:
+            return self._run_compiled(kernel, start, minutes, n)
+        before = self.snapshot()
+        try:  # the first grow burns the cell in; a grow that fails changes nothing
             self._burn_in(kernel, start)
+            return self._run_compiled(kernel, start, minutes, n)
+        except BaseException:
+            self.restore(before)
+            raise
+
+    def _run_compiled(self, kernel: ssa.Kernel, start: float, minutes: float,
+                      n: int) -> np.ndarray:
         rr = self._rr
         amounts = np.array([rr.getValue(name) for name in kernel.species], dtype=np.float64)
         parameters = np.array([rr.getValue(name) for name in kernel.parameters],
@@ -301,13 +311,19 @@ class Cell:
 
     def _burn_in(self, kernel: ssa.Kernel, start: float) -> None:
         """Bring the cell, as set up for its first grow (packages, caps, switches), to a
-        state drawn from its stationary distribution: `BURN_IN_GENERATIONS` generations of
-        its own seeded stream, the clock left where it is. Replicates then differ from
-        t = 0, as cells of a population do, and their variance does not build up over the
-        run as 1 - exp(-2*lambda*t) from a shared start."""
+        state drawn from its stationary distribution: its model's balanced growth, then
+        `BURN_IN_GENERATIONS` generations and a random fraction of one of its own seeded
+        stream, the clock left where it is. Replicates then differ from t = 0, as cells of
+        a population do, and their variance does not build up over the run as
+        1 - exp(-2*lambda*t) from a shared start."""
+        self._relax_deterministically()
         lam = self.value("lam") / self.cell_size
         if lam >= NO_GROWTH_PER_MIN:  # a cell that does not grow has no generations
-            minutes = min(BURN_IN_MAX_MIN, BURN_IN_GENERATIONS * math.log(2) / lam)
+            # plus a random fraction of a generation: replicates start at random phases of
+            # their cycles, not all just after a division
+            phase = np.random.default_rng(zlib.crc32(f"{self.seed}:phase".encode())).random()
+            generations = BURN_IN_GENERATIONS + phase
+            minutes = min(BURN_IN_MAX_MIN, generations * math.log(2) / lam)
             amounts = np.array([self._rr.getValue(n) for n in kernel.species])
             parameters = np.array([self._rr.getValue(n) for n in kernel.parameters])
             lineage = ssa.Lineage(**vars(self.lineage)) if self.lineage else None
@@ -323,6 +339,25 @@ class Cell:
                 self.lineage = ssa.Lineage(lineage.birth_mass, 0,
                                            max(0.0, lineage.birth_time - minutes), 0)
         self.burned_in = True
+
+    def _relax_deterministically(self) -> None:
+        """Move the cell to the balanced growth of its model as set up (packages, caps,
+        switches), deterministically: a package installed into a cell in balanced growth
+        takes several generations to settle, longer than the stochastic burn-in."""
+        try:
+            rr = load_roadrunner(build_model_text(self.profile.parameters, self.packages))
+            species = set(rr.model.getFloatingSpeciesIds())
+            for name, value in {**self.settings, **self._species_amounts()}.items():
+                if name in species or name in self.settings:
+                    rr.setValue(name, value)
+            rr.simulate(0, BALANCED_GROWTH_MIN, 2)
+        except RuntimeError:  # a module CVODE cannot integrate: burn in from where it is
+            return
+        own = set(self._rr.model.getFloatingSpeciesIds())  # the energy pools are rules here
+        for name, value in zip(rr.model.getFloatingSpeciesIds(),
+                               rr.model.getFloatingSpeciesAmounts(), strict=True):
+            if name in own:
+                self._rr.setValue(name, float(round(max(0.0, value))))
 
     def _new_lineage(self) -> ssa.Lineage:
         """A cell of the model's average mass M, born at ln2*M (its adder's birth mass)."""

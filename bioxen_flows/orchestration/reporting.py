@@ -200,8 +200,10 @@ def plot_png(series: pd.DataFrame) -> bytes:
     import matplotlib.pyplot as plt
 
     proteins = [c for c in series.columns if c.startswith("protein_")]
-    fig, axes = plt.subplots(1, 2 if proteins else 1, figsize=(11 if proteins else 6, 4))
-    axes = list(axes) if proteins else [axes]
+    dividing = "cell_size" in series.columns and series["generation"].max() > 0
+    panels = 1 + bool(proteins) + dividing
+    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels if panels > 1 else 6, 4))
+    axes = list(axes) if panels > 1 else [axes]
     columns = ["growth_rate_per_min", *proteins]
     stats = (series.groupby(["organism", "role", "time_min"], observed=True)[columns]
              .agg(["mean", "std"]))
@@ -228,11 +230,25 @@ def plot_png(series: pd.DataFrame) -> bytes:
                     title="Guest protein")
         axes[1].legend(fontsize=8)
     axes[0].legend(fontsize=8)
+    if dividing:
+        _lineages(axes[-1], series)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _lineages(ax: Any, series: pd.DataFrame) -> None:
+    """The size of one dividing cell per organism (its first replicate): the sawtooth of
+    growth and division that the means average away."""
+    first = series[(series["role"] == "cell") & (series["replicate"] == 0)]
+    for organism, cell in first.groupby("organism", observed=True):
+        if cell["cell_size"].notna().any():
+            ax.plot(cell["time_min"], cell["cell_size"], label=str(organism), linewidth=1)
+    ax.set(xlabel="simulated time (min)", ylabel="cell size (mass / model's M)",
+           title="One dividing cell per organism (replicate 0)")
+    ax.legend(fontsize=8)
 
 
 def _line(ax: Any, t: Any, stats: pd.DataFrame, label: str, style: dict[str, Any]) -> None:
