@@ -845,10 +845,19 @@ def cache_models(kinds: Iterable[tuple[str, bool]]) -> None:
     """Put the models that new cells of these (organism, stochastic) kinds load in the
     compiled-model cache, compiling the ones it lacks: what a process can do for cells
     about to start in other processes (libroadrunner releases the GIL while compiling)."""
+    from bioxen_flows.model.builder import antimony_to_sbml
+
     for organism, stochastic in kinds:
         parameters = get_profile(organism).parameters
         for mode in dict.fromkeys((False, stochastic)):  # ODE first: balanced growth
-            load_roadrunner(build_model_text(parameters, stochastic=mode))
+            text = build_model_text(parameters, stochastic=mode)
+            load_roadrunner(text)
+            if mode:  # and the compiled stochastic engine's kernel (the C compiler runs
+                # in its own process)
+                try:
+                    ssa.kernel_for_model(text, lambda text=text: antimony_to_sbml(text))
+                except ssa.Unsupported:
+                    pass  # the cells will say why, in one line
 
 
 @cache
