@@ -143,10 +143,13 @@ def _sbml(body: str) -> str:
     return antimony_to_sbml(f"model whole_cell\n compartment cell = 1;\n{body}\nend\n")
 
 
-def test_a_rate_that_goes_negative_is_one_line_and_leaves_the_state_unchanged() -> None:
-    kernel = ssa.kernel_for(_sbml(" species S in cell; S = 5; J: -> S; 3 - S;"))
+@pytest.mark.parametrize("law", ["3 - S", "1e308 * 1e308 * S", "(S - 5) / (S - 5)"])
+def test_a_rate_that_goes_negative_infinite_or_nan_is_one_line_and_changes_nothing(
+    law: str,
+) -> None:
+    kernel = ssa.kernel_for(_sbml(f" species S in cell; S = 5; J: -> S; {law};"))
     amounts = np.array([5.0])
-    with pytest.raises(InputError, match="'J' became negative") as bad:
+    with pytest.raises(InputError, match="'J' became negative, NaN or infinite") as bad:
         ssa.run_kernel(kernel, amounts, np.zeros(len(kernel.parameters)),
                        np.linspace(0, 10, 11), seed=1, max_events=1000, division=None,
                        lineage=None, check=None)
@@ -180,3 +183,28 @@ def test_roadrunner_engine_with_division_is_refused_in_one_line() -> None:
     assert not reference.division  # the reference runs a cell of fixed size
     with pytest.raises(InputError, match="stochastic_engine must be one of"):
         Cell("syn3a", stochastic=True, seed=1, stochastic_engine="tau-leaping")
+
+
+RACE = textwrap.dedent("""
+    import sys, time
+    from bioxen_flows.engine import ssa
+    from bioxen_flows.model.builder import antimony_to_sbml
+    sbml = antimony_to_sbml("model whole_cell\\n compartment cell = 1; species S in cell; S = 0;"
+                            " J: -> S; 2.5; K: S -> ; 0.5*S;\\nend\\n")
+    while time.time() < float(sys.argv[1]):
+        time.sleep(0.001)
+    ssa.kernel_for(sbml)
+    print(ssa.compiles())
+""")
+
+
+def test_processes_that_need_the_same_new_kernel_compile_it_once(tmp_path: Path) -> None:
+    import os
+    import time
+
+    env = {**os.environ, "BIOXEN_HOME": str(tmp_path)}
+    start = str(time.time() + 3.0)  # after every interpreter has started
+    runs = [subprocess.Popen([sys.executable, "-c", RACE, start], env=env, text=True,
+                             stdout=subprocess.PIPE) for _ in range(3)]
+    compiled = [int(run.communicate(timeout=120)[0]) for run in runs]
+    assert sorted(compiled) == [0, 0, 1]
