@@ -8,6 +8,7 @@ import os
 import time
 
 from bioxen_flows.cli import output
+from bioxen_flows.cli.validate import add_stochastic_arguments
 
 HELP = """\
 axes are lists (0.25,1,4) or ranges: LOW:HIGH:logN (N values evenly spaced on a log scale,
@@ -39,6 +40,7 @@ def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
     sweep.add_argument("--replicates", type=int, default=1,
                        help="stochastic replicates per point (needs --seed)")
     sweep.add_argument("--seed", type=int, help="stochastic mode; replicate r uses seed + r")
+    add_stochastic_arguments(sweep)
     sweep.add_argument("--hours", type=float, default=24.0, help="simulated hours (default 24)")
     sweep.add_argument("--max-burden", type=float, default=20.0, metavar="PERCENT",
                        help="best point = most protein per cell per hour with at most this "
@@ -51,9 +53,10 @@ def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Check the design space, run the flow, print the best points and the reuse."""
-    from bioxen_flows.cli.validate import check_sweep
+    from bioxen_flows.cli.validate import check_sweep, stochastic_choice
 
     check_sweep(args)  # every option, before Prefect starts
+    engine, division = stochastic_choice(args)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     from bioxen_flows.errors import InputError
     from bioxen_flows.orchestration.design_space import design_points, parse_axis
@@ -77,7 +80,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             organisms=args.organisms, package=args.package, strengths=strengths,
             copies=copies, nutrients=nutrients, replicates=args.replicates, seed=args.seed,
             hours=args.hours, max_burden=args.max_burden, out_dir=args.out,
-            workers=args.workers, return_state=True,
+            workers=args.workers, stochastic_engine=engine, division=division,
+            return_state=True,
         )
     if state.is_cancelled():
         return stopped(state, args.json)

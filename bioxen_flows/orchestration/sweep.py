@@ -46,7 +46,7 @@ from bioxen_flows.orchestration.runners import (
     simulation_task_runner,
 )
 from bioxen_flows.orchestration.stopping import RunStopped, terminate_pool_workers
-from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms
+from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms, with_stochastic_engine
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import destroy_labelled_vms
 
@@ -106,8 +106,14 @@ def point_fingerprint(point: dict[str, Any]) -> dict[str, Any]:
         "package": package_id,
         "point": {k: point[k] for k in
                   ("role", "strength", "copies", "nutrient", "hours", "seed")},
+        # a stochastic point is also a function of its engine (ODE points' keys unchanged)
+        **({"stochastic": {k: point.get(k, default) for k, default in STOCHASTIC_DEFAULTS}}
+           if point["seed"] is not None else {}),
         "engine": _engine_versions(),
     }
+
+
+STOCHASTIC_DEFAULTS = (("stochastic_engine", "compiled"), ("division", True))
 
 
 def point_key(point: dict[str, Any]) -> str:
@@ -160,7 +166,8 @@ def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, A
 
     simulation: dict[str, Any] = {}
     if point["seed"] is not None:
-        simulation.update(stochastic=True, seed=point["seed"])
+        simulation.update(stochastic=True, seed=point["seed"],
+                          **{k: point.get(k, default) for k, default in STOCHASTIC_DEFAULTS})
     if point["nutrient"] is not None:
         simulation["nutrient"] = point["nutrient"]
     with vm_context(vm_id):  # log lines name the point's VM
@@ -245,6 +252,8 @@ def sweep_design_space(
     max_burden: float = 20.0,
     out_dir: str = "bioxen_results",
     workers: int | None = None,
+    stochastic_engine: str = "compiled",
+    division: bool = True,
 ) -> dict[str, Any]:
     """Grow one VM per point of organisms x strengths x copies x nutrients (x replicates).
 
@@ -261,12 +270,15 @@ def sweep_design_space(
         copies: Gene copy numbers (default [1]).
         nutrients: External nutrient levels, molecules (default: the model's 1e4).
         replicates: Stochastic replicates per point (needs a seed; default 1).
-        seed: Stochastic (Gillespie) mode; replicate r uses seed + r. Default: ODE.
+        seed: Stochastic mode; replicate r uses seed + r. Default: ODE.
         hours: Simulated hours each VM grows (default 24).
         max_burden: Burden limit, %: the best point of an organism is the one with the
             highest protein per cell per hour whose burden is at most this.
         out_dir: Folder for the results; each run writes a subdirectory of its own.
         workers: Worker processes for new points (default: one per CPU).
+        stochastic_engine: Engine of stochastic points: compiled (default) or roadrunner
+            (libroadrunner's Gillespie, the reference; needs division false).
+        division: Stochastic cells grow and divide (false: a cell of fixed size).
     """
     if workers is not None and not 1 <= workers <= 256:
         raise InputError(f"workers must be between 1 and 256, got {workers}")
@@ -280,6 +292,10 @@ def sweep_design_space(
     points = design_points(organisms, package, list(strengths or [1.0]),
                            [int(c) for c in copies or [1]], list(nutrients or [None]),
                            replicates, seed, hours)
+    if seed is not None:
+        with_stochastic_engine(None, stochastic_engine, division)  # refuses a bad pair
+        for point in points:
+            point.update(stochastic_engine=stochastic_engine, division=division)
     storage = result_storage()
     simulate = simulate_point.with_options(result_storage=storage)
     from prefect.results import ResultStore, resolve_result_storage
