@@ -2,11 +2,11 @@
 
 A kernel is C generated from the model's SBML (`ssa_codegen`), compiled with the system's
 C compiler (``$CC``, else ``cc``) into this user's private kernel folder and loaded with
-ctypes: a model's first stochastic cell on a machine compiles for ~0.2 s, every later one
-(any process) loads in about a millisecond. Measured against numba, which ran the same
-kernel ~10 % slower after a 6.4 s first compile and a 0.43 s load per process
-(docs/model.md). Processes that need the same missing kernel compile it once (a lock per
-kernel, as for compiled models); a library is used only if its recorded SHA-256 matches.
+ctypes: a model's first stochastic cell on a machine compiles for ~0.3-0.7 s, every later
+one (any process) loads in milliseconds. numba ran the same kernel ~1.5x faster, but took
+6.4 s to compile it and 0.43 s to load it in every new process (docs/model.md).
+Processes that need the same missing kernel compile it once (a lock per kernel, as for
+compiled models); a library is used only if its recorded SHA-256 matches.
 
 `run_kernel` advances a state by the direct method, in pieces of `CHUNK_EVENTS` events, so
 a long run can be bounded, abandoned and stopped between pieces.
@@ -14,6 +14,7 @@ a long run can be bounded, abandoned and stopped between pieces.
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import json
@@ -229,7 +230,10 @@ def kernel_dir() -> Path:
     if settings.model_cache:
         folder = private_folder(
             settings.home / "ssa-kernels" / re.sub(r"[^A-Za-z0-9._-]", "_", where))
-    return folder or Path(tempfile.mkdtemp(prefix="bioxen-ssa-"))
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="bioxen-ssa-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
 
 
 def run_kernel(
