@@ -21,7 +21,7 @@ import numpy as np
 
 from bioxen_flows.engine import STOCHASTIC_ENGINES, UNCAPPED_RIBOSOMES, cap_settings, ssa
 from bioxen_flows.errors import InputError
-from bioxen_flows.model.builder import build_model_text, load_roadrunner
+from bioxen_flows.model.builder import build_model_text, load_roadrunner, package_parameters
 from bioxen_flows.model.packages import (
     MAX_STRENGTH,
     Package,
@@ -155,7 +155,7 @@ class Cell:
             if name in species:
                 value = 0.0 if value < NEGLIGIBLE_AMOUNT else value
                 rr.setValue(name, float(round(value)) if self.stochastic else value)
-        for name, value in self.settings.items():
+        for name, value in {**package_parameters(self.packages), **self.settings}.items():
             rr.setValue(name, value)
         if self.stochastic:
             rr.integrator = "gillespie"
@@ -347,8 +347,9 @@ class Cell:
         try:
             rr = load_roadrunner(build_model_text(self.profile.parameters, self.packages))
             species = set(rr.model.getFloatingSpeciesIds())
-            for name, value in {**self.settings, **self._species_amounts()}.items():
-                if name in species or name in self.settings:
+            for name, value in {**package_parameters(self.packages), **self.settings,
+                                **self._species_amounts()}.items():
+                if name in species or name not in self._species_amounts():
                     rr.setValue(name, value)
             rr.simulate(0, BALANCED_GROWTH_MIN, 2)
         except RuntimeError:  # a module CVODE cannot integrate: burn in from where it is

@@ -12,7 +12,7 @@ from typing import Any
 
 from bioxen_flows.engine.cell import Cell
 from bioxen_flows.errors import InputError
-from bioxen_flows.model.builder import antimony_to_sbml
+from bioxen_flows.model.builder import antimony_to_sbml, package_parameters
 
 FORMATS = ("sbml", "antimony")
 
@@ -35,12 +35,16 @@ def export_antimony(snapshot: dict[str, Any]) -> str:
     cell = Cell.from_snapshot(snapshot)  # validates the snapshot and rebuilds its model text
     text = cell.model_text().rstrip()
     head, _, _ = text.rpartition("end")
+    packages = [f"  {name} = {value!r};"
+                for name, value in package_parameters(cell.packages).items()]
+    if packages:
+        packages.insert(0, "  // ---- package copies and promoter strengths ----")
     header = (
         f"// BioXen Flows export: {cell.profile.biological_type} cell, "
         f"{'stochastic (energy at quasi-steady state)' if cell.stochastic else 'deterministic'}"
         f" model, packages: {', '.join(p.name for p in cell.packages) or 'none'}\n"
     )
-    return header + head + "\n".join(state_block(snapshot)) + "\nend\n"
+    return header + head + "\n".join(packages + state_block(snapshot)) + "\nend\n"
 
 
 def export_model(snapshot: dict[str, Any], fmt: str) -> str:

@@ -60,15 +60,15 @@ def gene_module_text(package: Package) -> str:
             factors.append(f"(leak_{gene.operon} + (1 - leak_{gene.operon})*induced_{gene.operon})")
         if gene.user_defined and re.search(rf"\breg_{g}\s*:=", package.antimony):
             factors.append(f"max(0, min(1, reg_{g}))")
-        if package.strength != 1:  # only then, so unswept cells keep their model text
-            lines.append(f"  strength_{g} = {package.strength!r};")
-            factors.append(f"strength_{g}")
+        factors.append(f"strength_{g}")
         # A module's w_G, n_G, reg_G may be rules of anything: clamped where they feed the
         # host's reactions, so transcription and translation stay physical (docs/api.md).
         w, n = (f"max(0, min({MAX_W:g}, w_{g}))", f"max(1, min({MAX_N:g}, n_{g}))") if (
             gene.user_defined) else (f"w_{g}", f"n_{g}")
         lines += [
-            f"  on_{g} = 1; copies_{g} = {package.copies};",
+            # copies and strength are parameters set after the model loads (the cell's
+            # `package_parameters`): one compiled model serves every value of them
+            f"  on_{g} = 1; copies_{g} = 1; strength_{g} = 1;",
             f"  tx_{g}: -> m_{g}; {'*'.join(factors)}*{w}*a/(theta_nr + a);",
             f"  bind_{g}: r + m_{g} -> c_{g}; k_b*r*m_{g};",
             f"  unbind_{g}: c_{g} -> r + m_{g}; k_u*c_{g};",
@@ -82,12 +82,25 @@ def gene_module_text(package: Package) -> str:
     return "\n".join(lines)
 
 
+def package_parameters(packages: Iterable[Package]) -> dict[str, float]:
+    """The model parameters that carry each installed gene's copies and strength."""
+    values: dict[str, float] = {}
+    for package in packages:
+        for gene in package.genes:
+            values[f"copies_{gene.gene_id}"] = float(package.copies)
+            values[f"strength_{gene.gene_id}"] = float(package.strength)
+    return values
+
+
 def build_model_text(
     parameters: Mapping[str, float] | None = None,
     packages: Iterable[Package] = (),
     stochastic: bool = False,
 ) -> str:
-    """Host model + organism overrides + guest modules, as one Antimony model."""
+    """Host model + organism overrides + guest modules, as one Antimony model.
+
+    A package's copies and strength are not in the text (they are 1 there): set them with
+    `package_parameters` once the model is loaded, so one compiled model serves them all."""
     text = host_model_text()
     if stochastic:
         text = _ENERGY_BLOCK.sub(lambda _: _model_file("energy_qss.ant"), text, count=1)
