@@ -111,11 +111,11 @@ def test_one_ctrl_c_cancels_a_sweep_and_its_temporary_server(tmp_path: Path) -> 
     group Ctrl-C reaches; it must not die first (the flow would hang on it) and must not
     outlive the command."""
     env = {k: "" for k in os.environ if k.startswith("PREFECT_API_URL")}
-    child = _spawn(["sweep", "syn3a", "minimal_cell", "--package", "gfp_reporter",
-                    "--strength", "0.5,1,2,4", "--copies", "1,4", "--hours", "8",
+    child = _spawn(["sweep", "syn3a", "ecoli", "--package", "gfp_reporter",
+                    "--strength", "0.5,1,2,4,8", "--copies", "1,3", "--hours", "24",
                     "--seed", "7", "--workers", "2", "--out", "out"], tmp_path, env)
     _, after, tree = _interrupt_after(child,
-                                      r"simulate-points-\S+ - Finished in state \S*Completed")
+                                      r"simulate-cohort-\S+ - Finished in state \S*Completed")
     assert any("uvicorn" in p.info["cmdline"] for p in tree)  # the temporary server
     _assert_clean_stop(child, after, tree)
     [run_dir] = [p for p in (tmp_path / "out").iterdir() if p.name != "latest"]

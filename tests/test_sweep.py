@@ -134,3 +134,67 @@ def test_bad_sweep_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert err.count("\n") == 1 and "log range needs bounds > 0" in err
     assert main(["sweep", "ecoli", "--replicates", "3"]) == 1
     assert "give a seed" in capsys.readouterr().err
+
+
+def test_equal_designs_are_computed_once(
+    prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """strength x copies enter the model only as their product: (2, 1) and (1, 2) are one
+    simulation, computed once and marked in the dataset."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(cache))
+    argv = ["sweep", "syn3a", "--strength", "1,2", "--copies", "1,2", "--hours", "2",
+            "--workers", "1", "--out", str(tmp_path / "out"), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["points"], result["equal_designs"]) == (4, 1)
+    assert len(list(cache.iterdir())) == 4  # 3 designs + the control
+    cells = pd.read_parquet(Path(result["out_dir"]) / "points").query("role == 'cell'")
+    twin = cells[cells["same_design_as"].notna()]
+    assert len(twin) == 1
+    (strength, copies) = (twin["strength"].iloc[0], twin["copies"].iloc[0])
+    other = cells[(cells["strength"] == copies) & (cells["copies"] == strength)]
+    assert twin["same_design_as"].iloc[0] == f"strength={copies:g},copies={int(strength)}"
+    assert twin["growth_rate_per_min"].iloc[0] == other["growth_rate_per_min"].iloc[0]
+
+
+def test_a_sweep_killed_mid_way_leaves_no_vm_after_gc(
+    prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """kill -9 of a sweep while its cohorts run: its workers end with it, and `bioxen gc
+    --yes` at once reaps every cohort VM (their flow's process is provably gone)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from bioxen_flows.vm import list_bio_vms
+
+    code = ("from bioxen_flows.orchestration.sweep import sweep_design_space\n"
+            "sweep_design_space(organisms=['ecoli'], strengths=[0.5, 1, 2, 4, 8, 16],"
+            " copies=[1, 3], seed=3, hours=24, workers=2, out_dir='out')\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path,
+                            env={**os.environ, "PREFECT_API_URL": prefect_api_url},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not [vm for vm in list_bio_vms() if vm["vm_id"].startswith("sw-")]:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        psutil.wait_procs(workers, timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert [vm for vm in list_bio_vms() if vm["vm_id"].startswith("sw-")]
+    capsys.readouterr()
+    assert main(["gc", "--yes", "--min-age", "0"]) == 0
+    assert "destroyed sw-" in capsys.readouterr().out
+    assert not [vm for vm in list_bio_vms() if vm["vm_id"].startswith("sw-")]

@@ -11,8 +11,12 @@ organism's parameters, the package's content, the point's parameters and seed, a
 engine's versions. Results persist in the result storage of `result_storage()` (a local
 folder by default), so a later sweep that overlaps this one simulates only its new points.
 Points already in the cache are read on the flow's threads; only new ones go to the
-worker processes of `simulation_task_runner`, in batches of one organism (a few per worker,
-costliest first), so a sweep that is all reuse starts none.
+worker processes of `simulation_task_runner`, in **cohorts**: one VM per cohort (points of
+one organism, nutrient and seed, about equal work, a few per worker, costliest first) runs
+its points one after another on one loaded model, returned to its fresh state between
+points. Copies and strength are model parameters set after load (`model/builder.py`), so
+a cohort compiles nothing its organism's first point did not. So a sweep that is all reuse
+starts no worker.
 """
 
 from __future__ import annotations
@@ -39,7 +43,11 @@ from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
 from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first
-from bioxen_flows.orchestration.reaper import end_unfinished_task_runs, run_tag
+from bioxen_flows.orchestration.reaper import (
+    end_unfinished_task_runs,
+    run_tag,
+    with_run_labels,
+)
 from bioxen_flows.orchestration.runners import (
     api_shared_with_workers,
     in_order,
@@ -158,26 +166,19 @@ def point_program(point: dict[str, Any]) -> str:
     return "\n".join([*lines, f"grow(minutes={point['hours'] * 60!r})"])
 
 
-@task(name="simulate-point", task_run_name=_point_run_name, cache_key_fn=point_cache_key,
-      persist_result=True)
-def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, Any]:
-    """Grow one VM of the design space and read its final state (units in the names)."""
-    from bioxen_flows.vm import create_bio_vm
-
+def _simulation(point: dict[str, Any]) -> dict[str, Any]:
+    """The VM config's `simulation` of a point (what its cohort's VM shares)."""
     simulation: dict[str, Any] = {}
     if point["seed"] is not None:
         simulation.update(stochastic=True, seed=point["seed"],
                           **{k: point.get(k, default) for k, default in STOCHASTIC_DEFAULTS})
     if point["nutrient"] is not None:
         simulation["nutrient"] = point["nutrient"]
-    with vm_context(vm_id):  # log lines name the point's VM
-        vm = create_bio_vm(vm_id, point["organism"], "basic",
-                           {"labels": {OWNER_LABEL: owner}, "simulation": simulation})
-        try:
-            vm.start()
-            m = vm.execute_biological_process(point_program(point))["summary"]
-        finally:
-            vm.destroy()
+    return simulation
+
+
+def _point_result(m: dict[str, Any]) -> dict[str, Any]:
+    """What a point keeps of its cell's final metrics (units in the names)."""
     return json_safe({
         "growth_rate_per_min": m["growth_rate_per_min"],
         "doubling_time_min": m["doubling_time_min"],
@@ -189,42 +190,107 @@ def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, A
     })
 
 
-def _batch_run_name() -> str:
+@task(name="simulate-point", task_run_name=_point_run_name, cache_key_fn=point_cache_key,
+      persist_result=True)
+def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, Any]:
+    """Grow one VM of the design space and read its final state (units in the names).
+    The flow reads cached points through this task; new ones run in cohorts."""
+    from bioxen_flows.vm import create_bio_vm
+
+    with vm_context(vm_id):  # log lines name the point's VM
+        vm = create_bio_vm(vm_id, point["organism"], "basic",
+                           {"labels": {OWNER_LABEL: owner}, "simulation": _simulation(point)})
+        try:
+            vm.start()
+            m = vm.execute_biological_process(point_program(point))["summary"]
+        finally:
+            vm.destroy()
+    return _point_result(m)
+
+
+def _cohort_run_name() -> str:
     from prefect.runtime import task_run
 
-    return f"simulate-points-{(task_run.parameters or {}).get('label', 'batch')}"
+    return f"simulate-cohort-{(task_run.parameters or {}).get('label', 'cohort')}"
 
 
-@task(name="simulate-points", task_run_name=_batch_run_name, cache_policy=NO_CACHE,
+@task(name="simulate-cohort", task_run_name=_cohort_run_name, cache_policy=NO_CACHE,
       timeout_seconds=SWEEP_TIMEOUT_S)
-def simulate_points(points: list[dict[str, Any]], vm_ids: list[str], owner: str,
+def simulate_cohort(points: list[dict[str, Any]], vm_id: str, labels: dict[str, str],
                     storage: str | Path, label: str) -> list[tuple[dict[str, Any], bool]]:
-    """Points one after another in this worker, each its own cached `simulate-point` task
-    run (one process-pool submission per batch, not per point): each point's result and
-    whether it came from the cache (another run may have made it since the flow looked)."""
-    simulate = simulate_point.with_options(result_storage=storage)
-    outcomes = []
-    for point, vm_id in zip(points, vm_ids, strict=True):
-        state = simulate(point, vm_id, owner, return_state=True)
-        outcomes.append((state.result(), state.name == "Cached"))
+    """Many points on one VM: created, started, returned to its fresh state before each
+    point, destroyed at the end (so ownership, gc, quotas and the VM limit hold as for
+    any VM). A point's model is the cohort's model with other parameter values, so no
+    point compiles one. Each result is written to the result store under the point's own
+    key as soon as it is known (a stopped sweep keeps it; a later sweep reuses it); a point
+    another run made meanwhile is read instead. Returns (result, reused) per point.
+    `labels` name the run and the flow's process, for `bioxen gc`."""
+    from prefect.results import ResultStore, resolve_result_storage
+
+    from bioxen_flows.vm import create_bio_vm
+
+    store = ResultStore(result_storage=resolve_result_storage(storage))
+    outcomes: list[tuple[dict[str, Any], bool]] = []
+    with vm_context(vm_id):
+        vm = create_bio_vm(vm_id, points[0]["organism"], "basic", {
+            "labels": labels, "simulation": _simulation(points[0])})
+        try:
+            vm.start()
+            fresh = vm.snapshot_state()
+            for n, point in enumerate(points):
+                key = point_key(point)
+                if store.exists(key):
+                    outcomes.append((store.read(key).result, True))
+                    continue
+                if n:
+                    vm.restore_state(fresh)
+                result = _point_result(vm.execute_biological_process(
+                    point_program(point))["summary"])
+                store.write(result, key=key)
+                outcomes.append((result, False))
+        finally:
+            vm.destroy()
     return outcomes
+
+
+def equal_designs(points: list[dict[str, Any]]) -> dict[int, int]:
+    """Points whose design equals an earlier point's, mapped to it: a built-in package's
+    genes are transcribed at copies x strength x w (model/builder.py), so two points with
+    the same product (and everything else equal) are the same simulation, computed once.
+    User modules may read their copies or strength otherwise, so their points never are."""
+    first: dict[str, int] = {}
+    twins: dict[int, int] = {}
+    for i, point in enumerate(points):
+        if point["role"] != "cell" or not _is_builtin(point["package"]):
+            continue
+        design = {**point, "strength": point["strength"] * point["copies"], "copies": 1,
+                  "replicate": None, "vm_id": None}
+        key = json.dumps(design, sort_keys=True, default=str)
+        twins.update({i: first[key]} if key in first else {})
+        first.setdefault(key, i)
+    return twins
+
+
+def _design_label(point: dict[str, Any]) -> str:
+    return f"strength={point['strength']:g},copies={point['copies']}"
+
+
+def _cohorts(points: list[dict[str, Any]], new: list[int], workers: int) -> list[list[int]]:
+    """The new points' indexes in cohorts that can share a VM (same organism, nutrient and
+    seed) and hold about equal work, about BATCHES_PER_WORKER per worker."""
+    stochastic = any(points[i]["seed"] is not None for i in new)
+    sizes = auto_batch_sizes([points[i] for i in new], workers, stochastic)
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i in new:
+        p = points[i]
+        groups.setdefault((p["organism"], p["nutrient"], p["seed"]), []).append(i)
+    return [group[k:k + sizes[key[0]]] for key, group in groups.items()
+            for k in range(0, len(group), sizes[key[0]])]
 
 
 def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
     """A crashed or cancelled sweep destroys the VMs of its points still alive."""
     destroy_labelled_vms(OWNER_LABEL, str(flow_run.id))
-
-
-def _batches(points: list[dict[str, Any]], new: list[int], workers: int) -> list[list[int]]:
-    """The new points' indexes in batches of one organism and about equal work, about
-    BATCHES_PER_WORKER per worker (a compiled model is reused within a worker)."""
-    stochastic = any(points[i]["seed"] is not None for i in new)
-    sizes = auto_batch_sizes([points[i] for i in new], workers, stochastic)
-    by_organism: dict[str, list[int]] = {}
-    for i in new:
-        by_organism.setdefault(points[i]["organism"], []).append(i)
-    return [group[k:k + sizes[organism]] for organism, group in by_organism.items()
-            for k in range(0, len(group), sizes[organism])]
 
 
 def _sweep_run_name() -> str:
@@ -287,6 +353,8 @@ def sweep_design_space(
     log = get_run_logger()
     owner = str(current_run.get_id() or "local")
     tag = run_tag(owner)
+    # the run and this process: `bioxen gc` reaps a cohort's VM once either is gone
+    labels = with_run_labels(None, owner)["labels"]
     if package and not _is_builtin(package):
         package = str(Path(package).resolve())  # worker processes may stand elsewhere
     points = design_points(organisms, package, list(strengths or [1.0]),
@@ -301,40 +369,51 @@ def sweep_design_space(
     from prefect.results import ResultStore, resolve_result_storage
 
     store = ResultStore(result_storage=resolve_result_storage(storage))
-    cached = [store.exists(point_key(p)) for p in points]
-    log.info("sweeping %d points (%d in the cache)", len(points), sum(cached))
+    twin = equal_designs(points)  # index -> the equal design computed in its place
+    cached = [i in twin or store.exists(point_key(p)) for i, p in enumerate(points)]
+    log.info("sweeping %d points (%d in the cache, %d equal to another point's design: "
+             "strength and copies enter the model only as their product)",
+             len(points), sum(cached) - len(twin), len(twin))
     reporting.preload_plotting()
     outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
     stopped = False
     try:
         # a cached point is read on the flow's threads; only new ones start worker processes
         hits = {i: simulate.submit(p, f"sw-{tag}-{i}", owner)
-                for i, p in enumerate(points) if cached[i]}
+                for i, p in enumerate(points) if cached[i] and i not in twin}
         new = [i for i, hit in enumerate(cached) if not hit]
         if new:
             n_workers = min(workers or os.cpu_count() or 1, len(new))
-            batches = _batches(points, new, n_workers)
+            cohorts = _cohorts(points, new, n_workers)
             with api_shared_with_workers(), simulation_task_runner(n_workers) as pool:
                 def submit(index: int) -> PrefectFuture:
-                    batch = batches[index]
-                    return pool.submit(simulate_points, {
-                        "points": [points[i] for i in batch], "owner": owner,
-                        "vm_ids": [f"sw-{tag}-{i}" for i in batch], "storage": storage,
-                        "label": f"{points[batch[0]]['organism']}-batch{index + 1}"})
+                    cohort = cohorts[index]
+                    return pool.submit(simulate_cohort, {
+                        "points": [points[i] for i in cohort], "labels": labels,
+                        "vm_id": f"sw-{tag}-c{index + 1}", "storage": storage,
+                        "label": f"{points[cohort[0]]['organism']}-{index + 1}"})
 
-                order = largest_first([[points[i] for i in b] for b in batches])
+                order = largest_first([[points[i] for i in c] for c in cohorts])
                 try:
                     for index, future in in_order(submit, order, n_workers):
-                        outcomes.update(zip(batches[index], future.result(), strict=True))
-                except RunStopped:  # Ctrl-C: running batches are dropped, not waited for
-                    # (their points' results commit with the batch's task run: lost too)
+                        outcomes.update(zip(cohorts[index], future.result(), strict=True))
+                except RunStopped:  # Ctrl-C: running cohorts are dropped, not waited for
+                    # (the points they finished are in the result store: the next run reuses
+                    # them)
                     stopped = True
                     terminate_pool_workers(pool)
         for i, hit in hits.items():
             if not stopped or hit.state.is_final():
                 outcomes[i] = (hit.result(), hit.state.name == "Cached")
+        if stopped:  # what stopped cohorts finished is in the store
+            for i in new:
+                if i not in outcomes and store.exists(point_key(points[i])):
+                    outcomes[i] = (store.read(point_key(points[i])).result, False)
     finally:
         teardown_bio_vms(owner)  # VMs of points that failed half-way
+    outcomes.update({i: outcomes[j] for i, j in twin.items() if j in outcomes})
+    for i in twin:
+        points[i]["same_design_as"] = _design_label(points[twin[i]])
     done = sorted(outcomes)
     run_name = current_run.get_name() or "sweep-design-space"
     run_dir = reporting.run_directory(Path(out_dir), run_name, owner)
@@ -366,6 +445,7 @@ def sweep_design_space(
         "reused": reused,
         "controls": len(points) - len(cells),
         "controls_reused": controls_reused,
+        "equal_designs": len(twin),
         "out_dir": str(run_dir),
         "latest": str(latest),
         "best": report["best"].astype(object).where(report["best"].notna(), None)

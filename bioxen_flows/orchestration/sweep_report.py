@@ -41,6 +41,8 @@ def points_frame(
             "strength": point["strength"], "copies": point["copies"],
             "replicate": point["replicate"], "seed": point["seed"], "hours": point["hours"],
             **result, "reused": hit,
+            # computed once for an equal design (strength x copies), see sweep.equal_designs
+            "same_design_as": point.get("same_design_as"),
         })
     frame = pd.DataFrame(rows)
     control = frame[frame["role"] == "control"].set_index(["organism", "nutrient_molecules"])
@@ -52,11 +54,13 @@ def points_frame(
     frame.insert(1, "run_name", run_name)
     frame.insert(2, "run_time", pd.Timestamp(now or datetime.now(timezone.utc)))
     ordered = ["run_id", "run_name", "run_time", "organism", "role", "package", "strength",
-               "copies", "nutrient_molecules", "replicate", "seed", "hours", *MEASURES, "reused"]
+               "copies", "nutrient_molecules", "replicate", "seed", "hours", *MEASURES, "reused",
+               "same_design_as"]
     frame = frame[ordered]
     frame["copies"] = frame["copies"].astype("Int64")
     frame["seed"] = frame["seed"].astype("Int64")
     frame["replicate"] = frame["replicate"].astype("int64")
+    frame["same_design_as"] = frame["same_design_as"].astype("string")
     return frame
 
 
