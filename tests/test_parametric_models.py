@@ -104,3 +104,25 @@ def test_a_snapshot_and_an_export_keep_copies_and_strength() -> None:
     assert np.array_equal(restored.grow(30).values, cell.grow(30).values)
     antimony = export_model(cell.snapshot(), "antimony")
     assert "copies_gfp = 6.0;" in antimony and "strength_gfp = 3.0;" in antimony
+
+
+@pytest.mark.parametrize("simulation", [{}, {"stochastic": True, "seed": 5}])
+def test_designs_explored_on_one_model_equal_a_vm_per_design(bioxen_home, simulation) -> None:
+    """A sweep cohort's points (one VM, one loaded model, copies and strength set per point)
+    give what a VM per point running its own program gives."""
+    from bioxen_flows.vm import create_bio_vm
+
+    designs = [("gfp_reporter", 1, 0.5), ("gfp_reporter", 4, 2.0), (None, 1, 1.0),
+               ("rfp_plasmid", 10, 1.5)]
+    cohort = create_bio_vm("cohort", "syn3a", "basic", {"simulation": simulation})
+    cohort.start()
+    explored = list(cohort.explore_designs(designs, 90))
+    for k, (package, copies, strength) in enumerate(designs):
+        vm = create_bio_vm(f"single-{k}", "syn3a", "basic", {"simulation": simulation})
+        vm.start()
+        program = (f'install("{package}", copies={copies}, strength={strength})\n'
+                   if package else "")
+        alone = vm.execute_biological_process(program + "grow(minutes=90)")["summary"]
+        for key in ("growth_rate_per_min", "ribosomes_total", "protein_molecules"):
+            assert explored[k][key] == pytest.approx(alone[key], rel=1e-9), (k, key)
+    assert cohort.get_biological_metrics()["simulated_time_min"] == 0  # untouched

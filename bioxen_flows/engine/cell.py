@@ -479,6 +479,22 @@ class Cell:
             raise
         return pkg
 
+    def tune_package(self, name: str, copies: int | None = None,
+                     strength: float | None = None) -> Package:
+        """Change an installed package's copies or promoter strength: model parameters, so
+        the cell keeps its model, state and clock (what a sweep varies between points)."""
+        index = next((i for i, p in enumerate(self.packages) if p.name == name), None)
+        if index is None:
+            self._require(name, [p.name for p in self.packages], "installed package")
+        assert index is not None
+        package = self.packages[index]
+        package = package if copies is None else package.with_copies(copies)
+        package = package if strength is None else package.with_strength(strength)
+        self.packages[index] = package
+        for symbol, value in package_parameters([package]).items():
+            self._rr.setValue(symbol, value)
+        return package
+
     def set_transcription(self, genes: list[str], on: bool) -> None:
         for gene in genes:
             self._require(gene, self.genes, "installed gene")
@@ -630,11 +646,18 @@ class Cell:
         try:
             # a setting made since the snapshot (a switch, a cap) must go back to the model's
             # default: a fresh build has it, as it has the snapshot's packages
-            if snap["packages"] != before["packages"] or set(self.settings) - set(snap["settings"]):
+            if [_model_of(p) for p in snap["packages"]] != [
+                _model_of(p) for p in before["packages"]
+            ] or set(self.settings) - set(snap["settings"]):
                 packages = [_package_from_entry(p) for p in snap["packages"]]
                 self.packages = packages
                 self.settings = {}
                 self._build(snap["species"])
+            elif snap["packages"] != before["packages"]:  # only copies or strengths: the
+                # same model with other parameter values (model/builder.py)
+                self.packages = [_package_from_entry(p) for p in snap["packages"]]
+                for name, value in package_parameters(self.packages).items():
+                    self._rr.setValue(name, value)
             self._check_snapshot_names(snap)
             self.lineage, self.division_times = _lineage_from(
                 snap.get("lineage") if self.division else None)
@@ -811,6 +834,12 @@ def _package_entry(package: Package) -> dict[str, Any]:
             "antimony": package.antimony, "sha256": package.sha256, "origin": package.source,
         }
     return entry
+
+
+def _model_of(entry: dict[str, Any]) -> dict[str, Any]:
+    """What of a package's snapshot entry the model text depends on (not copies or
+    strength, which are parameters)."""
+    return {k: v for k, v in entry.items() if k not in ("copies", "strength")}
 
 
 def _package_from_entry(entry: dict[str, Any]) -> Package:

@@ -218,39 +218,39 @@ def _cohort_run_name() -> str:
       timeout_seconds=SWEEP_TIMEOUT_S)
 def simulate_cohort(points: list[dict[str, Any]], vm_id: str, labels: dict[str, str],
                     storage: str | Path, label: str) -> list[tuple[dict[str, Any], bool]]:
-    """Many points on one VM: created, started, returned to its fresh state before each
-    point, destroyed at the end (so ownership, gc, quotas and the VM limit hold as for
-    any VM). A point's model is the cohort's model with other parameter values, so no
-    point compiles one. Each result is written to the result store under the point's own
-    key as soon as it is known (a stopped sweep keeps it; a later sweep reuses it); a point
-    another run made meanwhile is read instead. Returns (result, reused) per point.
+    """Many points on one VM: created, started, destroyed at the end (so ownership, gc,
+    quotas and the VM limit hold as for any VM); its points run one after another on a
+    copy of its fresh cell (`explore_designs`), the package's model loaded once and its
+    copies and strength set per point, so no point compiles or loads a model. Each result
+    is written to the result store under the point's own key as soon as it is known (a
+    stopped sweep keeps it; a later sweep reuses it); a point another run made meanwhile is
+    read instead. Returns (result, reused) per point.
     `labels` name the run and the flow's process, for `bioxen gc`."""
     from prefect.results import ResultStore, resolve_result_storage
 
     from bioxen_flows.vm import create_bio_vm
 
     store = ResultStore(result_storage=resolve_result_storage(storage))
-    outcomes: list[tuple[dict[str, Any], bool]] = []
+    outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
+    for n, point in enumerate(points):  # made meanwhile by another run: read, not redone
+        if store.exists(point_key(point)):
+            outcomes[n] = (store.read(point_key(point)).result, True)
+    todo = [n for n in range(len(points)) if n not in outcomes]
+    designs = [(points[n]["package"] if points[n]["role"] == "cell" else None,
+                points[n]["copies"] or 1, points[n]["strength"] or 1.0) for n in todo]
     with vm_context(vm_id):
         vm = create_bio_vm(vm_id, points[0]["organism"], "basic", {
             "labels": labels, "simulation": _simulation(points[0])})
         try:
             vm.start()
-            fresh = vm.snapshot_state()
-            for n, point in enumerate(points):
-                key = point_key(point)
-                if store.exists(key):
-                    outcomes.append((store.read(key).result, True))
-                    continue
-                if n:
-                    vm.restore_state(fresh)
-                result = _point_result(vm.execute_biological_process(
-                    point_program(point))["summary"])
-                store.write(result, key=key)
-                outcomes.append((result, False))
+            results = vm.explore_designs(designs, points[0]["hours"] * 60)
+            for n, metrics in zip(todo, results, strict=True):
+                result = _point_result(metrics)
+                store.write(result, key=point_key(points[n]))
+                outcomes[n] = (result, False)
         finally:
             vm.destroy()
-    return outcomes
+    return [outcomes[n] for n in range(len(points))]
 
 
 def equal_designs(points: list[dict[str, Any]]) -> dict[int, int]:

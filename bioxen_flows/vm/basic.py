@@ -137,6 +137,32 @@ class BasicBiologicalVM(BiologicalVM):
             growth.append(probe.metrics()["growth_rate_per_min"])
         return growth
 
+    def explore_designs(
+        self, designs: Sequence[tuple[str | None, int, float]], minutes: float
+    ) -> Iterator[dict[str, Any]]:
+        """The final metrics of a copy of this cell with each (package, copies, strength)
+        installed (package None: as it is) and grown `minutes`, one at a time; the VM is
+        untouched. Each design starts from the cell as it is now; designs of one package
+        share its loaded model (copies and strength are parameters), so only the first
+        design of a package loads one: a design costs its simulation, not a compile."""
+        from bioxen_flows.engine.cell import Cell
+
+        self.refresh()
+        self._require_running("explore designs")
+        copy = Cell.from_snapshot(self._cell_snapshot())
+        starts = {None: copy.snapshot()}
+        for package, copies, strength in designs:
+            if package not in starts:
+                copy.restore(starts[None])
+                copy.install(package)
+                starts[package] = copy.snapshot()
+            copy.restore(starts[package])
+            if package is not None:
+                installed = copy.packages[-1].name
+                copy.tune_package(installed, copies=copies, strength=strength)
+            copy.grow(minutes)
+            yield copy.metrics()
+
     def _release_cell(self) -> None:
         self.hypervisor.remove_cell(self.cache_key)
 
