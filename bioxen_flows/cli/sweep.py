@@ -45,6 +45,9 @@ def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
     sweep.add_argument("--max-burden", type=float, default=20.0, metavar="PERCENT",
                        help="best point = most protein per cell per hour with at most this "
                             "burden (default 20)")
+    sweep.add_argument("--refine", action="store_true",
+                       help="refine each organism's best point: golden-section search on "
+                            "strength between the grid's neighbours (deterministic sweeps)")
     sweep.add_argument("--out", default="bioxen_results", metavar="DIR",
                        help="output folder; each run writes a subdirectory of its own")
     sweep.add_argument("--workers", type=int, metavar="N",
@@ -81,6 +84,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             copies=copies, nutrients=nutrients, replicates=args.replicates, seed=args.seed,
             hours=args.hours, max_burden=args.max_burden, out_dir=args.out,
             workers=args.workers, stochastic_engine=engine, division=division,
+            refine=args.refine,
             return_state=True,
         )
     if state.is_cancelled():
@@ -99,6 +103,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         [[output.number(row.get(c)) if c != "organism" else row[c] for c in columns]
          for row in result["best"]],
     ))
+    for row in result["best"]:
+        if row.get("refined_strength") is not None:
+            print(f"{row['organism']}: refined optimum at strength "
+                  f"{row['refined_strength']:.4g} (copies {row['copies']}): "
+                  f"{row['refined_protein_per_cell_per_hour']:.5g} protein/cell/h at "
+                  f"{row['refined_burden_percent']:.3g} % burden (grid: strength "
+                  f"{row['strength']:g}, {row['protein_per_cell_per_hour']:.5g})")
+    if result.get("equal_designs"):
+        print(f"{result['equal_designs']} point(s) equal another's design (strength x copies "
+              "enter the model only as their product): computed once, marked same_design_as")
     print(f"{result['reused']} of {result['points']} points reused from the cache "
           f"({result['controls_reused']} of {result['controls']} controls); "
           f"{result['wall_seconds']:.1f} s")

@@ -2,29 +2,30 @@
 protein for the least growth lost?
 
 Each point of the design space (organism x promoter strength x copy number x nutrient,
-and replicate) is one bio-VM grown for `hours`, plus one control VM (no package) per
-organism and nutrient that the burden is measured against.
+and replicate) is one cell grown for `hours`, plus one control (no package) per organism
+and nutrient that the burden is measured against.
 
-**Reuse.** A point's task is cached by Prefect under a key made of everything that
-determines its result and nothing else (`point_fingerprint`): the model text's hash, the
-organism's parameters, the package's content, the point's parameters and seed, and the
-engine's versions. Results persist in the result storage of `result_storage()` (a local
-folder by default), so a later sweep that overlaps this one simulates only its new points.
-Points already in the cache are read on the flow's threads; only new ones go to the
-worker processes of `simulation_task_runner`, in **cohorts**: one VM per cohort (points of
-one organism, nutrient and seed, about equal work, a few per worker, costliest first) runs
-its points one after another on one loaded model, returned to its fresh state between
-points. Copies and strength are model parameters set after load (`model/builder.py`), so
-a cohort compiles nothing its organism's first point did not. So a sweep that is all reuse
-starts no worker.
+**Reuse.** A point's result is kept in Prefect's result store under a key made of
+everything that determines it and nothing else (`point_fingerprint`): the model text's
+hash, the organism's parameters, the package's content, the point's parameters and seed,
+and the engine's versions. Results persist in the result storage of `result_storage()` (a
+local folder by default), so a later sweep that overlaps this one simulates only its new
+points. Points already in the store are read by the flow (~0.1 ms each), so a sweep that
+is all reuse starts no worker. New points go to the worker processes of
+`simulation_task_runner` in **cohorts**: one VM per cohort (points of one organism,
+nutrient and seed, about equal work, a few per worker, costliest first) runs its points
+one after another on one loaded model (`BasicVM.explore_designs`). Copies and strength are
+model parameters set after load (`model/builder.py`), so no point compiles a model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -129,11 +130,6 @@ def point_key(point: dict[str, Any]) -> str:
     return "bioxen-point-" + hashlib.sha256(blob.encode()).hexdigest()
 
 
-def point_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """Prefect cache_key_fn: the point's key (its VM id and the run do not matter)."""
-    return point_key(parameters["point"])
-
-
 @lru_cache(maxsize=1)
 def _engine_versions() -> dict[str, str]:
     return {"bioxen": __version__, **{
@@ -145,16 +141,6 @@ def _is_builtin(package: str) -> bool:
     from bioxen_flows.model.packages import BUILTIN_PACKAGES
 
     return package in BUILTIN_PACKAGES
-
-
-def _point_run_name() -> str:
-    from prefect.runtime import task_run
-
-    p = (task_run.parameters or {}).get("point") or {}
-    if p.get("role") == "control":
-        return f"simulate-point-{p.get('organism')}-control"
-    return (f"simulate-point-{p.get('organism')}-s{p.get('strength'):g}-c{p.get('copies')}"
-            f"-r{p.get('replicate')}")
 
 
 def point_program(point: dict[str, Any]) -> str:
@@ -188,24 +174,6 @@ def _point_result(m: dict[str, Any]) -> dict[str, Any]:
         "protein_per_cell": sum(m["protein_molecules"].values()),
         "protein_per_cell_per_hour": 60.0 * sum(m["protein_synthesis_per_min"].values()),
     })
-
-
-@task(name="simulate-point", task_run_name=_point_run_name, cache_key_fn=point_cache_key,
-      persist_result=True)
-def simulate_point(point: dict[str, Any], vm_id: str, owner: str) -> dict[str, Any]:
-    """Grow one VM of the design space and read its final state (units in the names).
-    The flow reads cached points through this task; new ones run in cohorts."""
-    from bioxen_flows.vm import create_bio_vm
-
-    with vm_context(vm_id):  # log lines name the point's VM
-        vm = create_bio_vm(vm_id, point["organism"], "basic",
-                           {"labels": {OWNER_LABEL: owner}, "simulation": _simulation(point)})
-        try:
-            vm.start()
-            m = vm.execute_biological_process(point_program(point))["summary"]
-        finally:
-            vm.destroy()
-    return _point_result(m)
 
 
 def _cohort_run_name() -> str:
@@ -251,6 +219,85 @@ def simulate_cohort(points: list[dict[str, Any]], vm_id: str, labels: dict[str, 
         finally:
             vm.destroy()
     return [outcomes[n] for n in range(len(points))]
+
+
+REFINE_TOLERANCE = 1e-3  # golden-section stops when the log-strength bracket is this narrow
+GOLDEN = (5 ** 0.5 - 1) / 2
+
+
+def refine_strength(
+    evaluate: Callable[[float], tuple[float, float]], low: float, high: float,
+    max_burden: float,
+) -> tuple[float, float, float]:
+    """Golden-section search on log strength in [low, high] for the most yield whose burden
+    is at most `max_burden` (`evaluate(strength) -> (yield, burden %)`); a strength over the
+    limit counts as no yield, so the search also finds the limit when the optimum lies past
+    it. Returns (strength, yield, burden) of the best strength evaluated."""
+    seen: dict[float, tuple[float, float]] = {}
+
+    def score(x: float) -> float:
+        strength = math.exp(x)
+        if strength not in seen:
+            seen[strength] = evaluate(strength)
+        value, burden = seen[strength]
+        return value if burden <= max_burden else -math.inf
+
+    a, b = math.log(low), math.log(high)
+    c, d = b - GOLDEN * (b - a), a + GOLDEN * (b - a)
+    fc, fd = score(c), score(d)
+    while b - a > REFINE_TOLERANCE:
+        if fc >= fd:
+            b, d, fd = d, c, fc
+            c = b - GOLDEN * (b - a)
+            fc = score(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + GOLDEN * (b - a)
+            fd = score(d)
+    score(math.log(low)), score(math.log(high))  # the bracket's ends are candidates too
+    allowed = {s: v for s, v in seen.items() if v[1] <= max_burden}
+    strength = max(allowed, key=lambda s: allowed[s][0])
+    return strength, *allowed[strength]
+
+
+def _refiner(dataset: Any, package: str, strengths: list[float], hours: float,
+             max_burden: float, labels: dict[str, str],
+             tag: str) -> Callable[[Any], dict[str, float]]:
+    """The refinement of one best grid point (a row of `sweep_report.best_points`): its
+    organism's VM, created for it, evaluates strengths between the grid's neighbours."""
+    from bioxen_flows.model.packages import MAX_STRENGTH
+    from bioxen_flows.vm import create_bio_vm
+
+    grid = sorted(set(strengths))
+    controls = dataset[dataset["role"] == "control"].groupby(
+        ["organism", "nutrient_molecules"])["growth_rate_per_min"].mean()
+
+    def refine(row: Any) -> dict[str, float]:
+        k = grid.index(row["strength"])
+        step = grid[1] / grid[0] if len(grid) > 1 else 2.0
+        low = grid[k - 1] if k > 0 else row["strength"] / step
+        high = min(MAX_STRENGTH, grid[k + 1] if k + 1 < len(grid) else row["strength"] * step)
+        control = controls[(row["organism"], row["nutrient_molecules"])]
+        vm = create_bio_vm(f"sw-{tag}-refine-{row['organism']}", row["organism"], "basic", {
+            "labels": labels, "simulation": {"nutrient": float(row["nutrient_molecules"])}})
+        growth: dict[float, float] = {}
+        try:
+            vm.start()
+
+            def evaluate(strength: float) -> tuple[float, float]:
+                design = [(package, int(row["copies"]), strength)]
+                result = _point_result(next(iter(vm.explore_designs(design, hours * 60))))
+                growth[strength] = result["growth_rate_per_min"]
+                return result[sweep_report.YIELD], 100.0 * (1 - growth[strength] / control)
+
+            strength, value, burden = refine_strength(evaluate, low, high, max_burden)
+        finally:
+            vm.destroy()
+        return {"refined_strength": strength, f"refined_{sweep_report.YIELD}": value,
+                "refined_burden_percent": burden,
+                "refined_growth_rate_per_min": growth[strength]}
+
+    return refine
 
 
 def equal_designs(points: list[dict[str, Any]]) -> dict[int, int]:
@@ -320,6 +367,7 @@ def sweep_design_space(
     workers: int | None = None,
     stochastic_engine: str = "compiled",
     division: bool = True,
+    refine: bool = False,
 ) -> dict[str, Any]:
     """Grow one VM per point of organisms x strengths x copies x nutrients (x replicates).
 
@@ -345,11 +393,17 @@ def sweep_design_space(
         stochastic_engine: Engine of stochastic points: compiled (default) or roadrunner
             (libroadrunner's Gillespie, the reference; needs division false).
         division: Stochastic cells grow and divide (false: a cell of fixed size).
+        refine: Refine each organism's best grid point: golden-section search on log
+            strength between the grid's neighbouring strengths, at the best point's copies,
+            for the most protein per cell per hour within max_burden (deterministic sweeps).
     """
     if workers is not None and not 1 <= workers <= 256:
         raise InputError(f"workers must be between 1 and 256, got {workers}")
     if not 0 <= max_burden <= 100:
         raise InputError(f"max_burden must be between 0 and 100 %, got {max_burden:g}")
+    if refine and seed is not None:
+        raise InputError("refine needs a deterministic sweep (a stochastic yield is noisy): "
+                         "drop the seed or the refinement")
     log = get_run_logger()
     owner = str(current_run.get_id() or "local")
     tag = run_tag(owner)
@@ -365,23 +419,21 @@ def sweep_design_space(
         for point in points:
             point.update(stochastic_engine=stochastic_engine, division=division)
     storage = result_storage()
-    simulate = simulate_point.with_options(result_storage=storage)
     from prefect.results import ResultStore, resolve_result_storage
 
     store = ResultStore(result_storage=resolve_result_storage(storage))
     twin = equal_designs(points)  # index -> the equal design computed in its place
-    cached = [i in twin or store.exists(point_key(p)) for i, p in enumerate(points)]
+    outcomes: dict[int, tuple[dict[str, Any], bool]] = {
+        i: (store.read(point_key(p)).result, True) for i, p in enumerate(points)
+        if i not in twin and store.exists(point_key(p))}  # read here: ~0.1 ms a point
+    cached = [i in twin or i in outcomes for i in range(len(points))]
     log.info("sweeping %d points (%d in the cache, %d equal to another point's design: "
              "strength and copies enter the model only as their product)",
              len(points), sum(cached) - len(twin), len(twin))
     reporting.preload_plotting()
-    outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
     stopped = False
     try:
-        # a cached point is read on the flow's threads; only new ones start worker processes
-        hits = {i: simulate.submit(p, f"sw-{tag}-{i}", owner)
-                for i, p in enumerate(points) if cached[i] and i not in twin}
-        new = [i for i, hit in enumerate(cached) if not hit]
+        new = [i for i, hit in enumerate(cached) if not hit]  # only these start workers
         if new:
             n_workers = min(workers or os.cpu_count() or 1, len(new))
             cohorts = _cohorts(points, new, n_workers)
@@ -402,9 +454,6 @@ def sweep_design_space(
                     # them)
                     stopped = True
                     terminate_pool_workers(pool)
-        for i, hit in hits.items():
-            if not stopped or hit.state.is_final():
-                outcomes[i] = (hit.result(), hit.state.name == "Cached")
         if stopped:  # what stopped cohorts finished is in the store
             for i in new:
                 if i not in outcomes and store.exists(point_key(points[i])):
@@ -434,7 +483,11 @@ def sweep_design_space(
     reused_flags = [outcomes[i][1] for i in range(len(points))]
     reused = sum(reused_flags[i] for i in cells)
     controls_reused = sum(reused_flags) - reused
-    report = sweep_report.write_sweep(dataset, run_dir, max_burden)
+    refiner = None
+    if refine:
+        refiner = _refiner(dataset, package, list(strengths or [1.0]), hours, max_burden,
+                           labels, tag)
+    report = sweep_report.write_sweep(dataset, run_dir, max_burden, refiner)
     reporting.write_run_record(run_dir, complete=True, vms_done=len(points), vms=len(points))
     latest = reporting.point_latest(Path(out_dir), run_dir)
     sweep_report.publish_artifacts(report, max_burden, key="sweep-design-space")

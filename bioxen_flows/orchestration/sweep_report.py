@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -143,10 +144,21 @@ def write_points(dataset: pd.DataFrame, run_dir: Path) -> tuple[pd.DataFrame, di
     return summary, paths
 
 
-def write_sweep(dataset: pd.DataFrame, run_dir: Path, max_burden: float) -> dict[str, Any]:
-    """Write the run's files; returns the summary, best points, PNGs and paths."""
+REFINED = ("refined_strength", f"refined_{YIELD}", "refined_burden_percent",
+           "refined_growth_rate_per_min")
+
+
+def write_sweep(dataset: pd.DataFrame, run_dir: Path, max_burden: float,
+                refine: Callable[[pd.Series], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Write the run's files; returns the summary, best points, PNGs and paths. With
+    `refine`, each organism's best grid point gets the refined optimum beside it."""
     summary, paths = write_points(dataset, run_dir)
     best = best_points(summary, max_burden)
+    if refine is not None:
+        refined = [refine(row) if row["within_burden_limit"] else {}
+                   for _, row in best.iterrows()]
+        for column in REFINED:
+            best[column] = [r.get(column, float("nan")) for r in refined]
     paths.update(best_csv=run_dir / "best.csv", best_md=run_dir / "best.md")
     best.to_csv(paths["best_csv"], index=False)
     pngs = {}
