@@ -198,3 +198,40 @@ def test_a_sweep_killed_mid_way_leaves_no_vm_after_gc(
     assert main(["gc", "--yes", "--min-age", "0"]) == 0
     assert "destroyed sw-" in capsys.readouterr().out
     assert not [vm for vm in list_bio_vms() if vm["vm_id"].startswith("sw-")]
+
+
+def test_golden_section_finds_an_interior_optimum_and_the_burden_limit() -> None:
+    import math
+
+    from bioxen_flows.orchestration.sweep import refine_strength
+
+    def evaluate(strength: float) -> tuple[float, float]:  # yield peaks at 3; burden = 10*s
+        return -(math.log(strength) - math.log(3.0)) ** 2, 10.0 * strength
+
+    strength, value, burden = refine_strength(evaluate, 1.0, 10.0, max_burden=100.0)
+    assert strength == pytest.approx(3.0, rel=2e-3) and burden <= 100
+    strength, value, burden = refine_strength(evaluate, 1.0, 10.0, max_burden=20.0)
+    assert strength == pytest.approx(2.0, rel=2e-3) and burden <= 20  # the limit binds
+
+
+def test_refine_reports_the_optimum_beside_the_grids(
+    prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(tmp_path / "cache"))
+    argv = ["sweep", "ecoli", "--strength", "0.3,1,3", "--hours", "24", "--max-burden", "20",
+            "--refine", "--out", str(tmp_path / "out"), "--json"]
+    assert main(argv) == 0
+    [best] = json.loads(capsys.readouterr().out)["best"]
+    assert best["strength"] == 0.3 and best["burden_percent"] <= 20
+    assert 0.3 < best["refined_strength"] < 1.0
+    assert best["burden_percent"] < best["refined_burden_percent"] <= 20
+    assert best["refined_protein_per_cell_per_hour"] > best["protein_per_cell_per_hour"]
+    cell = Cell("ecoli")  # the refined figures are the model's
+    cell.install("gfp_reporter", strength=best["refined_strength"])
+    cell.grow(1440)
+    assert cell.metrics()["growth_rate_per_min"] == pytest.approx(
+        best["refined_growth_rate_per_min"], rel=1e-9)
+    assert "refined_strength" in pd.read_csv(tmp_path / "out" / "latest" / "best.csv")
+    assert main(["sweep", "ecoli", "--seed", "1", "--refine", "--hours", "2"]) == 1
+    assert "refine needs a deterministic sweep" in capsys.readouterr().err
