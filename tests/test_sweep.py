@@ -235,3 +235,23 @@ def test_refine_reports_the_optimum_beside_the_grids(
     assert "refined_strength" in pd.read_csv(tmp_path / "out" / "latest" / "best.csv")
     assert main(["sweep", "ecoli", "--seed", "1", "--refine", "--hours", "2"]) == 1
     assert "refine needs a deterministic sweep" in capsys.readouterr().err
+
+
+def test_replicated_points_report_mean_sd_and_interval(
+    prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(tmp_path / "cache"))
+    argv = ["sweep", "syn3a", "--strength", "1,4", "--replicates", "3", "--seed", "11",
+            "--hours", "2", "--out", str(tmp_path / "out"), "--json"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    summary = pd.read_csv(Path(result["out_dir"]) / "summary.csv")
+    assert (summary["replicates"] == 3).all()
+    for column in ("growth_rate_per_min", "protein_per_cell_per_hour", "burden_percent"):
+        low, high = summary[f"{column}_ci95_low"], summary[f"{column}_ci95_high"]
+        assert ((low < summary[column]) & (summary[column] < high)).all(), column
+    points = pd.read_parquet(Path(result["out_dir"]) / "points").query("role == 'cell'")
+    means = points.groupby("strength")["growth_rate_per_min"].mean()
+    assert summary.set_index("strength")["growth_rate_per_min"].to_dict() == pytest.approx(
+        means.to_dict())

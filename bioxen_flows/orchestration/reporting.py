@@ -86,6 +86,12 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
     return summary
 
 
+def t_interval_half_width(sd: pd.Series, n: pd.Series) -> pd.Series:
+    """Half the width of the two-sided 95 % t-interval of a mean of n values with sd (NaN
+    for one value)."""
+    return _t_quantile(n) / n.pow(0.5) * sd
+
+
 def _t_quantile(n: pd.Series) -> pd.Series:
     """Student's t quantile for a two-sided 95 % interval with n - 1 degrees of freedom
     (NaN for one replicate, which has no interval: scipy is then not even imported)."""

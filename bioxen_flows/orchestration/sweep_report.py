@@ -66,15 +66,22 @@ def points_frame(
 
 
 def summary_frame(dataset: pd.DataFrame) -> pd.DataFrame:
-    """Mean over replicates per design point (cells only); sd of growth and yield too when
-    there are replicates."""
+    """Mean over replicates per design point (cells only); with replicates also the sd and
+    the 95 % interval of the mean (Student's t) of growth, yield and burden."""
     cells = dataset[dataset["role"] == "cell"]
     grouped = cells.groupby(list(DESIGN), sort=True)
     summary = grouped[list(MEASURES)].mean()
     summary.insert(0, "replicates", grouped.size())
     if (summary["replicates"] > 1).any():
-        summary["growth_rate_sd_per_min"] = grouped["growth_rate_per_min"].std(ddof=1)
-        summary[f"{YIELD}_sd"] = grouped[YIELD].std(ddof=1)
+        from bioxen_flows.orchestration.reporting import t_interval_half_width
+
+        for column, name in (("growth_rate_per_min", "growth_rate"), (YIELD, YIELD),
+                             ("burden_percent", "burden")):
+            sd = grouped[column].std(ddof=1)
+            half = t_interval_half_width(sd, summary["replicates"])
+            summary[f"{name}_sd" if name != "growth_rate" else "growth_rate_sd_per_min"] = sd
+            summary[f"{column}_ci95_low"] = summary[column] - half
+            summary[f"{column}_ci95_high"] = summary[column] + half
     return summary.reset_index()
 
 
@@ -114,8 +121,9 @@ def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float) -> byte
         burden = data.pivot(index="copies", columns="strength", values="burden_percent")
         image = ax.imshow(yields.to_numpy(), origin="lower", aspect="auto", cmap="viridis")
         fig.colorbar(image, ax=ax, label="protein per cell per hour (molecules/h)")
-        ax.set_xticks(range(len(yields.columns)), [f"{v:g}" for v in yields.columns])
-        ax.set_yticks(range(len(yields.index)), [str(v) for v in yields.index])
+        xs, ys = _ticks(len(yields.columns)), _ticks(len(yields.index))
+        ax.set_xticks(xs, [f"{yields.columns[i]:.3g}" for i in xs], rotation=45 * (len(xs) > 6))
+        ax.set_yticks(ys, [str(yields.index[i]) for i in ys])
         ax.set(xlabel="promoter strength (x package's)", ylabel="copies",
                title=f"{organism}, nutrient {level:g}")
         values = burden.to_numpy(dtype=float)
@@ -131,6 +139,13 @@ def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float) -> byte
     fig.savefig(buffer, format="png", dpi=90)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def _ticks(n: int, most: int = 10) -> list[int]:
+    """At most `most` evenly spaced tick positions of n cells (a 50-strength axis stays
+    readable)."""
+    step = max(1, -(-n // most))
+    return list(range(0, n, step))
 
 
 def write_points(dataset: pd.DataFrame, run_dir: Path) -> tuple[pd.DataFrame, dict[str, Path]]:
