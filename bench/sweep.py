@@ -15,7 +15,7 @@ Goals: flow / loop <= 0.6 on 2 cores; marginal point / compile <= 0.05; re-run /
 <= 0.1.
 
     prefect server start &   export PREFECT_API_URL=http://127.0.0.1:4200/api
-    python bench/sweep.py [--workers N]
+    python bench/sweep.py [--workers N] [--scale]
 """
 
 from __future__ import annotations
@@ -87,15 +87,44 @@ def flow_run(out: str, strengths: list[float], workers: int | None) -> tuple[flo
     return time.perf_counter() - started, result
 
 
+def scale(workers: int | None) -> int:
+    """The documented limit: 3 organisms x 50 strengths x 33 copies (4,950 points and 3
+    controls), 24 h: wall time, peak memory of the flow's process and of its largest
+    worker."""
+    import resource
+
+    copies = list(range(1, 34))
+    with tempfile.TemporaryDirectory(prefix="bioxen-bench-scale-") as tmp:
+        os.environ["BIOXEN_HOME"] = os.path.join(tmp, "home")
+        from bioxen_flows.orchestration.sweep import sweep_design_space
+
+        started = time.perf_counter()
+        result = sweep_design_space(organisms=ORGANISMS, strengths=STRENGTHS, copies=copies,
+                                    hours=HOURS, out_dir=os.path.join(tmp, "out"),
+                                    workers=workers)
+        wall = time.perf_counter() - started
+        heatmap = os.path.getsize(result["paths"]["heatmap_ecoli"])
+    flow_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    worker_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(f"{result['points']} points + {result['controls']} controls, {HOURS:g} h each: "
+          f"{wall:.1f} s wall; peak RSS: flow {flow_mib:.0f} MiB, largest worker "
+          f"{worker_mib:.0f} MiB; heatmap-ecoli.png {heatmap / 1024:.0f} KiB")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
+    parser.add_argument("--scale", action="store_true",
+                        help="instead: a 4,950-point sweep's wall time and peak memory")
     args = parser.parse_args()
     if not os.environ.get("PREFECT_API_URL"):
         print("bench/sweep.py: set PREFECT_API_URL to a running Prefect server", file=sys.stderr)
         return 2
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    if args.scale:
+        return scale(args.workers)
     with tempfile.TemporaryDirectory(prefix="bioxen-bench-sweep-") as tmp:
         os.environ["BIOXEN_HOME"] = os.path.join(tmp, "home-small")  # fresh store and cache
         compile_s = one_compile()

@@ -17,7 +17,7 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 
 MAX_AXIS_VALUES = 50
-MAX_POINTS = 5_000  # VMs in one sweep, controls included
+MAX_POINTS = 5_000  # points of one sweep, controls included
 MAX_HOURS = 168.0
 _RANGE = re.compile(r"^\s*([^:]+):([^:]+):(log|lin)?(\d+)\s*$")
 
@@ -123,4 +123,5 @@ def check_design(
         raise InputError(f"hours must be > 0 and <= {MAX_HOURS:g}, got {hours}")
     total = len(organisms) * len(nutrients) * (1 + len(strengths) * len(copies) * replicates)
     if total > MAX_POINTS:
-        raise InputError(f"the sweep spans {total:,} VMs; the limit is {MAX_POINTS:,}")
+        raise InputError(f"the sweep has {total:,} points (controls included); the limit is "
+                         f"{MAX_POINTS:,}")
