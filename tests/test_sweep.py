@@ -234,7 +234,7 @@ def test_refine_reports_the_optimum_beside_the_grids(
         best["refined_growth_rate_per_min"], rel=1e-9)
     assert "refined_strength" in pd.read_csv(tmp_path / "out" / "latest" / "best.csv")
     assert main(["sweep", "ecoli", "--seed", "1", "--refine", "--hours", "2"]) == 1
-    assert "refine needs a deterministic sweep" in capsys.readouterr().err
+    assert "--refine needs a deterministic sweep" in capsys.readouterr().err
 
 
 def test_replicated_points_report_mean_sd_and_interval(

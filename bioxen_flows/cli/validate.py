@@ -82,6 +82,10 @@ def check_sweep(args: argparse.Namespace) -> None:
         raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
     if not 0 <= args.max_burden <= 100:
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
+    if getattr(args, "refine", False) and args.seed is not None:
+        raise InputError("--refine needs a deterministic sweep (a stochastic yield is noisy): "
+                         "drop --seed or --refine")
+    stochastic_choice(args)
     design_points(args.organisms, args.package, strengths, [int(c) for c in copies], nutrients,
                   args.replicates, args.seed, args.hours)
     check_package(args.package)

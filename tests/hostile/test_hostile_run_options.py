@@ -155,11 +155,11 @@ def test_good_options_pass_the_checks(odd_paths, tmp_path, heterologous_module):
     check_compare(argparse.Namespace(
         organisms=["syn3a", "ecoli"], replicates=2, hours=0.5, package=str(heterologous_module),
         atp=50.0, ribosomes=1000, seed=7, deterministic=False, workers=2, out=out,
-        vm_type="basic", config=None))
+        vm_type="basic", config=None, stochastic_engine="roadrunner", no_division=True))
     check_sweep(argparse.Namespace(
         organisms=["syn3a"], package="gfp_reporter", strength="0.5:2:log3", copies="1,5",
         nutrient=None, replicates=1, seed=None, hours=1.0, max_burden=20.0, out=str(out),
-        workers=None))
+        workers=None, stochastic_engine="compiled", no_division=False))
     assert not out.exists()  # checking writes nothing there
     assert Path(odd_paths["file"]).read_text() == "x\n"
 
@@ -182,3 +182,31 @@ def test_export_output_is_checked_first(output, odd_paths, hostile_home, tmp_pat
     assert "--output" in line
     assert store_dump() == before
     assert (hostile_home / "state.db").read_bytes()[:16] == b"SQLite format 3\x00"
+
+
+# ---- the stochastic engine and refinement: conflicting choices are one line -------------
+ENGINE_CONFLICTS = [
+    ["compare", "syn3a", "--replicates", "2", "--stochastic-engine", "roadrunner"],
+    ["sweep", "syn3a", "--seed", "1", "--stochastic-engine", "roadrunner"],
+    ["create", "engine-vm", "syn3a", "--seed", "1", "--stochastic-engine", "roadrunner"],
+]
+
+
+@pytest.mark.parametrize("argv", ENGINE_CONFLICTS, ids=[a[0] for a in ENGINE_CONFLICTS])
+def test_the_reference_engine_without_no_division_is_one_line(argv, hostile_home, capsys):
+    line = refused_before_prefect(capsys, argv)
+    assert "add --no-division" in line
+
+
+def test_refining_a_stochastic_sweep_is_one_line(hostile_home, capsys):
+    code = main(["sweep", "syn3a", "--seed", "1", "--refine", "--hours", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "--refine needs a deterministic sweep" in err
+
+
+@pytest.mark.parametrize("engine", ["tau-leaping", "", "compiled;rm -rf /", "ROADRUNNER"])
+def test_an_unknown_engine_is_refused_by_the_parser(engine, capsys):
+    with pytest.raises(SystemExit) as refused:
+        main(["compare", "syn3a", "--stochastic-engine", engine])
+    assert refused.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
