@@ -173,6 +173,9 @@ def configure_logging(log_format: str | None = None, level: str | None = None) -
         for prefect_handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RedactingFilter) for f in prefect_handler.filters):
                 prefect_handler.addFilter(RedactingFilter())
+            console = getattr(prefect_handler, "console", None)  # Prefect's rich console
+            if console is not None and getattr(console.file, "closed", False):
+                console.file = sys.stderr  # its stream closed (a finished in-process CLI run)
             if not isinstance(prefect_handler, logging.StreamHandler):
                 continue
             original = getattr(prefect_handler, "_bioxen_original", None)
