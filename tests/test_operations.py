@@ -257,7 +257,9 @@ def test_gc_after_kill_9_of_a_comparison(prefect_api_url: str, tmp_path: Path) -
     assert sorted(o["vm_id"] for o in listed["orphans"]) == leaked
     assert all("is gone" in o["reason"] for o in listed["orphans"])
     assert len(data("list")) == len(leaked) + 1  # a dry run destroys nothing
-    assert data("gc", env={"PREFECT_API_URL": prefect_api_url})["orphans"] == []  # too young
+    young = data("gc", env={"PREFECT_API_URL": prefect_api_url})["orphans"]  # too young, but
+    # a creation cut by the kill is reaped at any age (it can never finish)
+    assert all("creation was interrupted" in o["reason"] for o in young), young
     ok("destroy", "mine")
     done = data("gc", "--yes", "--min-age", "0", env={"PREFECT_API_URL": prefect_api_url})
     assert sorted(done["destroyed"]) == sorted(o["vm_id"] for o in listed["orphans"])

@@ -205,7 +205,8 @@ def _compile(text: str, library: Path) -> None:
         c_file.write_text(text)
         try:
             subprocess.run([compiler, *COMPILE_FLAGS, "-o", str(built), str(c_file), "-lm"],
-                           check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S)
+                           check=True, capture_output=True, timeout=COMPILE_TIMEOUT_S,
+                           start_new_session=True)  # a terminal's Ctrl-C is the command's
         except (OSError, subprocess.SubprocessError) as error:
             detail = getattr(error, "stderr", b"") or b""
             raise Unsupported(

@@ -23,6 +23,7 @@ from bioxen_flows.orchestration.stopping import (
     STOP_POLL_S,
     exit_with_parent,
     ignore_interrupts,
+    interrupts_held,
     raise_if_stopped,
     stop_requested,
 )
@@ -85,7 +86,8 @@ def in_order(
         while pending and (workers is None or len(running) <= workers):
             raise_if_stopped()
             job = pending.popleft()
-            future = submit(job)
+            with interrupts_held():  # the pool's threads and workers it starts hold Ctrl-C
+                future = submit(job)
             running[future] = job
             future.add_done_callback(finished.put)
 

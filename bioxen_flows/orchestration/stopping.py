@@ -81,8 +81,28 @@ def stop_on_signals() -> Iterator[None]:
 
 
 def ignore_interrupts() -> None:
-    """Leave Ctrl-C to the command that started this process (see the module docstring)."""
+    """Leave Ctrl-C to the command that started this process (see the module docstring);
+    one that came while it started (held by `interrupts_held`) is dropped."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C (blocked, not lost) in this thread for the block: the threads it starts
+    keep it blocked, and so do the worker processes they spawn, until their initializer
+    ignores it. A worker interrupted while Python was still starting it printed a
+    traceback over the command's one line. A Ctrl-C that came meanwhile is delivered here
+    when the block ends."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to hold
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def exit_with_parent(poll_s: float = PARENT_POLL_S) -> None:
