@@ -136,20 +136,24 @@ def test_bad_sweep_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert "give a seed" in capsys.readouterr().err
 
 
+def _swept(options: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+            monkeypatch: pytest.MonkeyPatch) -> dict:
+    """`bioxen sweep OPTIONS --json` with a result cache of its own: the parsed result."""
+    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(tmp_path / "cache"))
+    assert main(["sweep", *options, "--out", str(tmp_path / "out"), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_equal_designs_are_computed_once(
     prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """strength x copies enter the model only as their product: (2, 1) and (1, 2) are one
     simulation, computed once and marked in the dataset."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(cache))
-    argv = ["sweep", "syn3a", "--strength", "1,2", "--copies", "1,2", "--hours", "2",
-            "--workers", "1", "--out", str(tmp_path / "out"), "--json"]
-    assert main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = _swept(["syn3a", "--strength", "1,2", "--copies", "1,2", "--hours", "2",
+                     "--workers", "1"], tmp_path, capsys, monkeypatch)
     assert (result["points"], result["equal_designs"]) == (4, 1)
-    assert len(list(cache.iterdir())) == 4  # 3 designs + the control
+    assert len(list((tmp_path / "cache").iterdir())) == 4  # 3 designs + the control
     cells = pd.read_parquet(Path(result["out_dir"]) / "points").query("role == 'cell'")
     twin = cells[cells["same_design_as"].notna()]
     assert len(twin) == 1
@@ -218,11 +222,8 @@ def test_refine_reports_the_optimum_beside_the_grids(
     prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(tmp_path / "cache"))
-    argv = ["sweep", "ecoli", "--strength", "0.3,1,3", "--hours", "24", "--max-burden", "20",
-            "--refine", "--out", str(tmp_path / "out"), "--json"]
-    assert main(argv) == 0
-    [best] = json.loads(capsys.readouterr().out)["best"]
+    [best] = _swept(["ecoli", "--strength", "0.3,1,3", "--hours", "24", "--max-burden", "20",
+                     "--refine"], tmp_path, capsys, monkeypatch)["best"]
     assert best["strength"] == 0.3 and best["burden_percent"] <= 20
     assert 0.3 < best["refined_strength"] < 1.0
     assert best["burden_percent"] < best["refined_burden_percent"] <= 20
@@ -241,11 +242,8 @@ def test_replicated_points_report_mean_sd_and_interval(
     prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("BIOXEN_RESULT_STORAGE", str(tmp_path / "cache"))
-    argv = ["sweep", "syn3a", "--strength", "1,4", "--replicates", "3", "--seed", "11",
-            "--hours", "2", "--out", str(tmp_path / "out"), "--json"]
-    assert main(argv) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = _swept(["syn3a", "--strength", "1,4", "--replicates", "3", "--seed", "11",
+                     "--hours", "2"], tmp_path, capsys, monkeypatch)
     summary = pd.read_csv(Path(result["out_dir"]) / "summary.csv")
     assert (summary["replicates"] == 3).all()
     for column in ("growth_rate_per_min", "protein_per_cell_per_hour", "burden_percent"):

@@ -60,7 +60,7 @@ def generate(sbml: str) -> KernelSource:
         raise Unsupported("its function definitions cannot be expanded")
     model = doc.getModel()
     for what, count in (
-        ("events", model.getNumEvents()), ("constraints", 0),
+        ("events", model.getNumEvents()),
         ("rate or algebraic rules",
          sum(1 for r in model.getListOfRules() if not r.isAssignment())),
     ):
@@ -83,7 +83,7 @@ def generate(sbml: str) -> KernelSource:
     parameters = tuple(
         p.getId() for p in model.getListOfParameters() if p.getId() not in rule_of
     ) + tuple(s.getId() for s in fixed_species if s.getId() not in rule_of)
-    names: dict[str, str] = {"": ""}
+    names: dict[str, str] = {}
     names.update({s: f"y[{i}]" for i, s in enumerate(species)})
     names.update({p: f"p[{k}]" for k, p in enumerate(parameters)})
     order = _rule_order(rule_of)
