@@ -208,3 +208,44 @@ def test_processes_that_need_the_same_new_kernel_compile_it_once(tmp_path: Path)
                              stdout=subprocess.PIPE) for _ in range(3)]
     compiled = [int(run.communicate(timeout=120)[0]) for run in runs]
     assert sorted(compiled) == [0, 0, 1]
+
+
+@pytest.mark.parametrize("change", [
+    {"stochastic_engine": "tau-leaping"}, {"stochastic_engine": ["compiled"]},
+    {"division": "yes"}, {"burned_in": 1},
+    {"lineage": {"birth_mass": -1.0, "generation": 0, "birth_time": 0.0, "divisions": 0,
+                 "division_times": []}},
+    {"lineage": {"birth_mass": 1e8, "generation": True, "birth_time": 0.0, "divisions": 0,
+                 "division_times": []}},
+    {"lineage": {"birth_mass": 1e8, "generation": 0, "birth_time": 0.0, "divisions": 0,
+                 "division_times": [float("nan")]}},
+    {"lineage": {"birth_mass": 1e8, "generation": 0, "birth_time": 0.0, "divisions": 0,
+                 "division_times": [1.0] * 100_000}},
+    {"lineage": {"birth_mass": 1e8, "generation": 0, "birth_time": 0.0, "divisions": 0,
+                 "division_times": [], "extra": 1}},
+    {"lineage": "born yesterday"},
+])
+def test_a_hostile_snapshot_of_a_dividing_cell_is_one_line_and_changes_nothing(change) -> None:
+    cell = Cell("syn3a", stochastic=True, seed=3)
+    cell.grow(5)
+    before = cell.snapshot()
+    with pytest.raises(InputError) as refused:
+        cell.restore({**before, **change})
+    assert "\n" not in str(refused.value)
+    with pytest.raises(InputError):
+        Cell.from_snapshot({**before, **change})
+    assert cell.snapshot() == before
+
+
+@pytest.mark.parametrize("simulation", [
+    {"stochastic": True, "seed": 1, "stochastic_engine": "gillespie"},
+    {"stochastic": True, "seed": 1, "stochastic_engine": "roadrunner", "division": True},
+    {"stochastic": True, "seed": 1, "division": "often"},
+])
+def test_a_vm_config_with_a_bad_engine_choice_is_refused(bioxen_home, simulation) -> None:
+    from bioxen_flows.errors import BioXenError
+    from bioxen_flows.vm import create_bio_vm
+
+    with pytest.raises(BioXenError) as refused:
+        create_bio_vm("bad-engine", "syn3a", "basic", {"simulation": simulation})
+    assert "stochastic_engine" in str(refused.value) or "division" in str(refused.value)
