@@ -267,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_stochastic_arguments(compare)
     compare.add_argument("--workers", type=int, metavar="N",
                          help="simulation worker processes (default: the machine's cores)")
+    compare.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                         help="run the simulations on this Dask cluster's workers "
+                              "(they share the PostgreSQL state store; see deployments/README.md)")
     compare.add_argument("--csv", action="store_true",
                          help="also write the time series as CSV (Parquet is always written)")
     compare.add_argument("--out", type=Path, default=Path("bioxen_results"), help="output folder")

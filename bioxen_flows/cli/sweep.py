@@ -50,6 +50,9 @@ def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
                             "strength between the grid's neighbours (deterministic sweeps)")
     sweep.add_argument("--out", default="bioxen_results", metavar="DIR",
                        help="output folder; each run writes a subdirectory of its own")
+    sweep.add_argument("--dask-address", metavar="tcp://HOST:PORT",
+                       help="simulate new points on this Dask cluster's workers "
+                            "(they share the PostgreSQL state store; see deployments/README.md)")
     sweep.add_argument("--workers", type=int, metavar="N",
                        help="worker processes for new points (default: one per CPU)")
 
@@ -69,6 +72,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     nutrients = parse_axis(args.nutrient, "nutrient") if args.nutrient else None
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
+    from bioxen_flows.orchestration.runners import check_dask_address
+
+    check_dask_address(args.dask_address)
     if not 0 <= args.max_burden <= 100:  # the flow checks these too; here before Prefect starts
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
     design_points(args.organisms, args.package, strengths, copies, nutrients or [None],
@@ -84,7 +90,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             copies=copies, nutrients=nutrients, replicates=args.replicates, seed=args.seed,
             hours=args.hours, max_burden=args.max_burden, out_dir=args.out,
             workers=args.workers, stochastic_engine=engine, division=division,
-            refine=args.refine,
+            refine=args.refine, dask_address=args.dask_address,
             return_state=True,
         )
     if state.is_cancelled():

@@ -248,11 +248,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         compare_organisms,
         watch_progress,
     )
-    from bioxen_flows.orchestration.runners import check_workers, simulation_task_runner
+    from bioxen_flows.orchestration.runners import (
+        check_dask_address,
+        check_workers,
+        simulation_task_runner,
+    )
 
     organisms = list(args.organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, args.replicates, args.hours)
     check_workers(args.workers)
+    check_dask_address(args.dask_address)
     if args.deterministic and args.seed is not None:
         raise InputError("give either --seed (stochastic) or --deterministic, not both")
     replicates = 1 if args.deterministic else args.replicates
@@ -279,6 +284,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                     config=config,
                     stochastic_engine=engine,
                     division=division,
+                    dask_address=args.dask_address,
                     return_state=True,
                 )
 

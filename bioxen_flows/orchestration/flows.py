@@ -37,6 +37,7 @@ from prefect.runtime import flow_run as current_run
 from prefect.states import Cancelled
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
+from bioxen_flows.errors import InputError
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.model.builder import host_parameter
 from bioxen_flows.orchestration import reporting
@@ -48,6 +49,8 @@ from bioxen_flows.orchestration.reaper import (
 )
 from bioxen_flows.orchestration.runners import (
     api_shared_with_workers,
+    dask_cluster_threads,
+    dask_task_runner,
     default_workers,
     in_order,
     in_process_task_runner,
@@ -136,8 +139,8 @@ def _settle(futures: list[PrefectFuture]) -> None:
     no task creates a VM after teardown and a cancelled run stops within seconds."""
     for future in futures:
         wrapped = getattr(future, "wrapped_future", None)
-        if wrapped is not None:
-            wrapped.cancel()  # a no-op for a task that is running or done
+        if wrapped is not None and not wrapped.done():
+            wrapped.cancel()  # a no-op for a task that is running (Dask: dropped)
     for future in futures:
         try:
             future.wait()
@@ -176,6 +179,7 @@ def compare_organisms(
     config: dict[str, Any] | None = None,
     stochastic_engine: str = "compiled",
     division: bool = True,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Grow `replicates` cells of each organism for `hours` and compare them.
 
@@ -219,6 +223,10 @@ def compare_organisms(
             the reference; needs division false).
         division: Stochastic cells grow and divide (binomial partitioning); false keeps
             a cell of fixed size where growth only dilutes.
+        dask_address: Run the batches on the Dask cluster whose scheduler is here
+            (tcp://HOST:8786) instead of this machine's worker processes. Its workers must
+            use this run's state store (the same PostgreSQL BIOXEN_DATABASE_URL) and reach
+            its Prefect API; results come back through Dask.
 
     Returns:
         The summary rows, the run directory (out_dir), the file paths, the VM count and
@@ -241,11 +249,17 @@ def compare_organisms(
     specs = comparison_specs(organisms, replicates, owner, vm_type=vm_type, package=package,
                              atp_percent=atp_percent, ribosomes=ribosomes,
                              seed=seed if stochastic else None, config=config)
-    workers = getattr(task_runner_of_this_run(), "_max_workers", None) or default_workers()
-    inline = _runs_inline(vm_type, specs, hours)
-    # where the batches run: threads for XCP-ng (network waits), the flow's thread for
-    # small deterministic work, else the flow's task runner (None: worker processes)
-    runner = (io_task_runner() if vm_type == "xcpng"
+    if dask_address and vm_type == "xcpng":
+        raise InputError("dask_address runs basic VMs; XCP-ng VMs are driven from the flow")
+    cluster = dask_cluster_threads(dask_address) if dask_address else None
+    workers = cluster or getattr(task_runner_of_this_run(), "_max_workers", None) \
+        or default_workers()
+    inline = not cluster and _runs_inline(vm_type, specs, hours)
+    # where the batches run: a Dask cluster when given, threads for XCP-ng (network
+    # waits), the flow's thread for small deterministic work, else the flow's task runner
+    # (None: worker processes)
+    runner = (dask_task_runner(dask_address) if dask_address
+              else io_task_runner() if vm_type == "xcpng"
               else in_process_task_runner() if inline else None)
     if batch_size:
         sizes: dict[str, int] | None = {s["organism"]: batch_size for s in specs}
@@ -263,7 +277,8 @@ def compare_organisms(
             progress = reporting.ProgressArtifact("compare-organisms", len(specs))
             first_batch = time.perf_counter()
             done = run_batches(batches, owner, lambda b: batch_program(b, hours), runner,
-                               submitted, on_done=lambda n: _report(progress, n))
+                               submitted, on_done=lambda n: _report(progress, n),
+                               workers=cluster)
             last_batch = time.perf_counter()
             if done.stopped:  # Ctrl-C: running batches are dropped, not waited for
                 terminate_pool_workers(task_runner_of_this_run() if runner is None else None)
@@ -348,6 +363,7 @@ def run_batches(
     runner: TaskRunner | None,
     submitted: list[PrefectFuture],
     on_done: Callable[[int], None] | None = None,
+    workers: int | None = None,
 ) -> BatchResults:
     """Run every batch through `simulate_bio_vms` (the program `code_for(batch)`) and
     gather their tidy rows (in batch order) and metrics. The costliest batches start first,
@@ -358,12 +374,13 @@ def run_batches(
     (e.g. threads for XCP-ng, whose steps wait on the network). Each future is appended to
     `submitted` as soon as it exists, so the caller can settle them whatever happens.
     `on_done(n)` is called with the number of VMs finished so far as each batch completes.
+    `workers`: how many batches run at once on `runner` (default: its process count).
     """
     io_runner = runner.__enter__() if runner is not None else None
     sharing = api_shared_with_workers() if runner is None else nullcontext()
     in_processes = runner is None and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner)
     simulate = simulate_bio_vms if in_processes else without_timeout(simulate_bio_vms)
-    workers = getattr(runner or task_runner_of_this_run(), "_max_workers", None)
+    workers = workers or getattr(runner or task_runner_of_this_run(), "_max_workers", None)
 
     def submit(index: int) -> PrefectFuture:
         batch, label = batches[index]

@@ -5,13 +5,16 @@ threads reached 0.93x one thread, two processes 1.92x). The comparison and the d
 sweep therefore run their CPU-bound batch tasks on Prefect's `ProcessPoolTaskRunner`, one
 process per core by default; I/O-bound XCP-ng steps stay on threads (`io_task_runner`).
 docs/api.md ("Task runners") has the measurements behind choosing it over prefect-dask's
-`LocalCluster`, which remains the way to use more than one machine.
+`LocalCluster`. More than one machine: `dask_task_runner` runs the batches on a Dask
+cluster whose workers share nothing with the flow but the state store (deployments/README.md,
+"Dask across hosts").
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +22,7 @@ from contextlib import contextmanager
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
+from bioxen_flows.errors import InfrastructureError, InputError
 from bioxen_flows.orchestration.stopping import (
     STOP_POLL_S,
     exit_with_parent,
@@ -30,6 +34,8 @@ from bioxen_flows.orchestration.stopping import (
 from bioxen_flows.quick_exit import exit_after_handlers
 
 MAX_IO_THREADS = 8  # concurrent XCP-ng provisioning calls of one run
+DASK_CONNECT_TIMEOUT_S = 15
+DASK_ADDRESS = re.compile(r"(tcp|tls)://[A-Za-z0-9.:\[\]-]{1,253}:\d{1,5}")
 
 
 def default_workers() -> int:
@@ -132,3 +138,71 @@ def api_shared_with_workers() -> Iterator[None]:
         url = str(client.api_url)
     with temporary_settings({PREFECT_API_URL: url}):
         yield
+
+
+def check_dask_address(address: str | None) -> None:
+    """Refuse a Dask address that cannot work, before any flow or server starts: not
+    `tcp://HOST:PORT`, or a cluster on another host while the run's Prefect API would be
+    a temporary server on this machine's loopback (the workers report to the flow's API)."""
+    if address is None:
+        return
+    if not isinstance(address, str) or not DASK_ADDRESS.fullmatch(address):
+        raise InputError(f"dask address must look like tcp://HOST:PORT, got {address!r}")
+    from prefect.settings import get_current_settings
+
+    host = address.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+    if not get_current_settings().api.url and host not in ("127.0.0.1", "localhost", "::1"):
+        raise InputError(
+            f"the Dask workers at {host} report to this run's Prefect API: set PREFECT_API_URL "
+            "to a Prefect server that this machine and every worker reach by that URL")
+
+
+def dask_task_runner(address: str) -> TaskRunner:
+    """The simulation batches on the Dask cluster whose scheduler is at `address`
+    (`tcp://host:8786`): checked first by `dask_cluster_threads`."""
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(address=address,
+                          client_kwargs={"timeout": f"{DASK_CONNECT_TIMEOUT_S}s"})
+
+
+def dask_cluster_threads(address: str) -> int:
+    """The worker threads of the Dask cluster at `address`, after checking that every
+    worker uses this process's state store (the same `installation_id`, whatever address
+    each reaches the database by): a worker with a store of its own would make VMs that
+    the run's teardown and `bioxen gc` never see. One-line errors for a bad address, an
+    unreachable scheduler, no workers, or a worker on another store."""
+    check_dask_address(address)
+    try:
+        from distributed import Client
+    except ImportError:
+        raise InputError("running on Dask needs the dask extra: "
+                         "pip install -e '.[dask]'") from None
+    from bioxen_flows.state import StateStore
+
+    ours = StateStore().installation_id()
+    try:
+        with Client(address, timeout=f"{DASK_CONNECT_TIMEOUT_S}s") as client:
+            stores = client.run(_worker_store_id)
+            threads = client.nthreads()
+    except OSError as error:  # distributed raises OSError (TimeoutError) when unreachable
+        raise InfrastructureError(f"the Dask scheduler at {address} is unreachable: "
+                                  f"{error}") from None
+    if not stores:
+        raise InfrastructureError(f"the Dask cluster at {address} has no workers")
+    strangers = sorted(worker for worker, store in stores.items() if store != ours)
+    if strangers:
+        raise InputError(
+            f"Dask worker(s) {', '.join(strangers)} use another state store than this run: "
+            "give every worker the same BIOXEN_DATABASE_URL (a PostgreSQL database) as here")
+    return sum(threads.values())
+
+
+def _worker_store_id() -> str:
+    """(Runs on a Dask worker.) Its state store's installation id, or why it has none."""
+    from bioxen_flows.state import StateStore
+
+    try:
+        return StateStore().installation_id()
+    except Exception as error:  # reported to the flow as a mismatch, named
+        return f"unusable: {type(error).__name__}"

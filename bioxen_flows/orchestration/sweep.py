@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -51,11 +50,19 @@ from bioxen_flows.orchestration.reaper import (
 )
 from bioxen_flows.orchestration.runners import (
     api_shared_with_workers,
+    dask_cluster_threads,
+    dask_task_runner,
+    default_workers,
     in_order,
     simulation_task_runner,
 )
 from bioxen_flows.orchestration.stopping import RunStopped, terminate_pool_workers
-from bioxen_flows.orchestration.tasks import OWNER_LABEL, teardown_bio_vms, with_stochastic_engine
+from bioxen_flows.orchestration.tasks import (
+    OWNER_LABEL,
+    replace_lost_attempt,
+    teardown_bio_vms,
+    with_stochastic_engine,
+)
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import destroy_labelled_vms
 
@@ -185,28 +192,32 @@ def _cohort_run_name() -> str:
 @task(name="simulate-cohort", task_run_name=_cohort_run_name, cache_policy=NO_CACHE,
       timeout_seconds=SWEEP_TIMEOUT_S)
 def simulate_cohort(points: list[dict[str, Any]], vm_id: str, labels: dict[str, str],
-                    storage: str | Path, label: str) -> list[tuple[dict[str, Any], bool]]:
+                    storage: str | Path | None,
+                    label: str) -> list[tuple[dict[str, Any], bool]]:
     """Many points on one VM: created, started, destroyed at the end (so ownership, gc,
     quotas and the VM limit hold as for any VM); its points run one after another on a
     copy of its fresh cell (`explore_designs`), the package's model loaded once and its
     copies and strength set per point, so no point compiles or loads a model. Each result
     is written to the result store under the point's own key as soon as it is known (a
     stopped sweep keeps it; a later sweep reuses it); a point another run made meanwhile is
-    read instead. Returns (result, reused) per point.
+    read instead. Returns (result, reused) per point. `storage` None (a worker on another
+    host than the flow's result folder): nothing read or written, the flow writes them.
     `labels` name the run and the flow's process, for `bioxen gc`."""
     from prefect.results import ResultStore, resolve_result_storage
 
     from bioxen_flows.vm import create_bio_vm
 
-    store = ResultStore(result_storage=resolve_result_storage(storage))
+    store = (ResultStore(result_storage=resolve_result_storage(storage))
+             if storage is not None else None)
     outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
     for n, point in enumerate(points):  # made meanwhile by another run: read, not redone
-        if store.exists(point_key(point)):
+        if store is not None and store.exists(point_key(point)):
             outcomes[n] = (store.read(point_key(point)).result, True)
     todo = [n for n in range(len(points)) if n not in outcomes]
     designs = [(points[n]["package"] if points[n]["role"] == "cell" else None,
                 points[n]["copies"] or 1, points[n]["strength"] or 1.0) for n in todo]
     with vm_context(vm_id):
+        replace_lost_attempt(vm_id, labels[OWNER_LABEL])
         vm = create_bio_vm(vm_id, points[0]["organism"], "basic", {
             "labels": labels, "simulation": _simulation(points[0])})
         try:
@@ -214,7 +225,8 @@ def simulate_cohort(points: list[dict[str, Any]], vm_id: str, labels: dict[str, 
             results = vm.explore_designs(designs, points[0]["hours"] * 60)
             for n, metrics in zip(todo, results, strict=True):
                 result = _point_result(metrics)
-                store.write(result, key=point_key(points[n]))
+                if store is not None:
+                    store.write(result, key=point_key(points[n]))
                 outcomes[n] = (result, False)
         finally:
             vm.destroy()
@@ -368,6 +380,7 @@ def sweep_design_space(
     stochastic_engine: str = "compiled",
     division: bool = True,
     refine: bool = False,
+    dask_address: str | None = None,
 ) -> dict[str, Any]:
     """Grow one VM per point of organisms x strengths x copies x nutrients (x replicates).
 
@@ -396,6 +409,10 @@ def sweep_design_space(
         refine: Refine each organism's best grid point: golden-section search on log
             strength between the grid's neighbouring strengths, at the best point's copies,
             for the most protein per cell per hour within max_burden (deterministic sweeps).
+        dask_address: Simulate new points on the Dask cluster whose scheduler is here
+            (tcp://HOST:8786); its workers share this run's state store. Results come back
+            through Dask and this flow writes them to its result storage (workers write
+            there themselves only when it is a storage block, shared by every host).
     """
     if workers is not None and not 1 <= workers <= 256:
         raise InputError(f"workers must be between 1 and 256, got {workers}")
@@ -435,20 +452,31 @@ def sweep_design_space(
     try:
         new = [i for i, hit in enumerate(cached) if not hit]  # only these start workers
         if new:
-            n_workers = min(workers or os.cpu_count() or 1, len(new))
+            cluster = dask_cluster_threads(dask_address) if dask_address else None
+            n_workers = min(cluster or workers or default_workers(), len(new))
             cohorts = _cohorts(points, new, n_workers)
-            with api_shared_with_workers(), simulation_task_runner(n_workers) as pool:
+            # workers on other hosts cannot write a folder of this one: the flow does
+            shared = not dask_address or isinstance(storage, str)
+            runner = (dask_task_runner(dask_address) if dask_address
+                      else simulation_task_runner(n_workers))
+            with api_shared_with_workers(), runner as pool:
                 def submit(index: int) -> PrefectFuture:
                     cohort = cohorts[index]
                     return pool.submit(simulate_cohort, {
                         "points": [points[i] for i in cohort], "labels": labels,
-                        "vm_id": f"sw-{tag}-c{index + 1}", "storage": storage,
+                        "vm_id": f"sw-{tag}-c{index + 1}",
+                        "storage": storage if shared else None,
                         "label": f"{points[cohort[0]]['organism']}-{index + 1}"})
 
                 order = largest_first([[points[i] for i in c] for c in cohorts])
                 try:
                     for index, future in in_order(submit, order, n_workers):
-                        outcomes.update(zip(cohorts[index], future.result(), strict=True))
+                        results = future.result()
+                        if not shared:
+                            for i, (result, reused) in zip(cohorts[index], results, strict=True):
+                                if not reused:
+                                    store.write(result, key=point_key(points[i]))
+                        outcomes.update(zip(cohorts[index], results, strict=True))
                 except RunStopped:  # Ctrl-C: running cohorts are dropped, not waited for
                     # (the points they finished are in the result store: the next run reuses
                     # them)

@@ -135,6 +135,7 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
         if retried and _exists(spec["vm_id"]):  # a retry resumes instead of failing on duplicates
             created.append(spec["vm_id"])
             continue
+        replace_lost_attempt(spec["vm_id"], owner)
         config = dict(spec["config"])
         placement = config.pop("placement", None)  # the backend's, passed apart from config
         config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
@@ -232,6 +233,31 @@ def teardown_bio_vms(owner: str, vm_ids: list[str] | None = None) -> list[str]:
                 destroyed.append(vm_id)
     get_run_logger().info("destroyed %d VM(s): %s", len(destroyed), ", ".join(destroyed))
     return destroyed
+
+
+def replace_lost_attempt(vm_id: str, owner: str) -> bool:
+    """Destroy the VM `vm_id` when this run (`owner`) already made it: an earlier attempt of
+    its batch was lost with its worker (Dask runs a lost worker's tasks again elsewhere,
+    and a run's VM ids are its own), so this attempt makes it again. Its lease, held by the
+    lost process, is overridden; the destruction is audited with the reason. Returns
+    whether there was one. A VM of this id owned by anyone else is left alone (creating it
+    then fails: the id is taken)."""
+    from bioxen_flows.state import StateStore
+    from bioxen_flows.vm.factory import force_destroy_vm
+
+    store = StateStore()
+    record = store.find_vm(vm_id)
+    if record is None or (record.config.get("labels") or {}).get(OWNER_LABEL) != owner:
+        return False
+    store.audit(vm_id, "gc", {"reason": "an earlier attempt of its batch was lost with its "
+                                        "worker; made again"})
+    if record.vm_type == "basic":  # nothing outside the record: no lease to wait for
+        force_destroy_vm(vm_id, store=store)
+    else:
+        load_bio_vm(vm_id).destroy()
+    get_run_logger().warning("%s: made again (an earlier attempt of this batch was lost "
+                             "with its worker)", vm_id)
+    return True
 
 
 def _exists(vm_id: str) -> bool:

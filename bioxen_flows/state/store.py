@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -224,6 +225,8 @@ def _refuse_unfinished(record: VMRecord) -> VMRecord:
     return record
 
 
+RECONNECT_SECONDS = 60.0  # how long a reached PostgreSQL may be unreachable before an error
+_reached: set[str] = set()  # PostgreSQL URLs this process has connected to
 _engines: dict[tuple[str, int], Engine] = {}
 _upgraded: set[tuple[str, int]] = set()
 _engines_lock = threading.Lock()
@@ -338,16 +341,38 @@ class StateStore:
     # ---- transactions ---------------------------------------------------------------
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._errors(), self.engine.connect() as conn:
+        with self._errors(), self._connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         """One transaction holding the write lock (SQLite) from its first statement."""
-        with self._errors(), self.engine.connect() as conn:
+        with self._errors(), self._connect() as conn:
             conn = conn.execution_options(immediate=True)
             with conn.begin():
                 yield conn
+
+    def _connect(self) -> Connection:
+        """A connection. A PostgreSQL server this process has reached before and cannot
+        reach now (a network blip between hosts of a cluster) is tried again for up to
+        `RECONNECT_SECONDS`: nothing was sent yet, so nothing is half-written. A server
+        never reached (a wrong URL) fails at once."""
+        deadline = time.monotonic() + RECONNECT_SECONDS
+        delay = 0.25
+        while True:
+            try:
+                conn = self.engine.connect()
+            except OperationalError:
+                if self.url not in _reached or time.monotonic() + delay > deadline:
+                    raise
+                logging.getLogger(__name__).warning(
+                    "state store %s unreachable; trying again", self.display_url)
+                time.sleep(delay)
+                delay = min(2 * delay, 4.0)
+                continue
+            if self.backend == "postgresql":
+                _reached.add(self.url)
+            return conn
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
