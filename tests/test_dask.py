@@ -66,3 +66,26 @@ def test_comparison_on_workers_sharing_only_the_database(
     assert list_bio_vms() == []
     for home in homes.values():  # the workers kept no state of their own
         assert not (Path(home) / "state.db").exists()
+
+
+@pytest.mark.parametrize("address, message", [
+    ("file:///etc/passwd", "must look like tcp://HOST:PORT"),
+    ("tcp://10.9.8.7:8786; rm -rf /", "must look like tcp://HOST:PORT"),
+    ("tcp://" + "a" * 300 + ":8786", "must look like tcp://HOST:PORT"),
+    ("tcp://10.9.8.7:8786", "set PREFECT_API_URL"),
+])
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_a_dask_address_that_cannot_work_is_refused_in_one_line(
+    address: str, message: str, command: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    args = ["syn3a"] if command == "compare" else ["syn3a", "--strength", "1"]
+    done = subprocess.run([sys.executable, "-m", "bioxen_flows", command, *args,
+                           "--dask-address", address, "--out", str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert message in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+    assert not any(tmp_path.iterdir())  # nothing started, nothing written

@@ -8,6 +8,7 @@ Skipped where namespaces cannot be made (not root, no iproute2)."""
 
 from __future__ import annotations
 
+import contextvars
 import os
 import re
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bioxen_flows.testing.multihost import TestBed, unavailable
+from bioxen_flows.testing.multihost import DaskHosts, TestBed, bridged_url, unavailable
 
 pytest.importorskip("prefect_dask", reason="the optional dask extra: pip install -e '.[dask]'")
 _why = unavailable()
@@ -28,62 +29,18 @@ pytestmark = [pytest.mark.skipif(_why is not None, reason=_why or ""),
               pytest.mark.usefixtures("prefect_api_url")]
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEDULER_PORT = 8786
-
-
-class Cluster:
-    """The bed, the scheduler's address and what the flow's host uses to reach services."""
-
-    def __init__(self, bed: TestBed, database_url: str, api_url: str) -> None:
-        self.bed = bed
-        self.database_url = database_url  # as the workers reach it (over the bridge)
-        self.api_url = api_url
-        self.address = f"tcp://{bed.address['sched']}:{SCHEDULER_PORT}"
-
-    def start_worker(self, name: str, cpu: int | None = None) -> None:
-        env = {"BIOXEN_HOME": str(self.bed.root / "home"), "HOME": str(self.bed.root / "user"),
-               "PREFECT_HOME": str(self.bed.root / "prefect"),
-               "BIOXEN_DATABASE_URL": self.database_url, "PREFECT_API_URL": self.api_url,
-               "PYTHONPATH": str(REPO)}
-        self.bed.start(name, [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
-                              "--name", name, "--host", self.bed.address[name], "--nthreads",
-                              "1", "--no-dashboard", "--local-directory",
-                              str(self.bed.root / "dask")],
-                       env=env, cpu=cpu, log=self.bed.root.parent / f"{name}.log")
-
-    def wait_for_workers(self, n: int, timeout: float = 90) -> dict[str, str]:
-        """Block until `n` workers are up; returns worker address -> its host name."""
-        from distributed import Client
-
-        deadline = time.monotonic() + timeout
-        with Client(self.address, timeout="30s") as client:
-            while len(client.nthreads()) < n:
-                assert time.monotonic() < deadline, f"{n} workers never joined"
-                time.sleep(0.5)
-            return client.run(lambda: __import__("socket").gethostname())
-
-
-def _bridged(url: str, address: str) -> str:
-    """`url` with its host and port replaced by `address` (the forwarder on the bridge)."""
-    from sqlalchemy.engine import make_url
-
-    host, port = address.rsplit(":", 1)
-    return make_url(url).set(host=host, port=int(port)).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_url: str,
-            prefect_api_url: str) -> Iterator[Cluster]:
+            prefect_api_url: str) -> Iterator[DaskHosts]:
+    from sqlalchemy.engine import make_url
+
     root = tmp_path_factory.mktemp("multihost") / "hosts"
     with TestBed(root, ["sched", "w1", "w2"]) as bed:
-        from sqlalchemy.engine import make_url
-
         db = bed.forward(make_url(postgres_url).port or 5432)
         api = bed.forward(int(re.search(r":(\d+)/api", prefect_api_url).group(1)))
-        made = Cluster(bed, _bridged(postgres_url, db), f"http://{api}/api")
-        bed.start("sched", [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
-                            bed.address["sched"], "--port", str(SCHEDULER_PORT),
-                            "--no-dashboard"], log=root.parent / "sched.log")
+        made = DaskHosts(bed, "sched", bridged_url(postgres_url, db), f"http://{api}/api")
         made.start_worker("w1")
         made.start_worker("w2")
         made.wait_for_workers(2)
@@ -91,8 +48,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_url: str,
 
 
 @pytest.fixture
-def on_cluster(cluster: Cluster, monkeypatch: pytest.MonkeyPatch,
-               postgres_url: str) -> Iterator[Cluster]:
+def on_cluster(cluster: DaskHosts, monkeypatch: pytest.MonkeyPatch,
+               postgres_url: str) -> Iterator[DaskHosts]:
     """This process as the flow's host: the shared store, the API by its bridge address."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -109,7 +66,7 @@ COMPARISON = {"organisms": ["syn3a", "ecoli"], "replicates": 2, "hours": 0.25, "
 
 
 def test_comparison_across_hosts_equals_the_local_one(
-    on_cluster: Cluster, tmp_path: Path
+    on_cluster: DaskHosts, tmp_path: Path
 ) -> None:
     from distributed import Client
 
@@ -141,7 +98,7 @@ def test_comparison_across_hosts_equals_the_local_one(
     assert not (on_cluster.bed.root / "home").exists()  # this host never saw their homes
 
 
-def test_sweep_across_hosts_equals_the_local_one(on_cluster: Cluster, tmp_path: Path,
+def test_sweep_across_hosts_equals_the_local_one(on_cluster: DaskHosts, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     from bioxen_flows.orchestration.sweep import sweep_design_space
     from bioxen_flows.vm import list_bio_vms
@@ -164,7 +121,7 @@ def test_sweep_across_hosts_equals_the_local_one(on_cluster: Cluster, tmp_path: 
     assert again["reused"] == again["points"] == 12
 
 
-def test_a_worker_killed_mid_run_loses_nothing(on_cluster: Cluster, tmp_path: Path) -> None:
+def test_a_worker_killed_mid_run_loses_nothing(on_cluster: DaskHosts, tmp_path: Path) -> None:
     """kill -9 of a worker's process tree while its batch runs: Dask runs the batch again
     on the other worker, the run completes in full, and no VM is left behind."""
     from bioxen_flows.orchestration.flows import compare_organisms
@@ -179,7 +136,7 @@ def test_a_worker_killed_mid_run_loses_nothing(on_cluster: Cluster, tmp_path: Pa
         outcome["result"] = compare_organisms(**params, out_dir=str(tmp_path / "lost"),
                                               dask_address=on_cluster.address)
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,))
     thread.start()
     deadline = time.monotonic() + 120
     while len([v for v in list_bio_vms() if v["state"] == "running"]) < 2:
@@ -202,7 +159,7 @@ def test_a_worker_killed_mid_run_loses_nothing(on_cluster: Cluster, tmp_path: Pa
         on_cluster.wait_for_workers(2)
 
 
-def test_a_database_outage_on_one_host_is_ridden_out(on_cluster: Cluster,
+def test_a_database_outage_on_one_host_is_ridden_out(on_cluster: DaskHosts,
                                                      tmp_path: Path) -> None:
     """w2's link down for 10 s mid-run (PostgreSQL, Prefect and the scheduler all
     unreachable from it): its store calls wait and go on; the run completes, nothing left."""
@@ -220,7 +177,7 @@ def test_a_database_outage_on_one_host_is_ridden_out(on_cluster: Cluster,
         except Exception as error:  # noqa: BLE001 (reported by the assertion below)
             outcome["error"] = error
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(run,))
     thread.start()
     deadline = time.monotonic() + 120
     while not list_bio_vms():
@@ -234,7 +191,7 @@ def test_a_database_outage_on_one_host_is_ridden_out(on_cluster: Cluster,
 
 
 def test_cli_runs_on_the_cluster_and_refuses_a_cluster_without_the_store(
-    on_cluster: Cluster, tmp_path: Path
+    on_cluster: DaskHosts, tmp_path: Path
 ) -> None:
     env = {**os.environ, "PREFECT_API_URL": on_cluster.api_url, "PYTHONPATH": str(REPO)}
     done = subprocess.run(

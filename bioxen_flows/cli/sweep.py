@@ -72,9 +72,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     nutrients = parse_axis(args.nutrient, "nutrient") if args.nutrient else None
     if args.workers is not None and not 1 <= args.workers <= 256:
         raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
-    from bioxen_flows.orchestration.runners import check_dask_address
+    if args.dask_address:  # the cluster's reach and store, before any flow starts
+        from bioxen_flows.orchestration.runners import dask_cluster_threads
 
-    check_dask_address(args.dask_address)
+        dask_cluster_threads(args.dask_address)
     if not 0 <= args.max_burden <= 100:  # the flow checks these too; here before Prefect starts
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
     design_points(args.organisms, args.package, strengths, copies, nutrients or [None],

@@ -249,15 +249,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         watch_progress,
     )
     from bioxen_flows.orchestration.runners import (
-        check_dask_address,
         check_workers,
+        dask_cluster_threads,
         simulation_task_runner,
     )
 
     organisms = list(args.organisms or DEFAULT_ORGANISMS)
     check_compare_parameters(organisms, args.replicates, args.hours)
     check_workers(args.workers)
-    check_dask_address(args.dask_address)
+    if args.dask_address:  # the cluster's reach and store, before any flow starts
+        dask_cluster_threads(args.dask_address)
     if args.deterministic and args.seed is not None:
         raise InputError("give either --seed (stochastic) or --deterministic, not both")
     replicates = 1 if args.deterministic else args.replicates

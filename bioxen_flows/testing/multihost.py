@@ -221,6 +221,55 @@ class TestBed:
         self._made.clear()
 
 
+def bridged_url(url: str, address: str) -> str:
+    """A database `url` with its host and port replaced by `address` (``host:port``, a
+    forwarder on the bridge): the same database as the hosts reach it."""
+    from sqlalchemy.engine import make_url
+
+    host, port = address.rsplit(":", 1)
+    return make_url(url).set(host=host, port=int(port)).render_as_string(hide_password=False)
+
+
+class DaskHosts:
+    """A Dask scheduler on one host of `bed` and workers on others, each worker a single
+    thread whose environment holds only what a real worker host would be given: the state
+    store's URL and the Prefect API's, homes inside its own tmpfs."""
+
+    def __init__(self, bed: TestBed, scheduler: str, database_url: str, api_url: str,
+                 port: int = 8786) -> None:
+        self.bed = bed
+        self.database_url = database_url
+        self.api_url = api_url
+        self.address = f"tcp://{bed.address[scheduler]}:{port}"
+        bed.start(scheduler, [sys.executable, "-m", "distributed.cli.dask_scheduler",
+                              "--host", bed.address[scheduler], "--port", str(port),
+                              "--no-dashboard"], log=bed.root.parent / f"{scheduler}.log")
+
+    def start_worker(self, host: str, cpu: int | None = None) -> None:
+        root = self.bed.root
+        env = {"BIOXEN_HOME": str(root / "home"), "HOME": str(root / "user"),
+               "PREFECT_HOME": str(root / "prefect"), "BIOXEN_DATABASE_URL": self.database_url,
+               "PREFECT_API_URL": self.api_url,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                          os.environ.get("PYTHONPATH")]))}
+        self.bed.start(host, [sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                              "--name", host, "--host", self.bed.address[host], "--nthreads",
+                              "1", "--no-dashboard", "--local-directory", str(root / "dask")],
+                       env=env, cpu=cpu, log=root.parent / f"{host}.log")
+
+    def wait_for_workers(self, n: int, timeout: float = 120) -> dict[str, str]:
+        """Block until exactly `n` workers are up; returns worker address -> host name."""
+        from distributed import Client
+
+        deadline = time.monotonic() + timeout
+        with Client(self.address, timeout="30s") as client:
+            while len(client.nthreads()) != n:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{n} Dask workers never joined {self.address}")
+                time.sleep(0.5)
+            return client.run(socket.gethostname)
+
+
 def _host_main(root: Path, name: str, command: list[str]) -> None:
     """The entry of a host's process (already in its own mount and UTS namespaces)."""
     subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", f"{name}-root", str(root)],
