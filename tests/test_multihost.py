@@ -215,3 +215,32 @@ def test_cli_runs_on_the_cluster_and_refuses_a_cluster_without_the_store(
     assert refused.returncode == 1
     assert "use another state store" in refused.stderr
     assert refused.stderr.strip().count("\n") == 0, refused.stderr
+
+
+def test_one_ctrl_c_stops_a_run_on_the_cluster(on_cluster: DaskHosts, tmp_path: Path) -> None:
+    """In a terminal, mid-run: exit 130 within seconds with one line, batches not started
+    never start, and every VM of the run is gone once the running batches end."""
+    import pexpect
+
+    from bioxen_flows.vm import list_bio_vms
+
+    child = pexpect.spawn(
+        sys.executable, ["-m", "bioxen_flows", "compare", "ecoli", "--replicates", "12",
+                         "--hours", "4", "--dask-address", on_cluster.address, "--out", "out"],
+        cwd=str(tmp_path), env={**os.environ, "COLUMNS": "120", "PYTHONPATH": str(REPO),
+                                "PREFECT_API_URL": on_cluster.api_url},
+        timeout=240, encoding="utf-8", codec_errors="replace")
+    child.expect(r"\b[1-9]\d*/12\b")  # the progress bar: a batch has finished
+    child.sendintr()
+    child.expect(pexpect.EOF, timeout=20)
+    child.close()
+    said = [line for line in child.before.replace("\r", "\n").splitlines() if "bioxen:" in line]
+    assert child.exitstatus == 130, child.before[-2000:]
+    assert len(said) == 1 and "cancelled" in said[0], child.before[-2000:]
+    assert "Traceback" not in child.before
+    deadline = time.monotonic() + 60
+    while list_bio_vms():
+        assert time.monotonic() < deadline, list_bio_vms()
+        time.sleep(0.5)
+    time.sleep(5)  # nothing cancelled starts later
+    assert list_bio_vms() == []
