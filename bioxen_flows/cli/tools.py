@@ -258,6 +258,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_compare_parameters(organisms, args.replicates, args.hours)
     check_workers(args.workers)
     if args.dask_address:  # the cluster's reach and store, before any flow starts
+        if args.vm_type == "xcpng":
+            raise InputError("--dask-address runs basic VMs; XCP-ng VMs are driven from here")
         dask_cluster_threads(args.dask_address)
     if args.deterministic and args.seed is not None:
         raise InputError("give either --seed (stochastic) or --deterministic, not both")
