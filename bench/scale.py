@@ -68,11 +68,31 @@ def start_prefect_server(host: str, home: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("prefect server did not answer within 120 s")
 
 
-def timed(label: str, run) -> float:  # noqa: ANN001
+def cpu_seconds(bed: TestBed, hosts: list[str]) -> float:
+    """CPU seconds used so far by the process trees started on `hosts`."""
+    import psutil
+
+    total = 0.0
+    for host in hosts:
+        for started in bed.processes[host]:
+            try:
+                root = psutil.Process(started.pid)
+                for process in [root, *root.children(recursive=True)]:
+                    times = process.cpu_times()
+                    total += times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+    return total
+
+
+def timed(label: str, run, bed: TestBed, workers: list[str]) -> float:  # noqa: ANN001
+    """Wall seconds of `run()`; prints them with how busy the workers' cores were."""
+    cpu = cpu_seconds(bed, workers)
     began = time.perf_counter()
     run()
     elapsed = time.perf_counter() - began
-    print(f"  {label}: {elapsed:.1f} s", flush=True)
+    busy = (cpu_seconds(bed, workers) - cpu) / (elapsed * len(workers))
+    print(f"  {label}: {elapsed:.1f} s, worker cores {100 * busy:.0f} % busy", flush=True)
     return elapsed
 
 
@@ -124,14 +144,16 @@ def main() -> None:
                   f"sweep: {points} points x 24 h", flush=True)
             hosts.start_worker("w1", cpu=0)
             hosts.wait_for_workers(1)
-            timed("warm-up (1 worker: caches)", lambda: (compare("warm"), sweep("warm")))
-            one = {"compare": timed("comparison, 1 worker", lambda: compare("c1")),
-                   "sweep": timed("sweep, 1 worker", lambda: sweep("s1"))}
+            w1, w12 = ["w1"], ["w1", "w2"]
+            timed("warm-up (1 worker: caches)", lambda: (compare("warm"), sweep("warm")),
+                  bed, w1)
+            one = {"compare": timed("comparison, 1 worker", lambda: compare("c1"), bed, w1),
+                   "sweep": timed("sweep, 1 worker", lambda: sweep("s1"), bed, w1)}
             hosts.start_worker("w2", cpu=1)
             hosts.wait_for_workers(2)
-            timed("warm-up (worker 2)", lambda: (compare("warm2"), sweep("warm2")))
-            two = {"compare": timed("comparison, 2 workers", lambda: compare("c2")),
-                   "sweep": timed("sweep, 2 workers", lambda: sweep("s2"))}
+            timed("warm-up (worker 2)", lambda: (compare("warm2"), sweep("warm2")), bed, w12)
+            two = {"compare": timed("comparison, 2 workers", lambda: compare("c2"), bed, w12),
+                   "sweep": timed("sweep, 2 workers", lambda: sweep("s2"), bed, w12)}
         print("\n| workload | 1 worker (s) | 2 workers (s) | speed-up | goal |")
         print("|---|---|---|---|---|")
         for key, label in (("compare", "stochastic comparison"), ("sweep", f"{points}-pt sweep")):
