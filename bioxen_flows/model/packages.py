@@ -277,7 +277,8 @@ def check_free_id(symbol: str, how: str, source: str) -> None:
 
 
 # `const a, b;`, `var a;` and `a = ;` re-declare ids of the model the module is spliced
-# into: on a host symbol (`const r;` froze the ribosomes) they are refused
+# into: on a host symbol they are refused (`const r;` held the host's free ribosomes
+# constant: 13 % more ribosomes than the plain cell after 600 min)
 _DECLARATION = re.compile(r"^\s*(const|var)\s+([A-Za-z_][\w\s,]*)$")
 _NO_VALUE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*$")
 
