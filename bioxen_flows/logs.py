@@ -150,13 +150,39 @@ def quiet_numerical_libraries() -> None:
     roadrunner.Logger.setLevel(roadrunner.Logger.LOG_CRITICAL)
 
 
+# Prefect reads these when it sets its logging up (on import, in this process and in every
+# flow-run and worker process started from it): its console handler then writes our JSON
+# lines from its first line ("Starting temporary server ...", "Beginning flow run ...")
+PREFECT_JSON_ENV = {
+    "PREFECT_LOGGING_FORMATTERS_JSON_CLASS": "bioxen_flows.logs.JsonFormatter",
+    "PREFECT_LOGGING_FORMATTERS_JSON_FORMAT": "%(message)s",
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_FORMATTER": "json",
+}
+
+
+def notice(message: str) -> None:
+    """A line for the person at the terminal (stderr), whatever the log level: as is, or
+    as a JSON record when the log format is JSON (so that stderr stays all JSON)."""
+    if os.environ.get("PREFECT_LOGGING_HANDLERS_CONSOLE_FORMATTER") == "json":
+        record = logging.makeLogRecord({"name": "bioxen_flows", "levelname": "INFO",
+                                        "levelno": logging.INFO, "msg": message})
+        message = JsonFormatter().format(record)
+    print(message, file=sys.stderr)
+
+
 def configure_logging(log_format: str | None = None, level: str | None = None) -> None:
     """BioXen's own loggers to stderr in ``log_format`` (default: the settings'); Prefect's
-    console lines in the same format; secrets masked everywhere. Safe to call again."""
+    console lines in the same format, from its first (see PREFECT_JSON_ENV); secrets
+    masked everywhere. Safe to call again."""
     from bioxen_flows.settings import get_settings
 
     settings = get_settings()
     log_format = log_format or settings.log_format
+    for variable, value in PREFECT_JSON_ENV.items():
+        if log_format == "json":
+            os.environ[variable] = value
+        elif os.environ.get(variable) == value:  # ours: back to Prefect's text lines
+            del os.environ[variable]
     register_secret(_database_password(settings.database_url))
     ours = logging.getLogger("bioxen_flows")
     ours.setLevel(level or settings.log_level)

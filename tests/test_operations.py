@@ -42,6 +42,22 @@ def test_settings_precedence_default_file_environment(
     assert rows["home"]["source"] == "environment"
 
 
+def test_settings_says_whether_its_file_exists(
+    bioxen_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    shown = data("settings")
+    absent = bioxen_home / "settings.development.yaml"
+    assert shown["settings_file"] == str(absent) and shown["settings_file_exists"] is False
+    text = ok("settings").stdout
+    assert f"no file {absent}: defaults and environment only" in " ".join(text.split())
+    bioxen_home.mkdir(parents=True, exist_ok=True)
+    absent.write_text("owner: lab-a\n")
+    assert data("settings")["settings_file_exists"] is True
+    text = " ".join(ok("settings").stdout.split())
+    assert f"settings (file: {absent})" in text and "no file" not in text
+
+
 def test_settings_file_from_the_system_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -384,6 +400,33 @@ def test_json_logs_name_vm_and_flow_run_and_never_a_secret(
     backup = tmp_path / "store.jsonl"
     ok("db", "backup", str(backup), env=env)
     assert planted not in backup.read_text()
+
+
+def test_json_logs_are_json_from_the_first_line(prefect_api_url: str, tmp_path: Path) -> None:
+    """Prefect's own first lines ("Beginning flow run", "View at") and bioxen's notices too:
+    Prefect's console handler is set up with our JSON formatter (logs.PREFECT_JSON_ENV)."""
+    run = bioxen("--log-format", "json", "compare", "syn3a", "--hours", "0.1",
+                 "--out", str(tmp_path / "out"), env={"PREFECT_API_URL": prefect_api_url})
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stderr.splitlines()]  # each one JSON
+    assert "Beginning flow run" in lines[0]["message"]
+    assert lines[0]["logger"] == "prefect.flow_runs" and lines[0]["flow_run_id"]
+    assert any(line["message"].startswith("View at ") for line in lines)
+
+
+def test_a_notice_follows_the_log_format(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture) -> None:
+    from bioxen_flows.logs import configure_logging, notice
+
+    monkeypatch.delenv("PREFECT_LOGGING_HANDLERS_CONSOLE_FORMATTER", raising=False)
+    try:
+        configure_logging("json", "WARNING")
+        notice("started something")
+        assert json.loads(capsys.readouterr().err)["message"] == "started something"
+    finally:
+        configure_logging("text", "WARNING")
+    notice("started something")
+    assert capsys.readouterr().err == "started something\n"
 
 
 def test_the_redaction_filter_masks_registered_secrets(capsys: pytest.CaptureFixture) -> None:

@@ -267,3 +267,37 @@ def test_destroy_vm_treats_only_a_missing_vm_as_gone(pool, guest):
     pool.clear_faults()
     load_bio_vm("denied").destroy()
     assert list_bio_vms() == []
+
+
+# ---- a create that fails before anything was cloned ----------------------------------------
+
+@pytest.mark.parametrize("password", [None, "wrong"])
+def test_a_create_that_never_reached_the_pool_warns_of_no_vm(pool, guest, password, tmp_path,
+                                                             monkeypatch, capsys):
+    """No password, or a refused login: the pool was never asked for a clone, so the one
+    line says why and nothing about cleaning up a VM that was never made."""
+    import json
+
+    from bioxen_flows.cli import main
+
+    if password is None:
+        monkeypatch.delenv("XCPNG_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("XCPNG_PASSWORD", password)
+    path = tmp_path / "pool.json"
+    path.write_text(json.dumps(xcpng_config(pool, guest)))
+    capsys.readouterr()
+    assert main(["create", "r1", "syn3a", "--vm-type", "xcpng", "--config", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("bioxen: error: "), err
+    assert "clean up" not in err and "reap-xcpng-vms" not in err
+    assert pool.call_counts.get("Async.VM.clone", 0) == 0
+    assert list_bio_vms() == []
+
+
+def test_a_create_that_failed_after_the_clone_still_reaps_it(pool, guest):
+    pool.storage_full = "SR_FULL"
+    with pytest.raises(XapiError, match="storage repository is full"):
+        create_bio_vm("r2", "syn3a", vm_type="xcpng", config=xcpng_config(pool, guest))
+    assert pool.call_counts["Async.VM.clone"] == 1
+    assert ours(pool) == [] and list_bio_vms() == []

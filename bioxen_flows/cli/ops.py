@@ -35,11 +35,15 @@ def cmd_settings(args: argparse.Namespace) -> int:
     from bioxen_flows.settings import describe, settings_file
 
     rows = describe()
+    path = settings_file()
+    present = path.is_file()
     if args.json:
-        output.print_json({"settings_file": str(settings_file()), "settings": rows})
+        output.print_json({"settings_file": str(path), "settings_file_exists": present,
+                           "settings": rows})
         return 0
+    where = f"file: {path}" if present else f"no file {path}: defaults and environment only"
     output.console().print(output.table(
-        f"settings (file: {settings_file()})", ("variable", "value", "source"),
+        f"settings ({where})", ("variable", "value", "source"),
         [(r["variable"], "" if r["value"] is None else r["value"], r["source"]) for r in rows]))
     return 0
 

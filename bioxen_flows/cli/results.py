@@ -7,14 +7,20 @@ import sys
 from pathlib import Path
 
 from bioxen_flows.cli import output
+from bioxen_flows.results import TIMEOUT_S
 
 HELP = """\
 views: comparisons (one row per organism and run), comparison_timeseries (VM x minute),
-sweeps (design point x replicate); each with run_dir, run_date and run_id.
+sweeps (design point x replicate); each with run_dir, run_date, run_id and started_at.
+latest_comparisons, latest_comparison_timeseries, latest_sweeps: the newest run only
+(every run counts in the others: a sweep run twice is there twice). runs: one row per run
+folder (started_at, complete). One SELECT only; it reads nothing outside DIR and is
+stopped past --timeout or 1 GiB of memory.
 
 example:
   bioxen results query "SELECT run_date, organism, avg(growth_rate_per_min) AS growth
-                        FROM comparisons GROUP BY ALL ORDER BY run_date" """
+                        FROM comparisons GROUP BY ALL ORDER BY run_date"
+  bioxen results query "SELECT organism, strength, burden_percent FROM latest_sweeps" """
 
 
 def add_parser(add, commands_of) -> None:  # noqa: ANN001 (app.build_parser's helpers)
@@ -28,6 +34,8 @@ def add_parser(add, commands_of) -> None:  # noqa: ANN001 (app.build_parser's he
     query.add_argument("sql", metavar="SQL", help="one DuckDB SELECT over the views below")
     query.add_argument("--results", type=Path, default=Path("bioxen_results"), metavar="DIR",
                        help="the folder compare/sweep wrote to (default bioxen_results)")
+    query.add_argument("--timeout", type=float, default=TIMEOUT_S, metavar="SECONDS",
+                       help=f"stop the query after this long (default {TIMEOUT_S:g})")
     form = query.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="rows as a JSON list")
     form.add_argument("--csv", action="store_true", help="rows as CSV")
@@ -42,7 +50,7 @@ def cmd_results_query(args: argparse.Namespace) -> int:
     from bioxen_flows.results import query
     from bioxen_flows.serialization import json_safe
 
-    frame = query(args.results, args.sql)
+    frame = query(args.results, args.sql, timeout=args.timeout)
     if args.json:
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         output.print_json(json_safe([{k: _plain(v) for k, v in r.items()} for r in records]))

@@ -166,8 +166,10 @@ def on_prefect_api(quiet: bool = False) -> Iterator[None]:
         yield
         return
     if not quiet:
-        print(f"started Prefect's temporary server in {server_s:.1f} s "
-              "(set PREFECT_API_URL to use a running one)", file=sys.stderr)
+        from bioxen_flows.logs import notice
+
+        notice(f"started Prefect's temporary server in {server_s:.1f} s "
+               "(set PREFECT_API_URL to use a running one)")
     os.environ["PREFECT_API_URL"] = api_url
     try:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):

@@ -146,6 +146,8 @@ def sbml_to_antimony_body(sbml: str, source: str) -> str:
         raise InputError(f"{source}: not valid SBML: {first}")
     model = doc.getModel()
     _check_size(model, source)
+    _check_sbml_only_constructs(model, source)
+    references = _host_references(model)
     for comp in list(model.getListOfCompartments()):
         if comp.isSetSize() and comp.getSize() != 1:
             raise InputError(
@@ -175,7 +177,66 @@ def sbml_to_antimony_body(sbml: str, source: str) -> str:
         rf"^\s*(compartment\s+{HOST_COMPARTMENT}|{HOST_COMPARTMENT}\s*=\s*1)\s*;\s*$"
     )
     body = [ln for ln in lines[start + 1 : end] if not own_cell.match(ln)]
-    return "\n".join(body)
+    return "\n".join(_without_declarations(body, references))
+
+
+def _check_sbml_only_constructs(model, source: str) -> None:  # model: libsbml.Model
+    """What SBML can say and a module may not: conversion factors (they scale every
+    reaction's effect on a species, BioXen's translation of the module's proteins too),
+    constraints (nothing checks them while a cell runs), and function definitions or
+    compartments named like a host symbol or in BioXen's namespace for packages (the
+    compartments become the host's `cell`, the functions are expanded: the ids would be
+    lost silently)."""
+    from bioxen_flows.model.packages import check_free_id
+
+    if model.isSetConversionFactor() or any(
+        species.isSetConversionFactor() for species in model.getListOfSpecies()
+    ):
+        raise InputError(f"{source}: conversion factors are not allowed in a module (its "
+                         "amounts are molecules per cell, changed only by its reactions)")
+    if model.getNumConstraints():
+        raise InputError(f"{source}: constraints are not allowed in a module (nothing checks "
+                         "them while a cell runs)")
+    for function in model.getListOfFunctionDefinitions():
+        check_free_id(function.getId(), "names a function", source)
+    for comp in model.getListOfCompartments():
+        if comp.getId() not in (HOST_COMPARTMENT, "default_compartment"):
+            check_free_id(comp.getId(), "names a compartment", source)
+
+
+def _host_references(model) -> set[str]:  # model: libsbml.Model
+    """Host symbols the module only reads: SBML must declare every id it uses (a parameter
+    without a value), and spliced into the cell's model as `const r;` or `r = ;` such a
+    declaration would change the host's own symbol (`_without_declarations` drops it). A
+    host symbol the module sets (a rule, an initial or event assignment) is not one."""
+    set_somewhere = {rule.getVariable() for rule in model.getListOfRules()}
+    set_somewhere.update(a.getSymbol() for a in model.getListOfInitialAssignments())
+    set_somewhere.update(a.getVariable() for event in model.getListOfEvents()
+                         for a in event.getListOfEventAssignments())
+    host = host_symbols()
+    return {p.getId() for p in model.getListOfParameters()
+            if p.getId() in host and not p.isSetValue() and p.getId() not in set_somewhere}
+
+
+_DECLARED = re.compile(r"^(\s*)(const|var)\s+([\w\s,]+);\s*$")
+_NO_VALUE = re.compile(r"^\s*(\w+)\s*=\s*;\s*$")
+
+
+def _without_declarations(lines: list[str], references: set[str]) -> list[str]:
+    """Antimony's lines less its declarations (`const`, `var`, `x = ;`) of `references`."""
+    kept = []
+    for line in lines:
+        declared, blank = _DECLARED.match(line), _NO_VALUE.match(line)
+        if blank and blank.group(1) in references:
+            continue
+        if declared:
+            ids = [i for i in re.split(r"[\s,]+", declared.group(3).strip())
+                   if i not in references]
+            if not ids:
+                continue
+            line = f"{declared.group(1)}{declared.group(2)} {', '.join(ids)};"
+        kept.append(line)
+    return kept
 
 
 HOST_COMPARTMENT = "cell"

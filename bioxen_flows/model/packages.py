@@ -189,6 +189,9 @@ def user_module(name: str, body: str, source: str) -> Package:
         defines=MappingProxyType(_module_definitions(model, source)),
     )
     check_module_symbols(package, host_symbols())
+    declared = {symbol: how for symbol, how in _declared_ids(body).items()
+                if symbol not in package.defines}
+    check_module_symbols(replace(package, defines=MappingProxyType(declared)), host_symbols())
     check_module_dynamics(package)
     return package
 
@@ -251,10 +254,49 @@ def _module_definitions(model, path: str) -> dict[str, str]:  # model: libsbml.M
     for reaction in model.getListOfReactions():
         defined.setdefault(reaction.getId(), "names a reaction")
         for ref in (*reaction.getListOfReactants(), *reaction.getListOfProducts()):
-            defined[ref.getSpecies()] = "changes in a reaction"
+            # a rule or an assignment that sets the species too is what is reported (and
+            # refused on a protein p_G, which only reactions may change)
+            if defined.get(ref.getSpecies(), "declares as a species") == "declares as a species":
+                defined[ref.getSpecies()] = "changes in a reaction"
     for function in model.getListOfFunctionDefinitions():
         defined.setdefault(function.getId(), "names a function")
     return defined
+
+
+def check_free_id(symbol: str, how: str, source: str) -> None:
+    """Refuse an id that is the host model's or in BioXen's namespace for packages' genes
+    (for SBML ids that never reach the spliced model: function and compartment ids)."""
+    from bioxen_flows.model.builder import host_symbols
+
+    if symbol in host_symbols():
+        raise InputError(f"{source}: host symbol {symbol!r} is defined by the cell's model; "
+                         f"the module {how} it, but a module may only read host symbols")
+    if symbol in RESERVED_IDS or symbol.startswith(RESERVED_PREFIXES):
+        raise InputError(f"{source}: {symbol!r} is in BioXen's namespace for packages' genes "
+                         f"({', '.join(RESERVED_PREFIXES[:4])}, ...); the module {how} it")
+
+
+# `const a, b;`, `var a;` and `a = ;` re-declare ids of the model the module is spliced
+# into: on a host symbol they are refused (`const r;` held the host's free ribosomes
+# constant: 13 % more ribosomes than the plain cell after 600 min)
+_DECLARATION = re.compile(r"^\s*(const|var)\s+([A-Za-z_][\w\s,]*)$")
+_NO_VALUE = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*$")
+
+
+def _declared_ids(body: str) -> dict[str, str]:
+    """Ids the module's text declares with `const`/`var` or gives no value (`a = ;`)."""
+    declared: dict[str, str] = {}
+    for line in _COMMENTS.sub("", body).splitlines():
+        for statement in line.split(";"):
+            match = _DECLARATION.match(statement)
+            if match:
+                for symbol in re.split(r"[\s,]+", match.group(2).strip()):
+                    declared.setdefault(symbol, f"declares with {match.group(1)!r}")
+            elif _NO_VALUE.match(statement):
+                declared.setdefault(_NO_VALUE.match(statement).group(1),
+                                    "declares without a value")
+    declared.pop("cell", None)  # the host's compartment, constant, size 1, as declared there
+    return declared
 
 
 def check_module_symbols(package: Package, taken: Iterable[str]) -> None:

@@ -178,10 +178,26 @@ def write_run_record(run_dir: Path, *, complete: bool, vms_done: int, vms: int) 
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "run.json"
     record = {"complete": complete, "state": "Completed" if complete else "Cancelled",
-              "vms_done": vms_done, "vms": vms,
+              "vms_done": vms_done, "vms": vms, **_flow_run_fields(),
               "written": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def _flow_run_fields() -> dict[str, str]:
+    """The flow run's id and start time, when written from inside one (`bioxen results
+    query` orders runs by `started`: folder dates have no time of day)."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return {}
+    run = context.flow_run
+    started = run.start_time or run.expected_start_time
+    fields = {"flow_run_id": str(run.id)}
+    if started is not None:
+        fields["started"] = started.isoformat()
+    return fields
 
 
 def preload_plotting() -> None:

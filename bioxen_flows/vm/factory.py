@@ -93,9 +93,10 @@ def create_bio_vm(
     detail = {"biological_type": biological_type, "vm_type": vm_type, "owner": record.owner,
               **({"allocations": allocations} if allocations else {})}
     record = store.insert_vm(record, lease=lease, detail=detail, audit_create=False)
+    cloning: list[bool] = []  # set once the pool may hold a clone of this VM
     try:
         if vm_type == "xcpng":
-            record = _provision_xcpng(record, store, lease, placement)
+            record = _provision_xcpng(record, store, lease, placement, cloning)
         vm = _instantiate(record, store)
         if vm_type == "xcpng" and allocations:
             vm._apply_caps(allocations)
@@ -104,8 +105,9 @@ def create_bio_vm(
         vm._commit(lease, "create", detail, state="created")
     except BaseException as exc:
         # an XCP-ng VM the caller provisioned (placement) is the caller's to tear down: a
-        # retry reuses it, so it must still exist (the flow's teardown reaps it in the end)
-        _forget(vm_id, store, audit=False, release_xcpng=placement is None)
+        # retry reuses it, so it must still exist (the flow's teardown reaps it in the end);
+        # a failure before the clone (no password, the pool unreachable) left nothing there
+        _forget(vm_id, store, audit=False, release_xcpng=placement is None and bool(cloning))
         refused = isinstance(exc, (BioXenError, ValueError))
         store.audit(vm_id, "create", {**detail, "error": str(exc)[:500]},
                     outcome="refused" if refused else "failed")
@@ -181,15 +183,18 @@ def force_destroy_vm(vm_id: str, *, store: StateStore | None = None) -> bool:
 
 
 def _provision_xcpng(
-    record: VMRecord, store: StateStore, lease: str, placement: dict[str, str] | None
+    record: VMRecord, store: StateStore, lease: str, placement: dict[str, str] | None,
+    cloning: list[bool],
 ) -> VMRecord:
-    """Provision the guest VM (unless a flow already did, step by step) and its cell."""
+    """Provision the guest VM (unless a flow already did, step by step) and its cell;
+    `cloning` gets an item once the pool is asked for a clone."""
     from bioxen_flows.vm.xcpng import XCPngBiologicalVM
     from bioxen_flows.xcpng.backend import provision_vm
 
     config = record.config
     owner = (config.get("labels") or {}).get("flow_run_id", "local")
-    placement = placement or provision_vm(config["xcpng_config"], record.vm_id, owner)
+    placement = placement or provision_vm(config["xcpng_config"], record.vm_id, owner,
+                                          before_clone=lambda: cloning.append(True))
     record = store.update_vm(record.vm_id, lease=lease, keep_lease=True,
                              config={**config, "placement": placement})
     XCPngBiologicalVM(record, store).create_guest_cell()
@@ -223,7 +228,9 @@ def _forget(
 
             reap_vms(record.config["xcpng_config"], keep=lambda tags: tags.get("vm_id") != vm_id)
     except Exception as exc:  # e.g. the pool refuses us: its tags still let the reaper find it
-        log.warning("could not clean up XCP-ng VM %s now (%s); `reap-xcpng-vms` will", vm_id, exc)
+        log.warning("could not look for the XCP-ng VM of %s on the pool now (%s); "
+                    "`bioxen xcpng gc --config CONFIG --yes` finds it by its tag and "
+                    "destroys it", vm_id, exc)
     finally:
         if record is not None:
             from bioxen_flows.vm.basic import cell_key

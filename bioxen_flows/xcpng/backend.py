@@ -94,15 +94,22 @@ def installation_id() -> str:
 
 # ---- provisioning ----------------------------------------------------------------------
 
-def clone_and_tag(cfg: Mapping[str, Any] | XCPngConfig, vm_id: str, owner: str) -> str:
+def clone_and_tag(
+    cfg: Mapping[str, Any] | XCPngConfig, vm_id: str, owner: str,
+    before_clone: Callable[[], None] | None = None,
+) -> str:
     """Template → clone (named for this installation) → tags; returns the new VM's ref.
 
+    `before_clone` is called just before the pool is asked to clone: a failure before it
+    (no password, the pool unreachable, no template) left nothing on the pool.
     If tagging fails the fresh clone is destroyed here, so a retry does not leave an
     untagged clone behind; should that fail too, its name still lets the reaper find it."""
     cfg = pool_config(cfg)
     installation = installation_id()
     with session(cfg) as x:
         template = xapi.find_template(x, cfg.template)
+        if before_clone is not None:
+            before_clone()
         vm = xapi.clone_template(x, template, xapi.vm_name(installation, vm_id),
                                  cfg.task_timeout_seconds)
         tags = xapi.new_tags(vm_id, owner, installation)
@@ -151,10 +158,13 @@ def boot(cfg: Mapping[str, Any] | XCPngConfig, vm: str) -> dict[str, str]:
     return {"vm_ref": vm, "vm_uuid": uuid, "ip": ip}
 
 
-def provision_vm(cfg: Mapping[str, Any] | XCPngConfig, vm_id: str, owner: str) -> dict[str, str]:
+def provision_vm(
+    cfg: Mapping[str, Any] | XCPngConfig, vm_id: str, owner: str,
+    before_clone: Callable[[], None] | None = None,
+) -> dict[str, str]:
     """All provisioning steps in order (the Prefect flow runs them as separate tasks)."""
     started = time.monotonic()
-    vm = clone_and_tag(cfg, vm_id, owner)
+    vm = clone_and_tag(cfg, vm_id, owner, before_clone)
     provision(cfg, vm)
     placement = boot(cfg, vm)
     log.info("provisioned XCP-ng VM for %s at %s in %.1fs", vm_id, placement["ip"],
