@@ -269,15 +269,9 @@ def _sample(vm_id: str) -> dict[str, Any]:
 
 def _alerts(sample: dict[str, Any]) -> list[str]:
     """The resource manager's alert rules (docs/api.md, Alerts) applied to one sample."""
-    from bioxen_flows.resources.manager import ATP_ALERT_PERCENT, RIBOSOME_ALERT_PERCENT
+    from bioxen_flows.resources.manager import alerts_for
 
-    alerts = []
-    if sample["atp_percent"] < ATP_ALERT_PERCENT:
-        alerts.append("low_atp")
-    used = sample["ribosome_allocation_used_percent"]
-    if used is not None and used > RIBOSOME_ALERT_PERCENT:
-        alerts.append("ribosomes_near_cap")
-    return alerts
+    return [alert["kind"] for alert in alerts_for(sample)]
 
 
 def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
