@@ -410,7 +410,7 @@ def _configure_logging(args: argparse.Namespace) -> None:
 def _enable_events(args: argparse.Namespace) -> None:
     """Commands that change VMs send their lifecycle events to Prefect when an API is
     configured (PREFECT_API_URL or a Prefect profile); the others never import Prefect."""
-    changes = {vms.cmd_create, vms.cmd_lifecycle, vms.cmd_destroy, ops.cmd_gc,
+    changes = {vms.cmd_create, vms.cmd_lifecycle, vms.cmd_destroy, vms.cmd_monitor, ops.cmd_gc,
                tools.cmd_xcpng_gc}
     if args.handler not in changes:
         return

@@ -274,6 +274,21 @@ def _alerts(sample: dict[str, Any]) -> list[str]:
     return [alert["kind"] for alert in alerts_for(sample)]
 
 
+def _report_alerts(vm_id: str, sample: dict[str, Any], kinds: set[str]) -> None:
+    """New alerts as Prefect events, when the CLI sends events (a Prefect API is set)."""
+    if "bioxen_flows.orchestration.events" not in sys.modules:  # events are off
+        return
+    from bioxen_flows.orchestration import events
+    from bioxen_flows.resources.manager import alerts_for
+    from bioxen_flows.state import StateStore
+
+    record = StateStore().find_vm(vm_id)
+    vm = None if record is None else {
+        "biological_type": record.biological_type, "vm_type": record.vm_type,
+        "owner": record.owner, "labels": record.config.get("labels") or {}}
+    events.emit_vm_alerts(vm_id, vm or {}, [a for a in alerts_for(sample) if a["kind"] in kinds])
+
+
 def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
     """One sample as the table row (and the tab-separated line) shows it."""
     return (
@@ -300,6 +315,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
         samples.append({**_sample(args.vm_id), "alerts": []})
         samples[-1]["alerts"] = _alerts(samples[-1])
+        raised = set(samples[-1]["alerts"]) - set(samples[-2]["alerts"] if len(samples) > 1
+                                                  else ())
+        if raised:  # an alert that appears, once (not one event per sample)
+            _report_alerts(args.vm_id, samples[-1], raised)
         return args.count is None or len(samples) < args.count
 
     try:

@@ -108,16 +108,19 @@ def related_to(vm: dict[str, Any] | None) -> list[dict[str, str]]:
              "prefect.resource.role": "flow-run"}]
 
 
-def emit_vm_alerts(spec: dict[str, Any], owner: str, alerts: list[dict[str, Any]]) -> None:
-    """The alerts a VM raised (`alerts_for`) as `bioxen.vm.alert.*` events; `spec` is the
-    VM's spec (tasks.vm_spec), `owner` the flow run id that made it."""
-    vm = {"biological_type": spec["organism"], "vm_type": spec["vm_type"],
-          "owner": get_settings().owner,
-          "labels": {"flow_run_id": owner}}
+def emit_vm_alerts(vm_id: str, vm: dict[str, Any], alerts: list[dict[str, Any]]) -> None:
+    """The alerts a VM raised (`alerts_for`) as `bioxen.vm.alert.*` events; `vm` says what
+    it is (biological_type, vm_type, owner, labels: as the store's audit entries do)."""
     for alert in alerts:
-        emit(ALERT_EVENTS[alert["kind"]], vm_resource(spec["vm_id"], vm), related_to(vm),
+        emit(ALERT_EVENTS[alert["kind"]], vm_resource(vm_id, vm), related_to(vm),
              {"value": alert["value"], "threshold": alert["threshold"],
               "message": alert["message"]})
+
+
+def spec_labels(spec: dict[str, Any], owner: str) -> dict[str, Any]:
+    """What an event says about a VM of a flow, from its spec (tasks.vm_spec)."""
+    return {"biological_type": spec["organism"], "vm_type": spec["vm_type"],
+            "owner": get_settings().owner, "labels": {"flow_run_id": owner}}
 
 
 def emit_burden_exceeded(

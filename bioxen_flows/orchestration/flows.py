@@ -639,7 +639,7 @@ def alert_on(metrics: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]
         alerts = alerts_for(sample, thresholds["low_atp"], thresholds["ribosomes"])
         for alert in alerts:
             get_run_logger().warning("VM %s: %s", vm_id, alert["message"])
-        events.emit_vm_alerts(spec, owner, alerts)
+        events.emit_vm_alerts(vm_id, events.spec_labels(spec, owner), alerts)
 
 
 def burden_alerts(summary: pd.DataFrame, package: str | None, owner: str,
