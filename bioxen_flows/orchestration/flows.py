@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 from uuid import UUID
 
 import pandas as pd
@@ -283,7 +284,7 @@ def compare_organisms(
         sizes = None if inline else auto_batch_sizes(specs, workers, stochastic)
     batches = label_batches(batch_specs(specs, sizes))
     by_id = {s["vm_id"]: s for s in specs}
-    _tag_flow_run([*organisms, vm_type])
+    tag_flow_run([*organisms, vm_type])
     log.info("comparing %s: %d VMs (%s) in %d batches of up to %d", ", ".join(organisms),
              len(specs), f"stochastic, seeds from {seed}" if stochastic else "deterministic",
              len(batches), max(map(len, (b for b, _ in batches))))
@@ -510,9 +511,6 @@ def _report(progress: reporting.ProgressArtifact, done: int) -> None:
         listener(done, progress.total)
 
 
-_tag_flow_run = tag_flow_run  # the sweep and older callers use this name
-
-
 @flow(
     name="vm-lifecycle",
     flow_run_name=_lifecycle_run_name,
@@ -554,7 +552,7 @@ def vm_lifecycle(
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     with vm_slots(1):
         try:
-            _tag_flow_run([organism, vm_type])
+            tag_flow_run([organism, vm_type])
             if vm_type == "xcpng":  # each provisioning step is its own, retryable task
                 cfg = _xcpng_config(config)
                 vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
@@ -591,7 +589,7 @@ def cleanup_crashed_run(flow_run: str) -> list[str]:
     from prefect.client.orchestration import get_client
 
     run_id = flow_run.rsplit(".", 1)[-1]
-    _tag_flow_run(["cleanup"])
+    tag_flow_run(["cleanup"])
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
     if run.state is not None and not run.state.is_final():
@@ -607,10 +605,17 @@ def cleanup_crashed_run(flow_run: str) -> list[str]:
     return destroyed
 
 
-@flow(name="reap-xcpng-vms", flow_run_name="reap-xcpng-{xcpng_config[credentials_block]}")
+def _reap_xcpng_run_name() -> str:
+    """`reap-xcpng-<pool block or host>`: which pool it cleaned."""
+    cfg = (current_run.parameters or {}).get("xcpng_config") or {}
+    pool = cfg.get("credentials_block") or urlparse(str(cfg.get("url") or "")).hostname
+    return f"reap-xcpng-{pool or 'pool'}"
+
+
+@flow(name="reap-xcpng-vms", flow_run_name=_reap_xcpng_run_name)
 def reap_leaked_xcpng_vms(xcpng_config: dict[str, Any]) -> list[str]:
     """Destroy XCP-ng VMs tagged by BioXen whose owner (a VM record or a flow run) is gone."""
-    _tag_flow_run(["xcpng", "reap"])
+    tag_flow_run(["xcpng", "reap"])
     return reap_xcpng_vms(xcpng_config)
 
 

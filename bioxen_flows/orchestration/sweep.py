@@ -43,7 +43,8 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
-from bioxen_flows.orchestration.flows import _tag_flow_run, auto_batch_sizes, largest_first
+from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first
+from bioxen_flows.orchestration.naming import tag_flow_run
 from bioxen_flows.orchestration.parameters import (
     Counts,
     Numbers,
@@ -415,7 +416,7 @@ def sweep_design_space(
     log = get_run_logger()
     owner = str(current_run.get_id() or "local")
     tag = run_tag(owner)
-    _tag_flow_run([*organisms, "sweep"])
+    tag_flow_run([*organisms, "sweep"])
     # the run and this process: `bioxen gc` reaps a cohort's VM once either is gone
     labels = with_run_labels(None, owner)["labels"]
     if package and not _is_builtin(package):
