@@ -589,9 +589,10 @@ def cleanup_crashed_run(flow_run: str) -> list[str]:
     from prefect.client.orchestration import get_client
 
     run_id = flow_run.rsplit(".", 1)[-1]
-    tag_flow_run(["cleanup"])
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
+    known = set(get_supported_biological_types())
+    tag_flow_run(["cleanup", *(t for t in run.tags if t in known)])  # the crashed run's organisms
     if run.state is not None and not run.state.is_final():
         raise RuntimeError(f"flow run {run_id} is {run.state.name}, not finished: keeping its VMs")
     destroyed = destroy_labelled_vms(OWNER_LABEL, str(run.id))
