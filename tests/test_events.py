@@ -59,3 +59,32 @@ def test_the_cli_monitor_sends_an_alert_when_it_appears(sent, capsys) -> None:
     assert [e.event for e in alerts] == ["bioxen.vm.alert.ribosomes-near-cap"]  # once
     assert alerts[0].payload["value"] > alerts[0].payload["threshold"] == 90
     assert alerts[0].resource["bioxen.organism"] == "ecoli"
+
+
+def test_cleanup_of_a_crashed_run_is_named_tagged_and_reports_what_it_destroyed(sent) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    from bioxen_flows.orchestration.flows import cleanup_crashed_run
+    from bioxen_flows.vm import list_bio_vms
+
+    @flow(name="bioxen-crash-victim")
+    def victim() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        crashed = client.create_flow_run(victim, tags=["bioxen", "ecoli", "basic"])
+        client.set_flow_run_state(crashed.id, Crashed(), force=True)
+        create_bio_vm("left-1", "ecoli", config={"labels": {"flow_run_id": str(crashed.id)}})
+        state = cleanup_crashed_run(flow_run=f"prefect.flow-run.{crashed.id}",
+                                    return_state=True)
+        assert state.result() == ["left-1"] and list_bio_vms() == []
+        cleanup = client.read_flow_run(state.state_details.flow_run_id)
+    assert cleanup.name == f"cleanup-{str(crashed.id)[-8:]}"
+    assert {"bioxen", "cleanup", "ecoli"} <= set(cleanup.tags)
+    mine = [e for e in sent() if e.resource.id == "bioxen.vm.left-1"]
+    assert [e.event for e in mine] == ["bioxen.vm.created", "bioxen.vm.destroyed"]
+    destroyed = mine[1:]
+    related = {(r.role, r.id) for r in destroyed[0].related}
+    assert ("flow-run", f"prefect.flow-run.{crashed.id}") in related  # the crashed run
