@@ -88,3 +88,23 @@ def test_cleanup_of_a_crashed_run_is_named_tagged_and_reports_what_it_destroyed(
     destroyed = mine[1:]
     related = {(r.role, r.id) for r in destroyed[0].related}
     assert ("flow-run", f"prefect.flow-run.{crashed.id}") in related  # the crashed run
+
+
+def test_the_resource_monitor_sends_an_alert_once_when_it_appears(sent) -> None:
+    import threading
+
+    from bioxen_flows.resources import BioResourceManager
+
+    vm = create_bio_vm("watched-2", "ecoli")
+    seen = threading.Event()
+    manager = BioResourceManager(vm, on_alert=lambda alert: seen.set())
+    manager.allocate_ribosomes(3000)  # the cap binds: > 90 % of it is used
+    manager.start_monitoring(interval_seconds=0.01)
+    assert seen.wait(10)
+    while len(manager.get_resource_history()) < 5:  # the alert holds for several samples
+        threading.Event().wait(0.01)
+    manager.stop_monitoring()
+    alerts = [e for e in sent() if e.resource.id == "bioxen.vm.watched-2"
+              and e.event.startswith("bioxen.vm.alert.")]
+    assert [e.event for e in alerts] == ["bioxen.vm.alert.ribosomes-near-cap"]
+    assert alerts[0].resource["bioxen.organism"] == "ecoli"

@@ -283,10 +283,9 @@ def _report_alerts(vm_id: str, sample: dict[str, Any], kinds: set[str]) -> None:
     from bioxen_flows.state import StateStore
 
     record = StateStore().find_vm(vm_id)
-    vm = None if record is None else {
-        "biological_type": record.biological_type, "vm_type": record.vm_type,
-        "owner": record.owner, "labels": record.config.get("labels") or {}}
-    events.emit_vm_alerts(vm_id, vm or {}, [a for a in alerts_for(sample) if a["kind"] in kinds])
+    if record is not None:
+        events.emit_vm_alerts(vm_id, events.record_labels(record),
+                              [a for a in alerts_for(sample) if a["kind"] in kinds])
 
 
 def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:

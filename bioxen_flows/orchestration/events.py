@@ -4,7 +4,8 @@ Every VM change is recorded once, in the state store's audit log; `enable()` sub
 it (`add_audit_listener`), so each committed `create`, `start`, `pause`, `resume`, `stop`,
 `destroy` and `gc` becomes `bioxen.vm.created` ... `bioxen.vm.reaped`, wherever the change
 was made (a flow, a task in a worker process, the CLI). Alerts and burden are emitted by the
-flows that compute them (`emit_vm_alerts`, `emit_burden_exceeded`).
+flows that compute them (`emit_vm_alerts`, `emit_burden_exceeded`); the resource monitor's
+and the CLI monitor's alerts when they appear.
 
 The VM is the resource (`bioxen.vm.<id>`, labelled `bioxen.organism`,
 `bioxen.infrastructure`, `bioxen.owner`); the flow run that made it is a related resource
@@ -72,8 +73,12 @@ def _answers(api_url: str) -> bool:
 
 
 def enable() -> None:
-    """Turn the store's audit entries into events from now on (idempotent)."""
+    """Turn the store's audit entries and the resource monitor's alerts into events from
+    now on (idempotent)."""
+    from bioxen_flows.resources.manager import add_alert_listener
+
     add_audit_listener(on_audit)
+    add_alert_listener(on_monitor_alert)
 
 
 def on_audit(entry: AuditEntry) -> None:
@@ -115,6 +120,17 @@ def emit_vm_alerts(vm_id: str, vm: dict[str, Any], alerts: list[dict[str, Any]])
         emit(ALERT_EVENTS[alert["kind"]], vm_resource(vm_id, vm), related_to(vm),
              {"value": alert["value"], "threshold": alert["threshold"],
               "message": alert["message"]})
+
+
+def on_monitor_alert(vm: Any, alert: dict[str, Any]) -> None:
+    """Alert listener of `BioResourceManager` monitoring (and the CLI's `monitor`)."""
+    emit_vm_alerts(vm.vm_id, record_labels(vm.record), [alert])
+
+
+def record_labels(record: Any) -> dict[str, Any]:
+    """What an event says about a VM, from its store record."""
+    return {"biological_type": record.biological_type, "vm_type": record.vm_type,
+            "owner": record.owner, "labels": (record.config or {}).get("labels") or {}}
 
 
 def spec_labels(spec: dict[str, Any], owner: str) -> dict[str, Any]:

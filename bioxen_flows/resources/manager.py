@@ -24,6 +24,15 @@ HISTORY_LIMIT = 100
 KEEP_GROWTH = 0.95  # auto-optimisation keeps at least this fraction of uncapped growth
 
 Alert = dict[str, Any]
+AlertListener = Callable[[BiologicalVM, Alert], None]
+_alert_listeners: list[AlertListener] = []
+
+
+def add_alert_listener(listener: AlertListener) -> None:
+    """Call ``listener(vm, alert)`` when a monitored VM raises an alert it had not raised at
+    the previous sample (the orchestration layer sends it as a Prefect event). Added once."""
+    if listener not in _alert_listeners:
+        _alert_listeners.append(listener)
 
 
 class BioResourceManager:
@@ -101,6 +110,7 @@ class BioResourceManager:
         return list(self._history)
 
     def _monitor(self, interval: float) -> None:
+        raised: set[str] = set()  # the kinds of the previous sample's alerts
         while not self._stop.is_set():
             try:
                 sample = self.get_resource_usage()
@@ -108,11 +118,22 @@ class BioResourceManager:
                 log.warning("monitoring of VM %s stopped: %s", self.vm.vm_id, exc)
                 return
             self._history.append(sample)
-            for alert in alerts_for(sample):
+            alerts = alerts_for(sample)
+            for alert in alerts:
                 log.warning("VM %s: %s", self.vm.vm_id, alert["message"])
                 if self.on_alert:
                     self.on_alert(alert)
+                if alert["kind"] not in raised:
+                    self._tell_listeners(alert)
+            raised = {alert["kind"] for alert in alerts}
             self._stop.wait(interval)
+
+    def _tell_listeners(self, alert: Alert) -> None:
+        for listener in list(_alert_listeners):
+            try:
+                listener(self.vm, alert)
+            except Exception:  # noqa: BLE001 (a listener never stops the monitor)
+                log.warning("alert listener %r failed", listener, exc_info=True)
 
     # ---- optimisation -------------------------------------------------------------------
     def auto_optimize_resources(self, keep_growth: float = KEEP_GROWTH) -> dict[str, Any]:
