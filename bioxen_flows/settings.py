@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     model_cache: bool = Field(
         True, description="keep compiled models under <home>/model-cache (private, per host): "
                           "a later process loads one in ~7 ms instead of compiling it again")
+    alert_low_atp_percent: float = Field(
+        20.0, ge=0, le=100,
+        description="a VM whose atp_percent (energy saturation of elongation) falls below "
+                    "this raises the low-atp alert (event bioxen.vm.alert.low-atp)")
+    alert_ribosomes_percent: float = Field(
+        90.0, ge=0, le=100,
+        description="a VM holding more than this % of its ribosome allocation raises the "
+                    "ribosomes-near-cap alert (event bioxen.vm.alert.ribosomes-near-cap)")
+    alert_burden_percent: float = Field(
+        20.0, ge=0, le=100,
+        description="a comparison whose package costs more than this % of growth emits "
+                    "bioxen.run.burden-exceeded")
     vm_concurrency_limit: str = Field(
         "bioxen-vms", pattern=_NAME_PATTERN,
         description="Prefect global concurrency limit flows take one slot of per VM")

@@ -375,7 +375,7 @@ def test_setup_registers_the_deployments_and_can_run_twice(
     assert form["replicates"]["description"]
 
     cleanup = client.read_deployment_by_name(CLEANUP)
-    assert "bioxen" not in cleanup.tags
+    assert {"bioxen", "bioxen-ops"} <= set(cleanup.tags)
     [trigger] = client.read_resource_related_automations(f"prefect.deployment.{cleanup.id}")
     assert trigger.trigger.expect == {"prefect.flow-run.Crashed"}
 
@@ -383,7 +383,7 @@ def test_setup_registers_the_deployments_and_can_run_twice(
     assert reap.entrypoint == "flows/reap_bio_vms.py:reap_bio_vms"
     [every] = reap.schedules
     assert every.active and every.schedule.interval == timedelta(minutes=15)
-    assert "bioxen" not in reap.tags
+    assert {"bioxen", "bioxen-ops"} <= set(reap.tags) and every.schedule.timezone == "UTC"
     limit = client.read_global_concurrency_limit_by_name("bioxen-vms")
     assert limit.limit == 100 and limit.active
     assert "global concurrency limit bioxen-vms exists" in second

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from bioxen_flows.resources import BioResourceManager
-from bioxen_flows.resources.manager import HISTORY_LIMIT
+from bioxen_flows.resources.manager import HISTORY_LIMIT, alerts_for
 from bioxen_flows.vm import create_bio_vm
 
 pytestmark = pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
@@ -64,7 +64,8 @@ def test_low_energy_alert_from_the_model(ecoli):
     ecoli.execute_biological_process("grow(60)")
     sample = manager.get_resource_usage()
     assert sample["atp_percent"] < 20
-    assert [a["kind"] for a in manager._alerts(sample)] == ["low_atp"]
+    assert [a["kind"] for a in alerts_for(sample)] == ["low_atp"]
+    assert alerts_for(sample, low_atp_percent=sample["atp_percent"] - 1) == []
     recs = manager.get_optimization_recommendations()
     energy = [r for r in recs if r["kind"] == "energy"]
     assert energy and energy[0]["value"] == pytest.approx(sample["atp_percent"])

@@ -383,6 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(_json_anywhere(list(sys.argv[1:] if argv is None else argv)))
     try:
         _configure_logging(args)
+        _enable_events(args)
         return args.handler(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
@@ -407,6 +408,21 @@ def _configure_logging(args: argparse.Namespace) -> None:
         if getattr(args, option):
             os.environ[variable] = getattr(args, option)
     configure_logging()
+
+
+def _enable_events(args: argparse.Namespace) -> None:
+    """Commands that change VMs send their lifecycle events to Prefect when an API is
+    configured (PREFECT_API_URL or a Prefect profile); the others never import Prefect."""
+    changes = {vms.cmd_create, vms.cmd_lifecycle, vms.cmd_destroy, vms.cmd_monitor, ops.cmd_gc,
+               tools.cmd_xcpng_gc}
+    if args.handler not in changes:
+        return
+    profiles = Path(os.environ.get("PREFECT_HOME") or "~/.prefect").expanduser() / "profiles.toml"
+    if not os.environ.get("PREFECT_API_URL") and not profiles.exists():
+        return
+    from bioxen_flows.orchestration import events
+
+    events.enable()
 
 
 def _debug() -> bool:

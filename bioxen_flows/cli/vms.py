@@ -269,15 +269,23 @@ def _sample(vm_id: str) -> dict[str, Any]:
 
 def _alerts(sample: dict[str, Any]) -> list[str]:
     """The resource manager's alert rules (docs/api.md, Alerts) applied to one sample."""
-    from bioxen_flows.resources.manager import ATP_ALERT_PERCENT, RIBOSOME_ALERT_PERCENT
+    from bioxen_flows.resources.manager import alerts_for
 
-    alerts = []
-    if sample["atp_percent"] < ATP_ALERT_PERCENT:
-        alerts.append("low_atp")
-    used = sample["ribosome_allocation_used_percent"]
-    if used is not None and used > RIBOSOME_ALERT_PERCENT:
-        alerts.append("ribosomes_near_cap")
-    return alerts
+    return [alert["kind"] for alert in alerts_for(sample)]
+
+
+def _report_alerts(vm_id: str, sample: dict[str, Any], kinds: set[str]) -> None:
+    """New alerts as Prefect events, when the CLI sends events (a Prefect API is set)."""
+    if "bioxen_flows.orchestration.events" not in sys.modules:  # events are off
+        return
+    from bioxen_flows.orchestration import events
+    from bioxen_flows.resources.manager import alerts_for
+    from bioxen_flows.state import StateStore
+
+    record = StateStore().find_vm(vm_id)
+    if record is not None:
+        events.emit_vm_alerts(vm_id, events.record_labels(record),
+                              [a for a in alerts_for(sample) if a["kind"] in kinds])
 
 
 def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
@@ -306,6 +314,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
         samples.append({**_sample(args.vm_id), "alerts": []})
         samples[-1]["alerts"] = _alerts(samples[-1])
+        raised = set(samples[-1]["alerts"]) - set(samples[-2]["alerts"] if len(samples) > 1
+                                                  else ())
+        if raised:  # an alert that appears, once (not one event per sample)
+            _report_alerts(args.vm_id, samples[-1], raised)
         return args.count is None or len(samples) < args.count
 
     try:

@@ -4,44 +4,105 @@
 creates an automation that does not exist yet and updates the one of the same name that
 does, so a setup script can run it on every deploy.
 
+A `send-notification` action names its notification block (`block: <type-slug>/<name>`,
+e.g. `custom-webhook/bioxen-notify`) instead of the block's id, which differs per server;
+it is resolved here. An automation whose block is not saved yet is skipped with a message
+(save the block, run this again).
+
     python -m bioxen_flows.orchestration.automations deployments/automations.yaml
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 
-def load_automations(path: Path) -> list[Any]:
-    """The automations declared in `path` (validated: a typo fails here, not on the server)."""
-    from prefect.events.schemas.automations import AutomationCore
+class MissingBlock(LookupError):
+    """A notification block an automation names is not saved on the server."""
 
+
+def declared_automations(path: Path) -> list[dict[str, Any]]:
+    """The automations of `path` as written (block references unresolved)."""
     document = yaml.safe_load(path.read_text()) or {}
     declared = document.get("automations") if isinstance(document, dict) else None
     if not isinstance(declared, list) or not declared:
         raise ValueError(f"{path}: expected a non-empty 'automations:' list")
-    automations = [AutomationCore.model_validate(item) for item in declared]
+    return declared
+
+
+def load_automations(
+    path: Path, block_id: Callable[[str], str] | None = None
+) -> list[Any]:
+    """The automations declared in `path` (validated: a typo fails here, not on the server).
+
+    `block_id(reference)` turns an action's `block: <type-slug>/<name>` into the block's
+    id (default: a placeholder id, to validate the file without a server)."""
+    from prefect.events.schemas.automations import AutomationCore
+
+    resolve = block_id or (lambda reference: str(uuid.UUID(int=0)))
+    automations = [AutomationCore.model_validate(_with_block_ids(item, resolve))
+                   for item in declared_automations(path)]
     names = [a.name for a in automations]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: automation names must be unique, got {names}")
     return automations
 
 
+def _with_block_ids(item: dict[str, Any], block_id: Callable[[str], str]) -> dict[str, Any]:
+    """`item` with each action's `block: <type-slug>/<name>` replaced by its id."""
+    actions = []
+    for action in item.get("actions") or []:
+        if isinstance(action, dict) and "block" in action:
+            reference = str(action["block"])
+            action = {k: v for k, v in action.items() if k != "block"}
+            action["block_document_id"] = block_id(reference)
+        actions.append(action)
+    return {**item, "actions": actions}
+
+
+def server_block_id(client: Any) -> Callable[[str], str]:
+    """Resolves `<type-slug>/<name>` to the id of that block on the server behind `client`."""
+    from prefect.exceptions import ObjectNotFound
+
+    def block_id(reference: str) -> str:
+        slug, _, name = reference.partition("/")
+        if not slug or not name:
+            raise ValueError(f"block must be '<type-slug>/<name>', got {reference!r}")
+        try:
+            return str(client.read_block_document_by_name(name, slug).id)
+        except ObjectNotFound:
+            raise MissingBlock(reference) from None
+
+    return block_id
+
+
 def apply_automations(path: Path) -> dict[str, str]:
-    """Create or update each declared automation by name; returns {name: "created"|"updated"}.
+    """Create or update each declared automation by name; returns {name: "created" |
+    "updated" | "skipped: ..."} (skipped: the notification block it names is not saved).
 
     Extra automations of the same name (left by `prefect automation create` run twice) are
     deleted, so exactly one of each remains.
     """
     from prefect.client.orchestration import get_client
+    from prefect.events.schemas.automations import AutomationCore
 
+    load_automations(path)  # the whole file is valid before anything changes
     done: dict[str, str] = {}
     with get_client(sync_client=True) as client:
-        for automation in load_automations(path):
+        block_id = server_block_id(client)
+        for item in declared_automations(path):
+            try:
+                automation = AutomationCore.model_validate(_with_block_ids(item, block_id))
+            except MissingBlock as missing:
+                done[item["name"]] = (f"skipped: no notification block {missing}; save one "
+                                      "(docs/operations.md) and run this again")
+                continue
             existing = client.read_automations_by_name(automation.name)
             if existing:
                 client.update_automation(existing[0].id, automation)
@@ -60,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bioxen_flows.orchestration.automations FILE.yaml", file=sys.stderr)
         return 2
     for name, action in apply_automations(Path(args[0])).items():
-        print(f"{action} automation {name}")
+        if action.startswith("skipped"):
+            print(f"automation {name} {action}")
+        else:
+            print(f"{action} automation {name}")
     return 0
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 from uuid import UUID
 
 import pandas as pd
@@ -40,8 +41,22 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 from bioxen_flows.errors import InputError
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.model.builder import host_parameter
-from bioxen_flows.orchestration import reporting
+from bioxen_flows.orchestration import events, reporting
 from bioxen_flows.orchestration.limits import vm_slots
+from bioxen_flows.orchestration.naming import tag_flow_run
+from bioxen_flows.orchestration.parameters import (
+    Infrastructure,
+    Mapping,
+    OptionalInt,
+    OptionalText,
+    Organism,
+    Organisms,
+    Package,
+    Percent,
+    Pool,
+    StochasticEngine,
+    with_pool,
+)
 from bioxen_flows.orchestration.reaper import (
     end_unfinished_task_runs,
     run_tag,
@@ -77,6 +92,8 @@ from bioxen_flows.orchestration.xcpng_tasks import (
     reap_xcpng_vms,
 )
 from bioxen_flows.organisms.profiles import get_profile, get_supported_biological_types
+from bioxen_flows.resources.manager import alerts_for
+from bioxen_flows.settings import get_settings
 from bioxen_flows.vm import destroy_labelled_vms
 
 DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
@@ -164,22 +181,26 @@ def _owner() -> str:
     log_prints=True,
 )
 def compare_organisms(
-    organisms: list[str] | None = None,
+    organisms: Organisms = None,
     replicates: int = 1,
     hours: float = 2.0,
-    package: str | None = None,
-    atp_percent: float | None = None,
-    ribosomes: int | None = None,
-    seed: int | None = None,
+    package: Package = None,
+    atp_percent: Percent = None,
+    ribosomes: OptionalInt = None,
+    seed: OptionalInt = None,
     deterministic: bool = False,
     out_dir: str = "bioxen_results",
-    vm_type: str = "basic",
-    batch_size: int | None = None,
+    vm_type: Infrastructure = "basic",
+    batch_size: OptionalInt = None,
     csv: bool = False,
-    config: dict[str, Any] | None = None,
-    stochastic_engine: str = "compiled",
+    config: Mapping = None,
+    stochastic_engine: StochasticEngine = "compiled",
     division: bool = True,
-    dask_address: str | None = None,
+    xcpng_pool: Pool = None,
+    alert_low_atp_percent: Percent = None,
+    alert_ribosomes_percent: Percent = None,
+    alert_burden_percent: Percent = None,
+    dask_address: OptionalText = None,
 ) -> dict[str, Any]:
     """Grow `replicates` cells of each organism for `hours` and compare them.
 
@@ -223,6 +244,14 @@ def compare_organisms(
             the reference; needs division false).
         division: Stochastic cells grow and divide (binomial partitioning); false keeps
             a cell of fixed size where growth only dilutes.
+        xcpng_pool: The XCP-ng pool for vm_type xcpng, its credentials by block name
+            (instead of config={"xcpng_config": {...}}, which still works).
+        alert_low_atp_percent: A VM whose atp_percent ends below this emits
+            bioxen.vm.alert.low-atp (default: the alert_low_atp_percent setting, 20).
+        alert_ribosomes_percent: A VM holding more than this % of its ribosome cap emits
+            bioxen.vm.alert.ribosomes-near-cap (default: the setting, 90).
+        alert_burden_percent: A package costing an organism more than this % of its
+            growth emits bioxen.run.burden-exceeded (default: the setting, 20).
         dask_address: Run the batches on the Dask cluster whose scheduler is here
             (tcp://HOST:8786) instead of this machine's worker processes. Its workers must
             use this run's state store (the same PostgreSQL BIOXEN_DATABASE_URL) and reach
@@ -240,7 +269,9 @@ def compare_organisms(
         raise ValueError("give either seed (stochastic) or deterministic, not both")
     log = get_run_logger()
     owner = _owner()
-    config = with_run_labels(config, owner)  # so `bioxen gc` can tell when the run is over
+    config = with_run_labels(with_pool(config, xcpng_pool), owner)  # for `bioxen gc`
+    thresholds = alert_thresholds(alert_low_atp_percent, alert_ribosomes_percent,
+                                  alert_burden_percent)
     stochastic = not deterministic and (seed is not None or replicates > 1)
     if stochastic and seed is None:
         seed = secrets.randbelow(MAX_SEED)
@@ -266,7 +297,8 @@ def compare_organisms(
     else:  # one thread has no batches to balance: a batch per role
         sizes = None if inline else auto_batch_sizes(specs, workers, stochastic)
     batches = label_batches(batch_specs(specs, sizes))
-    _tag_flow_run([*organisms, vm_type])
+    by_id = {s["vm_id"]: s for s in specs}
+    tag_flow_run([*organisms, vm_type])
     log.info("comparing %s: %d VMs (%s) in %d batches of up to %d", ", ".join(organisms),
              len(specs), f"stochastic, seeds from {seed}" if stochastic else "deterministic",
              len(batches), max(map(len, (b for b, _ in batches))))
@@ -278,6 +310,7 @@ def compare_organisms(
             first_batch = time.perf_counter()
             done = run_batches(batches, owner, lambda b: batch_program(b, hours), runner,
                                submitted, on_done=lambda n: _report(progress, n),
+                               on_metrics=lambda m: alert_on(m, by_id, owner, thresholds),
                                workers=cluster)
             last_batch = time.perf_counter()
             if done.stopped:  # Ctrl-C: running batches are dropped, not waited for
@@ -290,6 +323,7 @@ def compare_organisms(
             if finished:
                 series = reporting.tidy_timeseries(done.frames)
                 summary = reporting.summary_frame(finished, done.metrics)
+                burden_alerts(summary, package, owner, thresholds["burden"])
                 png = reporting.plot_png(series)
                 paths = reporting.write_results(series, summary, png, run_dir, csv=csv)
             paths["run_json"] = reporting.write_run_record(
@@ -363,6 +397,7 @@ def run_batches(
     runner: TaskRunner | None,
     submitted: list[PrefectFuture],
     on_done: Callable[[int], None] | None = None,
+    on_metrics: Callable[[dict[str, dict[str, Any]]], None] | None = None,
     workers: int | None = None,
 ) -> BatchResults:
     """Run every batch through `simulate_bio_vms` (the program `code_for(batch)`) and
@@ -373,7 +408,8 @@ def run_batches(
     `runner` None: the flow's task runner (worker processes by default); else that runner
     (e.g. threads for XCP-ng, whose steps wait on the network). Each future is appended to
     `submitted` as soon as it exists, so the caller can settle them whatever happens.
-    `on_done(n)` is called with the number of VMs finished so far as each batch completes.
+    `on_done(n)` is called with the number of VMs finished so far as each batch completes,
+    `on_metrics(metrics)` with that batch's metrics by VM id.
     `workers`: how many batches run at once on `runner` (default: its process count).
     """
     io_runner = runner.__enter__() if runner is not None else None
@@ -403,6 +439,8 @@ def run_batches(
                 frame, batch_metrics = future.result()
                 frames[index] = frame
                 metrics.update(batch_metrics)
+                if on_metrics is not None:
+                    on_metrics(batch_metrics)
                 done += len(batches[index][0])
                 if on_done is not None:
                     on_done(done)
@@ -490,20 +528,6 @@ def _report(progress: reporting.ProgressArtifact, done: int) -> None:
         listener(done, progress.total)
 
 
-def _tag_flow_run(tags: list[str]) -> None:
-    """Organisms and infrastructure as the flow run's tags (filterable in the UI).
-
-    On the flow run only: tags on task runs would make Prefect take a tag concurrency slot
-    per task run (an API call each; under load, 503 back-offs of ~2 s)."""
-    run_id = current_run.get_id()
-    if not run_id:
-        return
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:  # keeps a deployment's own tags
-        client.update_flow_run(UUID(run_id), tags=sorted({*(current_run.tags or []), *tags}))
-
-
 @flow(
     name="vm-lifecycle",
     flow_run_name=_lifecycle_run_name,
@@ -512,11 +536,14 @@ def _tag_flow_run(tags: list[str]) -> None:
     on_cancellation=[_teardown_hook],
 )
 def vm_lifecycle(
-    organism: str = "syn3a",
+    organism: Organism = "syn3a",
     program: str = "grow(minutes=60)",
-    vm_type: str = "basic",
-    vm_id: str | None = None,
-    config: dict[str, Any] | None = None,
+    vm_type: Infrastructure = "basic",
+    vm_id: OptionalText = None,
+    config: Mapping = None,
+    xcpng_pool: Pool = None,
+    alert_low_atp_percent: Percent = None,
+    alert_ribosomes_percent: Percent = None,
 ) -> dict[str, Any]:
     """One VM through create -> start -> process program -> metrics -> teardown.
 
@@ -527,15 +554,22 @@ def vm_lifecycle(
         vm_type: Infrastructure: basic (in-process engine) or xcpng.
         vm_id: The VM's id (default: derived from the flow run id).
         config: The VM's config, e.g. {"xcpng_config": {...}} for xcpng.
+        xcpng_pool: The XCP-ng pool for vm_type xcpng, its credentials by block name
+            (instead of config={"xcpng_config": {...}}, which still works).
+        alert_low_atp_percent: The VM emits bioxen.vm.alert.low-atp when its atp_percent
+            ends below this (default: the alert_low_atp_percent setting).
+        alert_ribosomes_percent: The VM emits bioxen.vm.alert.ribosomes-near-cap when it
+            holds more than this % of its ribosome cap (default: the setting).
     """
     configure_logging()
     owner = _owner()
-    config = with_run_labels(config, owner)
+    config = with_run_labels(with_pool(config, xcpng_pool), owner)
+    thresholds = alert_thresholds(alert_low_atp_percent, alert_ribosomes_percent, None)
     vm_id = vm_id or f"life-{run_tag(owner)}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     with vm_slots(1):
         try:
-            _tag_flow_run([organism, vm_type])
+            tag_flow_run([organism, vm_type])
             if vm_type == "xcpng":  # each provisioning step is its own, retryable task
                 cfg = _xcpng_config(config)
                 vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
@@ -544,12 +578,20 @@ def vm_lifecycle(
             started = start_bio_vms(created)
             result = execute_biological_process(started, program)[vm_id]
             metrics = collect_biological_metrics(started)[vm_id]
+            alert_on({vm_id: metrics}, {vm_id: spec}, owner, thresholds)
         finally:
             _teardown(owner, vm_type, config)
     return {"vm_id": vm_id, "metrics": metrics, "timeseries": result["timeseries"]}
 
 
-@flow(name="cleanup-crashed-run", flow_run_name="cleanup-{flow_run}",
+def _cleanup_run_name() -> str:
+    """`cleanup-<run tag>`: the crashed run's short tag, as its VMs and results are named
+    (not `cleanup-prefect.flow-run.<uuid>`)."""
+    target = str((current_run.parameters or {}).get("flow_run", ""))
+    return f"cleanup-{run_tag(target.rsplit('.', 1)[-1])}"
+
+
+@flow(name="cleanup-crashed-run", flow_run_name=_cleanup_run_name,
       timeout_seconds=30 * 60)
 def cleanup_crashed_run(flow_run: str) -> list[str]:
     """Destroy the VMs of a flow run that died without running its hooks.
@@ -566,6 +608,8 @@ def cleanup_crashed_run(flow_run: str) -> list[str]:
     run_id = flow_run.rsplit(".", 1)[-1]
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
+    known = set(get_supported_biological_types())
+    tag_flow_run(["cleanup", *(t for t in run.tags if t in known)])  # the crashed run's organisms
     if run.state is not None and not run.state.is_final():
         raise RuntimeError(f"flow run {run_id} is {run.state.name}, not finished: keeping its VMs")
     destroyed = destroy_labelled_vms(OWNER_LABEL, str(run.id))
@@ -579,10 +623,60 @@ def cleanup_crashed_run(flow_run: str) -> list[str]:
     return destroyed
 
 
-@flow(name="reap-xcpng-vms")
+def _reap_xcpng_run_name() -> str:
+    """`reap-xcpng-<pool block or host>`: which pool it cleaned."""
+    cfg = (current_run.parameters or {}).get("xcpng_config") or {}
+    pool = cfg.get("credentials_block") or urlparse(str(cfg.get("url") or "")).hostname
+    return f"reap-xcpng-{pool or 'pool'}"
+
+
+@flow(name="reap-xcpng-vms", flow_run_name=_reap_xcpng_run_name)
 def reap_leaked_xcpng_vms(xcpng_config: dict[str, Any]) -> list[str]:
     """Destroy XCP-ng VMs tagged by BioXen whose owner (a VM record or a flow run) is gone."""
+    tag_flow_run(["xcpng", "reap"])
     return reap_xcpng_vms(xcpng_config)
+
+
+def alert_thresholds(
+    low_atp: float | None, ribosomes: float | None, burden: float | None
+) -> dict[str, float]:
+    """A run's alert thresholds: its parameters, else the settings (BIOXEN_ALERT_*)."""
+    settings = get_settings()
+    return {
+        "low_atp": settings.alert_low_atp_percent if low_atp is None else low_atp,
+        "ribosomes": settings.alert_ribosomes_percent if ribosomes is None else ribosomes,
+        "burden": settings.alert_burden_percent if burden is None else burden,
+    }
+
+
+def alert_on(metrics: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]],
+             owner: str, thresholds: dict[str, float]) -> None:
+    """The alerts each VM's final metrics raise, logged and emitted as Prefect events."""
+    for vm_id, vm_metrics in metrics.items():
+        spec = specs[vm_id]
+        cap = (spec["config"].get("resources") or {}).get("ribosomes")
+        total = vm_metrics.get("ribosomes_total")
+        sample = {"atp_percent": vm_metrics.get("atp_percent"),
+                  "ribosome_allocation_used_percent":
+                      100.0 * total / cap if cap and total is not None else None}
+        alerts = alerts_for(sample, thresholds["low_atp"], thresholds["ribosomes"])
+        for alert in alerts:
+            get_run_logger().warning("VM %s: %s", vm_id, alert["message"])
+        events.emit_vm_alerts(vm_id, events.spec_labels(spec, owner), alerts)
+
+
+def burden_alerts(summary: pd.DataFrame, package: str | None, owner: str,
+                  threshold: float) -> None:
+    """`bioxen.run.burden-exceeded` for each organism whose package burden passes
+    `threshold` %."""
+    if not package or "burden_percent" not in summary:
+        return
+    for row in summary[summary["burden_percent"] > threshold].itertuples():
+        get_run_logger().warning("%s: %s costs %.1f %% of growth > %g %%", row.organism,
+                                 package, row.burden_percent, threshold)
+        events.emit_burden_exceeded(owner, current_run.get_name() or "compare-organisms",
+                                    row.organism, package, float(row.burden_percent),
+                                    threshold)
 
 
 def _teardown(owner: str, vm_type: str, config: dict[str, Any] | None) -> None:

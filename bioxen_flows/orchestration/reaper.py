@@ -17,9 +17,12 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run as current_run
 
 from bioxen_flows.errors import NotFoundError
 from bioxen_flows.logs import configure_logging
+from bioxen_flows.orchestration import events
+from bioxen_flows.orchestration.naming import tag_flow_run
 from bioxen_flows.processes import process_identity, process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore
@@ -164,10 +167,22 @@ def reap(orphans: list[Orphan], store: StateStore | None = None) -> list[str]:
     return destroyed
 
 
-@flow(name="reap-bio-vms")
+def _reap_run_name() -> str:
+    """`reap-20261205-1045Z` (`reap-dry-run-...`): when it ran, instead of a random name."""
+    dry = bool((current_run.parameters or {}).get("dry_run"))
+    return f"reap-{'dry-run-' if dry else ''}{time.strftime('%Y%m%d-%H%MZ', time.gmtime())}"
+
+
+@flow(name="reap-bio-vms", flow_run_name=_reap_run_name)
 def reap_bio_vms(dry_run: bool = False) -> list[dict[str, Any]]:
-    """Scheduled crash recovery (prefect.yaml: every 15 minutes): destroy orphaned basic VMs."""
+    """Scheduled crash recovery (prefect.yaml: every 15 minutes): destroy orphaned basic VMs.
+
+    Args:
+        dry_run: List the orphans without destroying them.
+    """
     configure_logging()
+    events.enable()  # each VM it reaps: bioxen.vm.reaped, bioxen.vm.destroyed
+    tag_flow_run(["reap"])
     orphans = find_orphans()
     if not dry_run:
         reap(orphans)

@@ -43,6 +43,15 @@ from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
 from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first
+from bioxen_flows.orchestration.naming import tag_flow_run
+from bioxen_flows.orchestration.parameters import (
+    Counts,
+    Numbers,
+    OptionalInt,
+    OrganismList,
+    PackageName,
+    StochasticEngine,
+)
 from bioxen_flows.orchestration.reaper import (
     end_unfinished_task_runs,
     run_tag,
@@ -366,18 +375,18 @@ def _sweep_run_name() -> str:
       task_runner=ThreadPoolTaskRunner(max_workers=8),
       on_crashed=[_teardown_hook], on_cancellation=[_teardown_hook], log_prints=True)
 def sweep_design_space(
-    organisms: list[str],
-    package: str = "gfp_reporter",
-    strengths: list[float] | None = None,
-    copies: list[int] | None = None,
-    nutrients: list[float] | None = None,
+    organisms: OrganismList,
+    package: PackageName = "gfp_reporter",
+    strengths: Numbers = None,
+    copies: Counts = None,
+    nutrients: Numbers = None,
     replicates: int = 1,
-    seed: int | None = None,
+    seed: OptionalInt = None,
     hours: float = 24.0,
     max_burden: float = 20.0,
     out_dir: str = "bioxen_results",
-    workers: int | None = None,
-    stochastic_engine: str = "compiled",
+    workers: OptionalInt = None,
+    stochastic_engine: StochasticEngine = "compiled",
     division: bool = True,
     refine: bool = False,
     dask_address: str | None = None,
@@ -424,6 +433,7 @@ def sweep_design_space(
     log = get_run_logger()
     owner = str(current_run.get_id() or "local")
     tag = run_tag(owner)
+    tag_flow_run([*organisms, "sweep"])
     # the run and this process: `bioxen gc` reaps a cohort's VM once either is gone
     labels = with_run_labels(None, owner)["labels"]
     if package and not _is_builtin(package):

@@ -27,6 +27,8 @@ from prefect.cache_policies import NO_CACHE
 
 from bioxen_flows.errors import InputError, TransientInfrastructureError
 from bioxen_flows.logs import vm_context
+from bioxen_flows.orchestration import events
+from bioxen_flows.orchestration.reaper import run_tag
 from bioxen_flows.orchestration.reporting import batch_timeseries
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
@@ -37,19 +39,24 @@ OWNER_LABEL = "flow_run_id"
 SETUP_TIMEOUT_S = 30 * 60
 PROCESS_TIMEOUT_S = 2 * 60 * 60
 
+events.enable()  # every process that runs these tasks reports VM changes as Prefect events
+
 
 def batch_run_name() -> str:
-    """Task run name: the task, the organism(s) and the VMs of its batch, e.g.
-    `start-bio-vms-syn3a-cmp-1a2b3c4d-syn3a-0..2` (shown in the UI instead of `-1eb`)."""
+    """Task run name: the task and its batch, each said once: `simulate-bio-vms-ecoli-batch1`
+    (a batch's label), else the VMs (`start-bio-vms-cmp-1a2b3c4d-syn3a-0..2`: the ids name
+    the organism), else the run's short tag; shown in the UI instead of `-1eb`."""
     from prefect.runtime import task_run
 
     params = task_run.parameters or {}
+    head = task_run.task_name or "task"
+    if params.get("label"):
+        return f"{head}-{params['label']}"
     specs = params.get("specs") or []
     ids = [s["vm_id"] for s in specs] if specs else list(params.get("vm_ids") or [])
-    organisms = sorted({s["organism"] for s in specs})
-    head = "-".join([task_run.task_name or "task", *organisms])
-    if not ids:
-        return f"{head}-{params.get('owner', '')}".rstrip("-")
+    if not ids:  # a whole run's VMs: its short tag, as its VMs are named (cmp-<tag>-...)
+        owner = str(params.get("owner") or "")
+        return f"{head}-{run_tag(owner)}" if owner else head
     return f"{head}-{ids[0]}" + (f"..{ids[-1].rsplit('-', 1)[-1]}" if len(ids) > 1 else "")
 
 

@@ -15,16 +15,24 @@ from typing import Any
 
 from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
 from bioxen_flows.errors import InputError
+from bioxen_flows.settings import get_settings
 from bioxen_flows.vm.base import BiologicalVM
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 100
-ATP_ALERT_PERCENT = 20.0  # alert when energy saturation of elongation falls below this
-RIBOSOME_ALERT_PERCENT = 90.0  # alert when a VM holds more than this share of its allocation
 KEEP_GROWTH = 0.95  # auto-optimisation keeps at least this fraction of uncapped growth
 
 Alert = dict[str, Any]
+AlertListener = Callable[[BiologicalVM, Alert], None]
+_alert_listeners: list[AlertListener] = []
+
+
+def add_alert_listener(listener: AlertListener) -> None:
+    """Call ``listener(vm, alert)`` when a monitored VM raises an alert it had not raised at
+    the previous sample (the orchestration layer sends it as a Prefect event). Added once."""
+    if listener not in _alert_listeners:
+        _alert_listeners.append(listener)
 
 
 class BioResourceManager:
@@ -102,6 +110,7 @@ class BioResourceManager:
         return list(self._history)
 
     def _monitor(self, interval: float) -> None:
+        raised: set[str] = set()  # the kinds of the previous sample's alerts
         while not self._stop.is_set():
             try:
                 sample = self.get_resource_usage()
@@ -109,26 +118,22 @@ class BioResourceManager:
                 log.warning("monitoring of VM %s stopped: %s", self.vm.vm_id, exc)
                 return
             self._history.append(sample)
-            for alert in self._alerts(sample):
+            alerts = alerts_for(sample)
+            for alert in alerts:
                 log.warning("VM %s: %s", self.vm.vm_id, alert["message"])
                 if self.on_alert:
                     self.on_alert(alert)
+                if alert["kind"] not in raised:
+                    self._tell_listeners(alert)
+            raised = {alert["kind"] for alert in alerts}
             self._stop.wait(interval)
 
-    def _alerts(self, sample: dict[str, Any]) -> list[Alert]:
-        alerts = []
-        if sample["atp_percent"] < ATP_ALERT_PERCENT:
-            alerts.append({
-                "kind": "low_atp", "value": sample["atp_percent"],
-                "message": f"atp_percent {sample['atp_percent']:.1f} < {ATP_ALERT_PERCENT:g}",
-            })
-        used = sample["ribosome_allocation_used_percent"]
-        if used is not None and used > RIBOSOME_ALERT_PERCENT:
-            alerts.append({
-                "kind": "ribosomes_near_cap", "value": used,
-                "message": f"ribosomes at {used:.1f} % of allocation > {RIBOSOME_ALERT_PERCENT:g}",
-            })
-        return alerts
+    def _tell_listeners(self, alert: Alert) -> None:
+        for listener in list(_alert_listeners):
+            try:
+                listener(self.vm, alert)
+            except Exception:  # noqa: BLE001 (a listener never stops the monitor)
+                log.warning("alert listener %r failed", listener, exc_info=True)
 
     # ---- optimisation -------------------------------------------------------------------
     def auto_optimize_resources(self, keep_growth: float = KEEP_GROWTH) -> dict[str, Any]:
@@ -167,12 +172,13 @@ class BioResourceManager:
     def get_optimization_recommendations(self) -> list[dict[str, Any]]:
         """Advice derived from the cell's state; each item carries the number behind it."""
         m = self.vm.get_biological_metrics()
+        settings = get_settings()
         recs = []
-        if m["atp_percent"] < ATP_ALERT_PERCENT:
+        if m["atp_percent"] < settings.alert_low_atp_percent:
             recs.append(_rec("energy", "atp_percent", m["atp_percent"],
                              "elongation is energy-starved: raise the ATP allocation or nutrient"))
         cap = self.vm.record.allocations.get("ribosomes")
-        if cap and m["ribosomes_total"] > RIBOSOME_ALERT_PERCENT / 100 * cap:
+        if cap and m["ribosomes_total"] > settings.alert_ribosomes_percent / 100 * cap:
             recs.append(_rec("ribosomes", "ribosome_allocation_used_percent",
                              100 * m["ribosomes_total"] / cap,
                              "the ribosome cap binds growth: raise the ribosome allocation"))
@@ -211,6 +217,35 @@ class BioResourceManager:
                 f"snapshot belongs to VM {snapshot.get('vm_id')!r}, not {self.vm.vm_id!r}"
             )
         self.vm.restore_state(snapshot)
+
+
+def alerts_for(
+    sample: dict[str, Any],
+    low_atp_percent: float | None = None,
+    ribosomes_percent: float | None = None,
+) -> list[Alert]:
+    """The alerts one usage sample raises: `low_atp` when atp_percent is below
+    `low_atp_percent`, `ribosomes_near_cap` when the cell holds more than `ribosomes_percent`
+    of its ribosome allocation. Thresholds default to the settings (alert_low_atp_percent,
+    alert_ribosomes_percent), so the monitor, the CLI and the flows agree."""
+    settings = get_settings()
+    low_atp = settings.alert_low_atp_percent if low_atp_percent is None else low_atp_percent
+    near_cap = (settings.alert_ribosomes_percent if ribosomes_percent is None
+                else ribosomes_percent)
+    alerts = []
+    atp = sample.get("atp_percent")
+    if atp is not None and atp < low_atp:
+        alerts.append({
+            "kind": "low_atp", "value": atp, "threshold": low_atp,
+            "message": f"atp_percent {atp:.1f} < {low_atp:g}",
+        })
+    used = sample.get("ribosome_allocation_used_percent")
+    if used is not None and used > near_cap:
+        alerts.append({
+            "kind": "ribosomes_near_cap", "value": used, "threshold": near_cap,
+            "message": f"ribosomes at {used:.1f} % of allocation > {near_cap:g}",
+        })
+    return alerts
 
 
 def _smallest_meeting(

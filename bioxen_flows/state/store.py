@@ -57,6 +57,7 @@ SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
 STATES = ("creating", "created", "running", "paused", "stopped")
 VM_TYPES = ("basic", "xcpng")
 LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
+_AUDITED = "bioxen_audited"  # conn.info key: this transaction's audit entries
 MAX_AUDIT_LIMIT = 1_000_000  # entries one listing shows; `bioxen audit --jsonl` streams all
 LEASE_WAIT_SECONDS = 120.0  # how long a caller queues for a busy VM before a ConflictError
 
@@ -94,6 +95,47 @@ class VMRecord:
 _UPDATABLE = frozenset({
     "state", "config", "allocations", "snapshot", "uptime_seconds", "running_since",
 })
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One committed audit entry, as audit listeners receive it. ``vm`` is the VM's row as
+    the change found it (organism, infrastructure, owner, labels), None when it has none."""
+
+    vm_id: str
+    action: str
+    outcome: str
+    detail: dict
+    vm: dict | None
+
+
+AuditListener = Callable[[AuditEntry], None]
+_audit_listeners: list[AuditListener] = []
+
+
+def add_audit_listener(listener: AuditListener) -> None:
+    """Call ``listener(entry)`` for every audit entry once its transaction has committed (in
+    the committing thread; it must not raise or block). The one place every VM change goes
+    through: the orchestration layer turns them into Prefect events. Added once."""
+    if listener not in _audit_listeners:
+        _audit_listeners.append(listener)
+
+
+def remove_audit_listener(listener: AuditListener) -> None:
+    if listener in _audit_listeners:
+        _audit_listeners.remove(listener)
+
+
+def _notify(entries: list[AuditEntry]) -> None:
+    import logging
+
+    for entry in entries:
+        for listener in list(_audit_listeners):
+            try:
+                listener(entry)
+            except Exception:  # noqa: BLE001 (a listener never fails the committed change)
+                logging.getLogger(__name__).warning("audit listener %r failed", listener,
+                                                    exc_info=True)
 
 
 def _check_no_secrets(value: Any, where: str) -> None:
@@ -349,8 +391,12 @@ class StateStore:
         """One transaction holding the write lock (SQLite) from its first statement."""
         with self._errors(), self._connect() as conn:
             conn = conn.execution_options(immediate=True)
+            conn.info.pop(_AUDITED, None)  # left by a transaction that rolled back
             with conn.begin():
                 yield conn
+            committed = conn.info.pop(_AUDITED, [])
+        if committed:
+            _notify(committed)
 
     def _connect(self) -> Connection:
         """A connection. A PostgreSQL server this process has reached before and cannot
@@ -637,10 +683,11 @@ class StateStore:
             if not force and row.lease_holder != lease and _busy(row, time.time()):
                 raise ConflictError(f"VM {vm_id!r} is busy: {row.lease_holder} is running on "
                                     "it; nothing was destroyed")
+            labels = _vm_labels(conn, vm_id) if _audit_listeners and action else None
             deleted = conn.execute(vms.delete().where(vms.c.vm_id == vm_id)).rowcount > 0
             if deleted and action is not None:
                 self._audit_row(conn, vm_id, action, {**(detail or {}), "forced": force}
-                                if force else detail)
+                                if force else detail, vm=labels)
             return deleted
 
     # ---- the budget ledger ----------------------------------------------------------
@@ -839,12 +886,19 @@ class StateStore:
 
     @staticmethod
     def _audit_row(conn: Connection, vm_id: str, action: str, detail: dict | None,
-                   outcome: str = "ok") -> None:
-        """The log is append-only: the store has no call that changes or deletes entries."""
+                   outcome: str = "ok", vm: dict | None = None) -> None:
+        """The log is append-only: the store has no call that changes or deletes entries.
+        With audit listeners, the entry is also kept for them (``vm``: the VM as it was,
+        read here when not given) until the transaction commits."""
         _check_no_secrets(detail, "audit detail")
         conn.execute(audit.insert().values(
             ts=time.time(), vm_id=vm_id, action=action, detail=_dump(detail or {}),
             outcome=outcome, **actor()))
+        if _audit_listeners:
+            if vm is None and vm_id != "-":
+                vm = _vm_labels(conn, vm_id)
+            conn.info.setdefault(_AUDITED, []).append(
+                AuditEntry(vm_id, action, outcome, dict(detail or {}), vm))
 
     def audit_log(
         self, vm_id: str | None = None, *, since: float | None = None,
@@ -873,6 +927,21 @@ class StateStore:
             except (TypeError, ValueError):
                 raise self.damaged(f"audit entry {row.id} is unreadable") from None
         return entries
+
+
+def _vm_labels(conn: Connection, vm_id: str) -> dict | None:
+    """What an audit listener says about a VM: organism, infrastructure, owner, the labels
+    of its config (e.g. the flow run that made it). None when there is no such VM."""
+    row = conn.execute(select(vms.c.biological_type, vms.c.vm_type, vms.c.owner, vms.c.config)
+                       .where(vms.c.vm_id == vm_id)).first()
+    if row is None:
+        return None
+    try:
+        labels = (json.loads(row.config or "{}") or {}).get("labels") or {}
+    except (ValueError, AttributeError):
+        labels = {}
+    return {"biological_type": row.biological_type, "vm_type": row.vm_type,
+            "owner": row.owner, "labels": labels if isinstance(labels, dict) else {}}
 
 
 def _busy(row: Any, now: float) -> bool:
