@@ -48,6 +48,7 @@ from bioxen_flows.orchestration.parameters import (
     Counts,
     Numbers,
     OptionalInt,
+    OptionalText,
     OrganismList,
     PackageName,
     StochasticEngine,
@@ -389,7 +390,7 @@ def sweep_design_space(
     stochastic_engine: StochasticEngine = "compiled",
     division: bool = True,
     refine: bool = False,
-    dask_address: str | None = None,
+    dask_address: OptionalText = None,
 ) -> dict[str, Any]:
     """Grow one VM per point of organisms x strengths x copies x nutrients (x replicates).
 
