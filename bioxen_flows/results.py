@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -53,7 +54,7 @@ def query(results_dir: Path, sql: str, timeout: float = TIMEOUT_S) -> Any:  # ->
     check_statement(sql)
     request = {"results_dir": str(results_dir.resolve()), "sql": sql,
                "memory_limit": MEMORY_LIMIT, "address_space_bytes": ADDRESS_SPACE,
-               "max_rows": MAX_ROWS}
+               "max_rows": MAX_ROWS, "cpu_seconds": math.ceil(timeout) + 10}
     reply, body = _run_child(request, timeout)
     for skipped in reply["skipped"]:
         log.warning("skipped a damaged file: %s", skipped)

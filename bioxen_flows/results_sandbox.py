@@ -32,9 +32,14 @@ RUN_RECORD_MAX = 64 << 10  # run.json is a few lines; anything larger is not our
 
 
 def main() -> None:
+    from bioxen_flows.orchestration.stopping import exit_with_parent
+
+    exit_with_parent()  # a killed `bioxen results query` leaves no query running
     request = json.loads(sys.stdin.read())
     limit = int(request["address_space_bytes"])
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    cpu = int(request["cpu_seconds"])  # past it the kernel ends the process, parent or not
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     reply: dict[str, Any] = {"error": None, "skipped": [], "views": []}
     table = None
     try:
