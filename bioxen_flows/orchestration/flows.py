@@ -139,7 +139,8 @@ def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook
     """
     owner = str(flow_run.id)
     destroy_labelled_vms(OWNER_LABEL, owner)
-    cfg = ((flow_run.parameters or {}).get("config") or {}).get("xcpng_config")
+    params = flow_run.parameters or {}
+    cfg = (with_pool(params.get("config"), params.get("xcpng_pool")) or {}).get("xcpng_config")
     if cfg:
         from bioxen_flows.xcpng.backend import reap_vms
 
