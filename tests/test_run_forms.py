@@ -85,6 +85,18 @@ def test_a_flow_run_with_a_bad_organism_is_still_refused_with_the_choices(tmp_pa
         compare_organisms(organisms=["yeast"], out_dir=str(tmp_path))
 
 
+@pytest.mark.parametrize("value", [-1, 100.5, float("nan")])
+def test_an_alert_threshold_outside_0_to_100_is_refused(value, monkeypatch):
+    from bioxen_flows.errors import InputError
+    from bioxen_flows.orchestration.events import alert_thresholds
+
+    monkeypatch.setenv("BIOXEN_ALERT_BURDEN_PERCENT", "35")
+    assert alert_thresholds(50, None, None) == {"low_atp": 50, "ribosomes": 90.0,
+                                                "burden": 35.0}
+    with pytest.raises(InputError, match="alert threshold low_atp must be a percentage"):
+        alert_thresholds(value, None, None)
+
+
 def test_deployments_name_timezones_and_tag_every_run_bioxen():
     project = yaml.safe_load((REPO / "prefect.yaml").read_text())
     for deployment in project["deployments"]:

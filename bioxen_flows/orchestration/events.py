@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger
 from prefect.runtime import flow_run as current_run
 
+from bioxen_flows.errors import InputError
 from bioxen_flows.resources.manager import add_alert_listener, alerts_for
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state.store import AuditEntry, add_audit_listener
@@ -161,13 +162,20 @@ def emit_burden_exceeded(
 def alert_thresholds(
     low_atp: float | None, ribosomes: float | None, burden: float | None
 ) -> dict[str, float]:
-    """A run's alert thresholds: its parameters, else the settings (BIOXEN_ALERT_*)."""
+    """A run's alert thresholds: its parameters, else the settings (BIOXEN_ALERT_*); a
+    parameter outside 0-100 % is refused before any VM is made."""
     settings = get_settings()
-    return {
+    thresholds = {
         "low_atp": settings.alert_low_atp_percent if low_atp is None else low_atp,
         "ribosomes": settings.alert_ribosomes_percent if ribosomes is None else ribosomes,
         "burden": settings.alert_burden_percent if burden is None else burden,
     }
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 <= value <= 100:
+            raise InputError(f"alert threshold {name} must be a percentage from 0 to 100, "
+                             f"got {value!r}")
+    return thresholds
 
 
 def alert_on(metrics: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]],
