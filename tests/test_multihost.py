@@ -58,7 +58,12 @@ def on_cluster(cluster: DaskHosts, monkeypatch: pytest.MonkeyPatch,
     _empty_postgres(postgres_url)
     monkeypatch.setenv("BIOXEN_DATABASE_URL", postgres_url)  # by loopback: same database
     with temporary_settings({PREFECT_API_URL: cluster.api_url}):
-        yield cluster
+        try:
+            yield cluster
+        finally:  # Prefect's events worker keeps the URL it started with: not the bridge's
+            from prefect.events.worker import EventsWorker
+
+            EventsWorker.drain_all(timeout=10)
 
 
 COMPARISON = {"organisms": ["syn3a", "ecoli"], "replicates": 2, "hours": 0.25, "seed": 5,

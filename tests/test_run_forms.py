@@ -20,6 +20,7 @@ from bioxen_flows.orchestration.sweep import sweep_design_space
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.state.store import AuditEntry, add_audit_listener, remove_audit_listener
 from bioxen_flows.vm import create_bio_vm, load_bio_vm
+from tests.xcpng_pool import pool  # noqa: F401 (the simulated pool fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 FLOWS = (compare_organisms, vm_lifecycle, sweep_design_space, reap_bio_vms, cleanup_crashed_run)
@@ -62,13 +63,13 @@ def test_organisms_infrastructure_and_packages_are_choices_from_where_they_are_d
 
 
 def test_the_xcpng_pool_is_a_form_with_credentials_by_block_name():
-    pool = _form(compare_organisms)["xcpng_pool"]
-    assert pool["type"] == "object"
-    assert set(pool["required"]) == {"credentials_block", "template", "ssh_user",
+    form = _form(compare_organisms)["xcpng_pool"]
+    assert form["type"] == "object"
+    assert set(form["required"]) == {"credentials_block", "template", "ssh_user",
                                      "ssh_key_path"}
-    assert all(f.get("description") for f in pool["properties"].values())
-    assert not {"password", "url", "username"} & set(pool["properties"])
-    assert _form(vm_lifecycle)["xcpng_pool"]["properties"] == pool["properties"]
+    assert all(f.get("description") for f in form["properties"].values())
+    assert not {"password", "url", "username"} & set(form["properties"])
+    assert _form(vm_lifecycle)["xcpng_pool"]["properties"] == form["properties"]
     # the pool fills the VM config's xcpng_config; the old mapping still passes through
     config = with_pool({"simulation": {"seed": 1}}, POOL)
     assert config["simulation"] == {"seed": 1}
@@ -82,6 +83,18 @@ def test_the_xcpng_pool_is_a_form_with_credentials_by_block_name():
 def test_a_flow_run_with_a_bad_organism_is_still_refused_with_the_choices(tmp_path):
     with pytest.raises(ValueError, match="organisms must be among syn3a, ecoli, minimal_cell"):
         compare_organisms(organisms=["yeast"], out_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("value", [-1, 100.5, float("nan")])
+def test_an_alert_threshold_outside_0_to_100_is_refused(value, monkeypatch):
+    from bioxen_flows.errors import InputError
+    from bioxen_flows.orchestration.events import alert_thresholds
+
+    monkeypatch.setenv("BIOXEN_ALERT_BURDEN_PERCENT", "35")
+    assert alert_thresholds(50, None, None) == {"low_atp": 50, "ribosomes": 90.0,
+                                                "burden": 35.0}
+    with pytest.raises(InputError, match="alert threshold low_atp must be a percentage"):
+        alert_thresholds(value, None, None)
 
 
 def test_deployments_name_timezones_and_tag_every_run_bioxen():
@@ -116,3 +129,24 @@ def test_the_store_tells_its_audit_listeners_each_committed_change_once():
     for entry in entries:
         assert entry.vm["biological_type"] == "syn3a" and entry.vm["vm_type"] == "basic"
         assert entry.vm["labels"]["flow_run_id"] == "run-1" and entry.vm["owner"]
+
+
+@pytest.mark.usefixtures("prefect_api_url")
+def test_a_cancelled_run_given_the_typed_pool_has_its_clones_reaped(pool) -> None:  # noqa: F811
+    """The state hook of a cancelled xcpng run reads the pool from `xcpng_pool` too (its
+    credentials from the block on the server): the run's clone is gone from the pool (the
+    `pool` fixture asserts that nothing of ours is left)."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from bioxen_flows.orchestration.flows import _teardown_hook
+    from bioxen_flows.xcpng import backend
+    from bioxen_flows.xcpng.credentials import XCPngCredentials
+    from tests.xcpng_pool import PASSWORD
+
+    XCPngCredentials(url=pool.url, username="root", password=PASSWORD).save(
+        "lab-pool", overwrite=True)
+    run_id = str(uuid4())
+    backend.clone_and_tag(XCPngPool(**POOL).xcpng_config(), "pooled-1", owner=run_id)
+    assert len(pool.vms(include_templates=True)) > 1  # the template and our clone
+    _teardown_hook(None, SimpleNamespace(id=run_id, parameters={"xcpng_pool": POOL}), None)

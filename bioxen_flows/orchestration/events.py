@@ -19,10 +19,18 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from prefect import get_run_logger
+from prefect.runtime import flow_run as current_run
+
+from bioxen_flows.errors import InputError
+from bioxen_flows.resources.manager import add_alert_listener, alerts_for
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state.store import AuditEntry, add_audit_listener
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +83,6 @@ def _answers(api_url: str) -> bool:
 def enable() -> None:
     """Turn the store's audit entries and the resource monitor's alerts into events from
     now on (idempotent)."""
-    from bioxen_flows.resources.manager import add_alert_listener
-
     add_audit_listener(on_audit)
     add_alert_listener(on_monitor_alert)
 
@@ -151,6 +157,54 @@ def emit_burden_exceeded(
     emit(BURDEN_EVENT, resource, related_to({"labels": {"flow_run_id": run_id}}),
          {"organism": organism, "package": package, "burden_percent": burden_percent,
           "threshold": threshold})
+
+
+def alert_thresholds(
+    low_atp: float | None, ribosomes: float | None, burden: float | None
+) -> dict[str, float]:
+    """A run's alert thresholds: its parameters, else the settings (BIOXEN_ALERT_*); a
+    parameter outside 0-100 % is refused before any VM is made."""
+    settings = get_settings()
+    thresholds = {
+        "low_atp": settings.alert_low_atp_percent if low_atp is None else low_atp,
+        "ribosomes": settings.alert_ribosomes_percent if ribosomes is None else ribosomes,
+        "burden": settings.alert_burden_percent if burden is None else burden,
+    }
+    for name, value in thresholds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 <= value <= 100:
+            raise InputError(f"alert threshold {name} must be a percentage from 0 to 100, "
+                             f"got {value!r}")
+    return thresholds
+
+
+def alert_on(metrics: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]],
+             owner: str, thresholds: dict[str, float]) -> None:
+    """The alerts each VM's final metrics raise, logged and emitted as Prefect events."""
+    for vm_id, vm_metrics in metrics.items():
+        spec = specs[vm_id]
+        cap = (spec["config"].get("resources") or {}).get("ribosomes")
+        total = vm_metrics.get("ribosomes_total")
+        sample = {"atp_percent": vm_metrics.get("atp_percent"),
+                  "ribosome_allocation_used_percent":
+                      100.0 * total / cap if cap and total is not None else None}
+        alerts = alerts_for(sample, thresholds["low_atp"], thresholds["ribosomes"])
+        for alert in alerts:
+            get_run_logger().warning("VM %s: %s", vm_id, alert["message"])
+        emit_vm_alerts(vm_id, spec_labels(spec, owner), alerts)
+
+
+def burden_alerts(summary: pd.DataFrame, package: str | None, owner: str,
+                  threshold: float) -> None:
+    """`bioxen.run.burden-exceeded` for each organism whose package burden passes
+    `threshold` %."""
+    if not package or "burden_percent" not in summary:
+        return
+    for row in summary[summary["burden_percent"] > threshold].itertuples():
+        get_run_logger().warning("%s: %s costs %.1f %% of growth > %g %%", row.organism,
+                                 package, row.burden_percent, threshold)
+        emit_burden_exceeded(owner, current_run.get_name() or "compare-organisms",
+                             row.organism, package, float(row.burden_percent), threshold)
 
 
 def emit(name: str, resource: dict[str, str], related: list[dict[str, str]],

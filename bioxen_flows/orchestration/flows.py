@@ -92,8 +92,6 @@ from bioxen_flows.orchestration.xcpng_tasks import (
     reap_xcpng_vms,
 )
 from bioxen_flows.organisms.profiles import get_profile, get_supported_biological_types
-from bioxen_flows.resources.manager import alerts_for
-from bioxen_flows.settings import get_settings
 from bioxen_flows.vm import destroy_labelled_vms
 
 DEFAULT_ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
@@ -144,7 +142,8 @@ def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook
     """
     owner = str(flow_run.id)
     destroy_labelled_vms(OWNER_LABEL, owner)
-    cfg = ((flow_run.parameters or {}).get("config") or {}).get("xcpng_config")
+    params = flow_run.parameters or {}
+    cfg = (with_pool(params.get("config"), params.get("xcpng_pool")) or {}).get("xcpng_config")
     if cfg:
         from bioxen_flows.xcpng.backend import reap_vms
 
@@ -270,8 +269,8 @@ def compare_organisms(
     log = get_run_logger()
     owner = _owner()
     config = with_run_labels(with_pool(config, xcpng_pool), owner)  # for `bioxen gc`
-    thresholds = alert_thresholds(alert_low_atp_percent, alert_ribosomes_percent,
-                                  alert_burden_percent)
+    thresholds = events.alert_thresholds(alert_low_atp_percent, alert_ribosomes_percent,
+                                         alert_burden_percent)
     stochastic = not deterministic and (seed is not None or replicates > 1)
     if stochastic and seed is None:
         seed = secrets.randbelow(MAX_SEED)
@@ -310,7 +309,7 @@ def compare_organisms(
             first_batch = time.perf_counter()
             done = run_batches(batches, owner, lambda b: batch_program(b, hours), runner,
                                submitted, on_done=lambda n: _report(progress, n),
-                               on_metrics=lambda m: alert_on(m, by_id, owner, thresholds),
+                               on_metrics=lambda m: events.alert_on(m, by_id, owner, thresholds),
                                workers=cluster)
             last_batch = time.perf_counter()
             if done.stopped:  # Ctrl-C: running batches are dropped, not waited for
@@ -323,7 +322,7 @@ def compare_organisms(
             if finished:
                 series = reporting.tidy_timeseries(done.frames)
                 summary = reporting.summary_frame(finished, done.metrics)
-                burden_alerts(summary, package, owner, thresholds["burden"])
+                events.burden_alerts(summary, package, owner, thresholds["burden"])
                 png = reporting.plot_png(series)
                 paths = reporting.write_results(series, summary, png, run_dir, csv=csv)
             paths["run_json"] = reporting.write_run_record(
@@ -564,7 +563,7 @@ def vm_lifecycle(
     configure_logging()
     owner = _owner()
     config = with_run_labels(with_pool(config, xcpng_pool), owner)
-    thresholds = alert_thresholds(alert_low_atp_percent, alert_ribosomes_percent, None)
+    thresholds = events.alert_thresholds(alert_low_atp_percent, alert_ribosomes_percent, None)
     vm_id = vm_id or f"life-{run_tag(owner)}-{organism}"
     spec = vm_spec(vm_id, organism, vm_type=vm_type, config=config)
     with vm_slots(1):
@@ -578,7 +577,7 @@ def vm_lifecycle(
             started = start_bio_vms(created)
             result = execute_biological_process(started, program)[vm_id]
             metrics = collect_biological_metrics(started)[vm_id]
-            alert_on({vm_id: metrics}, {vm_id: spec}, owner, thresholds)
+            events.alert_on({vm_id: metrics}, {vm_id: spec}, owner, thresholds)
         finally:
             _teardown(owner, vm_type, config)
     return {"vm_id": vm_id, "metrics": metrics, "timeseries": result["timeseries"]}
@@ -635,48 +634,6 @@ def reap_leaked_xcpng_vms(xcpng_config: dict[str, Any]) -> list[str]:
     """Destroy XCP-ng VMs tagged by BioXen whose owner (a VM record or a flow run) is gone."""
     tag_flow_run(["xcpng", "reap"])
     return reap_xcpng_vms(xcpng_config)
-
-
-def alert_thresholds(
-    low_atp: float | None, ribosomes: float | None, burden: float | None
-) -> dict[str, float]:
-    """A run's alert thresholds: its parameters, else the settings (BIOXEN_ALERT_*)."""
-    settings = get_settings()
-    return {
-        "low_atp": settings.alert_low_atp_percent if low_atp is None else low_atp,
-        "ribosomes": settings.alert_ribosomes_percent if ribosomes is None else ribosomes,
-        "burden": settings.alert_burden_percent if burden is None else burden,
-    }
-
-
-def alert_on(metrics: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]],
-             owner: str, thresholds: dict[str, float]) -> None:
-    """The alerts each VM's final metrics raise, logged and emitted as Prefect events."""
-    for vm_id, vm_metrics in metrics.items():
-        spec = specs[vm_id]
-        cap = (spec["config"].get("resources") or {}).get("ribosomes")
-        total = vm_metrics.get("ribosomes_total")
-        sample = {"atp_percent": vm_metrics.get("atp_percent"),
-                  "ribosome_allocation_used_percent":
-                      100.0 * total / cap if cap and total is not None else None}
-        alerts = alerts_for(sample, thresholds["low_atp"], thresholds["ribosomes"])
-        for alert in alerts:
-            get_run_logger().warning("VM %s: %s", vm_id, alert["message"])
-        events.emit_vm_alerts(vm_id, events.spec_labels(spec, owner), alerts)
-
-
-def burden_alerts(summary: pd.DataFrame, package: str | None, owner: str,
-                  threshold: float) -> None:
-    """`bioxen.run.burden-exceeded` for each organism whose package burden passes
-    `threshold` %."""
-    if not package or "burden_percent" not in summary:
-        return
-    for row in summary[summary["burden_percent"] > threshold].itertuples():
-        get_run_logger().warning("%s: %s costs %.1f %% of growth > %g %%", row.organism,
-                                 package, row.burden_percent, threshold)
-        events.emit_burden_exceeded(owner, current_run.get_name() or "compare-organisms",
-                                    row.organism, package, float(row.burden_percent),
-                                    threshold)
 
 
 def _teardown(owner: str, vm_type: str, config: dict[str, Any] | None) -> None:

@@ -55,7 +55,6 @@ OrganismList = Annotated[list[str], shown_as({"type": "array", "items": _choice(
 Numbers = Annotated[list[float] | None, shown_as({"type": "array", "items": {"type": "number"}})]
 Counts = Annotated[list[int] | None, shown_as({"type": "array", "items": {"type": "integer"}})]
 OptionalInt = Annotated[int | None, shown_as({"type": "integer"})]
-OptionalFloat = Annotated[float | None, shown_as({"type": "number"})]
 Percent = Annotated[float | None, shown_as({"type": "number", "minimum": 0, "maximum": 100})]
 OptionalText = Annotated[str | None, shown_as({"type": "string"})]
 StochasticEngine = Annotated[str, shown_as(_choice(STOCHASTIC_ENGINES))]

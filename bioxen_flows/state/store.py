@@ -50,6 +50,7 @@ from bioxen_flows.settings import get_settings
 from bioxen_flows.state import schema
 from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, quotas, vms
 
+_log = logging.getLogger(__name__)
 SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
 # "creating": inserted, its cell (packages, caps) not yet built; the creator holds its lease
 # and turns it into "created" with the audit entry in one write. One whose creator is gone
@@ -127,15 +128,12 @@ def remove_audit_listener(listener: AuditListener) -> None:
 
 
 def _notify(entries: list[AuditEntry]) -> None:
-    import logging
-
     for entry in entries:
         for listener in list(_audit_listeners):
             try:
                 listener(entry)
             except Exception:  # noqa: BLE001 (a listener never fails the committed change)
-                logging.getLogger(__name__).warning("audit listener %r failed", listener,
-                                                    exc_info=True)
+                _log.warning("audit listener %r failed", listener, exc_info=True)
 
 
 def _check_no_secrets(value: Any, where: str) -> None:
