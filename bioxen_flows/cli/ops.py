@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -139,19 +140,41 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    """List orphaned basic VMs and why; destroy them only with --yes."""
-    from bioxen_flows.orchestration.reaper import find_orphans, reap
+    """List orphaned basic VMs and why, and every VM skipped and why; destroy the orphans
+    only with --yes, each line printed as it goes."""
+    from bioxen_flows.orchestration.reaper import plan_reap, reap
 
     if args.min_age is not None and not 0 <= args.min_age <= MAX_MIN_AGE_S:  # nan fails too
         raise InputError(f"--min-age must be a number of seconds from 0 to {MAX_MIN_AGE_S:g}, "
                          f"got {args.min_age!r}")
     prefect_quiet()
-    orphans = find_orphans(min_age_seconds=args.min_age)
-    destroyed = reap(orphans) if args.yes else []
+    orphans, skipped = plan_reap(min_age_seconds=args.min_age)
     if args.json:
+        destroyed = reap(orphans) if args.yes else []
         output.print_json({"orphans": [vars(o) for o in orphans], "destroyed": destroyed,
-                           "dry_run": not args.yes})
+                           "skipped": [vars(s) for s in skipped], "dry_run": not args.yes})
         return 0
+    total = len(orphans)
+
+    def said(orphan: Any, n: list[int] = [0]) -> None:  # noqa: B006 (a counter)
+        n[0] += 1
+        print(f"destroyed {orphan.vm_id} ({n[0]}/{total}): {orphan.reason}", flush=True)
+
+    if args.yes:
+        reap(orphans, on_reaped=said)
+    else:
+        for orphan in orphans:
+            print(f"would destroy {orphan.vm_id}: {orphan.reason}")
+    for vm in skipped:
+        when = (f"; eligible in {max(0.0, vm.eligible_at - time.time()):.0f} s, at "
+                f"{time.strftime('%H:%M:%SZ', time.gmtime(vm.eligible_at))}"
+                if vm.eligible_at else "")
+        print(f"skipped {vm.vm_id}: {vm.why} ({vm.detail}){when}")
+    if not orphans:
+        print("no orphaned VMs" + (f" ({len(skipped)} skipped)" if skipped else ""))
+    elif not args.yes:
+        print(f"{len(orphans)} orphaned VM(s); run `bioxen gc --yes` to destroy them")
+    return 0
     for orphan in orphans:
         verb = "destroyed" if orphan.vm_id in destroyed else "would destroy"
         print(f"{verb} {orphan.vm_id}: {orphan.reason}")

@@ -3,8 +3,10 @@
 A flow labels each VM it creates with its flow run id and the identity of the process
 running the flow (``host:pid:start``). A VM is an orphan when that flow run is in a terminal
 state in the Prefect API, or when that process is gone from this host (``kill -9`` of a
-``bioxen compare`` leaves its VMs and the API thinks the run is still running). VMs made by
-hand (no labels) are never reaped; neither is a VM younger than ``gc_min_age_seconds``.
+``bioxen compare`` leaves its VMs and the API thinks the run is still running): then at
+once, at any age. A run found over in the API counts only once the VM is
+``gc_min_age_seconds`` old. VMs made by hand (no labels) are never reaped; a process on
+another host is never taken for dead. `plan_reap` also says why each other VM was skipped.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -23,7 +26,7 @@ from bioxen_flows.errors import NotFoundError
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import events
 from bioxen_flows.orchestration.naming import tag_flow_run
-from bioxen_flows.processes import process_identity, process_is_gone
+from bioxen_flows.processes import HOST, process_identity, process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore
 
@@ -89,9 +92,22 @@ class Orphan:
     reason: str
 
 
-def _run_states(run_ids: set[str]) -> dict[str, str | None]:
-    """Each flow run's state name in the Prefect API (None: unknown there or unreachable)."""
-    states: dict[str, str | None] = dict.fromkeys(run_ids)
+@dataclass(frozen=True)
+class Skipped:
+    """A labelled VM gc left alone: `why` is "too young", "owner running" or "owner
+    unknown"; `eligible_at` (epoch s) when age alone holds it back, else None (it becomes
+    an orphan when its run ends or its process is gone)."""
+
+    vm_id: str
+    why: str
+    detail: str
+    eligible_at: float | None = None
+
+
+def _run_states(run_ids: set[str]) -> dict[str, tuple[str, bool] | None]:
+    """Each flow run's (state name, is final) in the Prefect API (None: unknown there or
+    unreachable)."""
+    states: dict[str, tuple[str, bool] | None] = dict.fromkeys(run_ids)
     valid = {run_id for run_id in run_ids if _is_uuid(run_id)}
     if not valid:
         return states
@@ -105,8 +121,8 @@ def _run_states(run_ids: set[str]) -> dict[str, str | None]:
                     run = client.read_flow_run(uuid.UUID(run_id))
                 except ObjectNotFound:
                     continue
-                if run.state is not None and run.state.is_final():
-                    states[run_id] = run.state.name
+                if run.state is not None:
+                    states[run_id] = (run.state.name, run.state.is_final())
     except Exception:  # noqa: BLE001 (no API: decide by the process alone)
         return states
     return states
@@ -124,33 +140,68 @@ def find_orphans(
     store: StateStore | None = None, *, min_age_seconds: float | None = None
 ) -> list[Orphan]:
     """The basic VMs whose owning flow run is over or whose owning process is gone."""
+    return plan_reap(store, min_age_seconds=min_age_seconds)[0]
+
+
+def plan_reap(
+    store: StateStore | None = None, *, min_age_seconds: float | None = None
+) -> tuple[list[Orphan], list[Skipped]]:
+    """The orphans, and every labelled VM left alone with why.
+
+    A VM whose flow's process is provably gone (this host, pid and start time) is an
+    orphan at any age: nothing can still be starting it. Otherwise its flow run's state is
+    looked up in the Prefect API (only then: no server is started for a decision the
+    process settles): a run over is an orphan once the VM is `min_age_seconds` old (a
+    retried run reuses its id). A process on another host is never taken for dead; such
+    a VM waits for its run's state ("owner unknown" while the API does not know it)."""
     store = store or StateStore()
     min_age = get_settings().gc_min_age_seconds if min_age_seconds is None else min_age_seconds
     now = time.time()
-    candidates = []
-    for record in store.list_vms():
-        labels = record.config.get("labels") or {}
-        if record.vm_type != "basic" or record.state == "creating" \
-                or now - record.created_at < min_age:
-            continue
-        if FLOW_RUN_LABEL in labels or PROCESS_LABEL in labels:
-            candidates.append((record.vm_id, labels))
-    states = _run_states({labels[FLOW_RUN_LABEL] for _, labels in candidates
-                          if FLOW_RUN_LABEL in labels})
     # a creation whose creator is gone is never finished: reaped at any age, labels or not
     orphans = [Orphan(r.vm_id, "its creation was interrupted (its creator is gone)")
                for r in store.interrupted_creations() if r.vm_type == "basic"]
-    for vm_id, labels in candidates:
+    undecided = []
+    for record in store.list_vms():
+        labels = record.config.get("labels") or {}
+        if record.vm_type != "basic" or record.state == "creating" \
+                or not (FLOW_RUN_LABEL in labels or PROCESS_LABEL in labels):
+            continue
+        process = labels.get(PROCESS_LABEL)
+        if process_is_gone(process):
+            orphans.append(Orphan(record.vm_id, f"its process {process} is gone"))
+        else:
+            undecided.append((record, labels))
+    run_ids = {labels[FLOW_RUN_LABEL] for _, labels in undecided if FLOW_RUN_LABEL in labels}
+    states = _run_states(run_ids) if run_ids else {}
+    skipped = []
+    for record, labels in undecided:
         run_id, process = labels.get(FLOW_RUN_LABEL), labels.get(PROCESS_LABEL)
-        if run_id and states.get(run_id):
-            orphans.append(Orphan(vm_id, f"flow run {run_id} is {states[run_id]}"))
-        elif process_is_gone(process):
-            orphans.append(Orphan(vm_id, f"its process {process} is gone"))
-    return orphans
+        state = states.get(run_id) if run_id else None
+        local = bool(process) and str(process).partition(":")[0] == HOST
+        if state and state[1]:
+            if now - record.created_at >= min_age:
+                orphans.append(Orphan(record.vm_id, f"flow run {run_id} is {state[0]}"))
+            else:
+                skipped.append(Skipped(record.vm_id, "too young",
+                                       f"flow run {run_id} is {state[0]}; gc_min_age_seconds "
+                                       f"is {min_age:g}", record.created_at + min_age))
+        elif local or state:
+            owner = (f"flow run {run_id} is {state[0]}" if state
+                     else f"its process {process} runs on this host")
+            skipped.append(Skipped(record.vm_id, "owner running", owner))
+        else:
+            where = (f"its process {process} is on another host" if process
+                     else "it names no process")
+            skipped.append(Skipped(record.vm_id, "owner unknown",
+                                   f"{where} and the Prefect API does not know flow run "
+                                   f"{run_id or '-'}"))
+    return orphans, skipped
 
 
-def reap(orphans: list[Orphan], store: StateStore | None = None) -> list[str]:
-    """Destroy the orphans (each audited as ``gc`` with its reason); returns those destroyed."""
+def reap(orphans: list[Orphan], store: StateStore | None = None,
+         on_reaped: Callable[[Orphan], None] | None = None) -> list[str]:
+    """Destroy the orphans (each audited as ``gc`` with its reason); returns those destroyed.
+    `on_reaped(orphan)` is called as each one goes (progress for long reaps)."""
     from bioxen_flows.vm.factory import force_destroy_vm, load_bio_vm
 
     store = store or StateStore()
@@ -164,6 +215,8 @@ def reap(orphans: list[Orphan], store: StateStore | None = None) -> list[str]:
         except Exception:  # a VM that cannot be rebuilt must still not leak
             force_destroy_vm(orphan.vm_id, store=store)
         destroyed.append(orphan.vm_id)
+        if on_reaped is not None:
+            on_reaped(orphan)
     return destroyed
 
 
