@@ -62,7 +62,7 @@ def test_comparison_on_workers_sharing_only_the_database(
     pd.testing.assert_frame_equal(
         pd.DataFrame(on_dask["summary"]), pd.DataFrame(on_processes["summary"]), rtol=1e-9
     )
-    assert on_dask["vms"] == 6
+    assert on_dask["vms"] == 8  # 2 x (2 cells + 2 controls)
     assert list_bio_vms() == []
     for home in homes.values():  # the workers kept no state of their own
         assert not (Path(home) / "state.db").exists()

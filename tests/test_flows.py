@@ -375,3 +375,44 @@ def test_jobs_start_in_the_order_given_one_waiting_beyond_the_workers():
     assert started == submitted[:len(started)]  # started in the order given
     assert most_in_flight == 2  # one running, one waiting
     assert len(submitted) <= 4 + 2 < 10  # the rest were never submitted
+
+
+def test_burden_has_a_95_percent_interval_from_replicated_controls(tmp_path):
+    """Stochastic cells get as many controls; the interval is the delta method's with
+    Welch's degrees of freedom, checked here against the formula; one stochastic cell and
+    control give no interval and say so."""
+    import math
+
+    from scipy import stats
+
+    from bioxen_flows.orchestration.reporting import burden_lines
+
+    result = compare_organisms(organisms=["syn3a"], replicates=3, hours=1.0, seed=4,
+                               package="gfp_reporter", out_dir=str(tmp_path))
+    assert result["vms"] == 6
+    series = pd.read_parquet(result["paths"]["timeseries_parquet"])
+    final = series[series["time_min"] == series["time_min"].max()]
+    growth = final.groupby("role")["growth_rate_per_min"]
+    m, s, n = growth.mean(), growth.std(), growth.size()
+    assert list(n) == [3, 3]
+    ratio = m["cell"] / m["control"]
+    a, b = (s["cell"] ** 2 / (n["cell"] * m["cell"] ** 2),
+            s["control"] ** 2 / (n["control"] * m["control"] ** 2))
+    df = (a + b) ** 2 / (a**2 / 2 + b**2 / 2)
+    half = 100 * stats.t.ppf(0.975, df) * ratio * math.sqrt(a + b)
+    [row] = [r for r in result["summary"] if r["role"] == "cell"]
+    assert row["burden_percent"] == pytest.approx(100 * (1 - ratio), rel=1e-9)
+    assert row["burden_percent_ci95_low"] == pytest.approx(row["burden_percent"] - half, rel=1e-9)
+    assert row["burden_percent_ci95_high"] == pytest.approx(row["burden_percent"] + half, rel=1e-9)
+    assert half > 0
+    summary = pd.DataFrame(result["summary"])
+    [line] = burden_lines(summary, stochastic=True)
+    assert "95 % interval" in line and "3 cells, 3 controls" in line
+
+    single = compare_organisms(organisms=["syn3a"], replicates=1, hours=1.0, seed=4,
+                               package="gfp_reporter", out_dir=str(tmp_path))
+    assert single["vms"] == 2
+    [row] = [r for r in single["summary"] if r["role"] == "cell"]
+    assert row["burden_percent_ci95_low"] is None  # null in JSON, not NaN
+    [line] = burden_lines(pd.DataFrame(single["summary"]), stochastic=True)
+    assert "no interval" in line and "--replicates 3" in line

@@ -81,7 +81,7 @@ def test_comparison_across_hosts_equals_the_local_one(
     remote = compare_organisms(**COMPARISON, out_dir=str(tmp_path / "dask"),
                                dask_address=on_cluster.address)
     local = compare_organisms(**COMPARISON, out_dir=str(tmp_path / "local"))
-    assert remote["vms"] == local["vms"] == 6
+    assert remote["vms"] == local["vms"] == 8  # 2 x (2 cells + 2 controls)
     assert remote["summary"] == local["summary"]  # stochastic, fixed seeds: identical
     series = [pd.read_parquet(r["paths"]["timeseries_parquet"]) for r in (remote, local)]
     pd.testing.assert_frame_equal(*(s.drop(columns=["vm_id"]) for s in series))

@@ -248,6 +248,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bioxen_flows.orchestration.flows import (
         check_compare_parameters,
         compare_organisms,
+        control_count,
         watch_progress,
     )
     from bioxen_flows.orchestration.runners import (
@@ -266,7 +267,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.deterministic and args.seed is not None:
         raise InputError("give either --seed (stochastic) or --deterministic, not both")
     replicates = 1 if args.deterministic else args.replicates
-    total = len(organisms) * (replicates + (1 if args.package else 0))
+    stochastic = not args.deterministic and (args.seed is not None or replicates > 1)
+    total = len(organisms) * (replicates + (control_count(replicates, stochastic)
+                                            if args.package else 0))
     config = _flow_config(args.config)  # a bad config file is refused before any server
     engine, division = stochastic_choice(args)
     with stop_on_signals(), on_prefect_api(quiet=args.json):
@@ -305,8 +308,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary = pd.DataFrame(result["summary"])
     shown = [c for c in SUMMARY_SHOWN if c in summary and summary[c].notna().any()]
     with pd.option_context("display.width", 200, "display.float_format", "{:,.4g}".format):
-        print(summary[shown].to_string(index=False))
+        print(summary[shown].to_string(index=False, na_rep="-"))
     seeds = sorted({s for s in result["seeds"].values() if s is not None})
+    from bioxen_flows.orchestration.reporting import burden_lines
+
+    burdens = burden_lines(summary, stochastic=bool(seeds))
+    if burdens:
+        print("\n" + "\n".join(burdens))
     if seeds:
         print(f"\nstochastic replicates, seeds {seeds[0]}..{seeds[-1]} "
               "(the seed column of timeseries.parquet; --deterministic for one ODE cell)")

@@ -361,7 +361,8 @@ def comparison_specs(
     config: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """The VMs of a comparison: `replicates` cells per organism (stochastic with seed + r
-    when `seed` is given) and, with a package, one control cell per organism (seed)."""
+    when `seed` is given) and, with a package, control cells without it (`control_count`;
+    control r has seed + r)."""
     tag = run_tag(owner)
     specs = []
     for organism in organisms:
@@ -371,12 +372,22 @@ def comparison_specs(
                 package=package, atp_percent=atp_percent, ribosomes=ribosomes,
                 seed=None if seed is None else seed + rep, config=config,
             ))
-        if package:
+        controls = control_count(replicates, stochastic=seed is not None) if package else 0
+        for rep in range(controls):
+            suffix = "" if controls == 1 else f"-{rep}"
             specs.append(vm_spec(
-                f"cmp-{tag}-{organism}-control", organism, vm_type=vm_type, role="control",
-                atp_percent=atp_percent, ribosomes=ribosomes, seed=seed, config=config,
+                f"cmp-{tag}-{organism}-control{suffix}", organism, vm_type=vm_type,
+                role="control", replicate=rep, atp_percent=atp_percent, ribosomes=ribosomes,
+                seed=None if seed is None else seed + rep, config=config,
             ))
     return specs
+
+
+def control_count(replicates: int, stochastic: bool) -> int:
+    """Control cells per organism: as many as cells when they are stochastic (the burden
+    then has a 95 % interval; one stochastic control would be one noisy draw), one when
+    deterministic (copies would be identical)."""
+    return replicates if stochastic else 1
 
 
 @dataclass

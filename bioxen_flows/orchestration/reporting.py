@@ -54,9 +54,10 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
     """Per organism and role: mean, sd and 95 % interval of the final state over replicates,
     and the package's burden.
 
-    The interval is the t-interval of the mean, mean +- t(0.975, n-1) * sd / sqrt(n); with
-    one cell, sd and interval are missing. burden_percent = 100 * (1 - mean growth with the
-    package / growth of the control VM of the same organism and caps, without it).
+    The interval is the t-interval of the mean, mean ± t(0.975, n-1) * sd / sqrt(n); with
+    one cell, sd and interval are missing. burden_percent (with its interval,
+    `burden_interval`) = 100 * (1 - mean growth with the
+    package / mean growth of the control VMs of the same organism and caps, without it).
     """
     rows = [
         {"organism": s["organism"], "role": s["role"],
@@ -79,11 +80,59 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
     summary = summary.reset_index()
     controls = summary[summary["role"] == "control"].set_index("organism")
     if not controls.empty:
-        control_growth = summary["organism"].map(controls["growth_rate_per_min"])
-        burden = 100.0 * (1 - summary["growth_rate_per_min"] / control_growth)
+        low, burden, high = burden_interval(summary, controls)
+        cells = summary["role"] == "cell"
         # the key number, next to the organism it belongs to (cells only)
-        summary.insert(1, "burden_percent", burden.where(summary["role"] == "cell"))
+        summary.insert(1, "burden_percent", burden.where(cells))
+        summary.insert(2, "burden_percent_ci95_low", low.where(cells))
+        summary.insert(3, "burden_percent_ci95_high", high.where(cells))
     return summary
+
+
+def burden_lines(summary: pd.DataFrame, stochastic: bool) -> list[str]:
+    """One line per organism with a package: its burden and how sure it is (the 95 %
+    interval, or why there is none)."""
+    if "burden_percent" not in summary:
+        return []
+    controls = summary[summary["role"] == "control"].set_index("organism")["replicates"]
+    lines = []
+    for row in summary[summary["role"] == "cell"].itertuples():
+        n, nc = int(row.replicates), int(controls.get(row.organism, 0))
+        head = f"{row.organism}: burden {row.burden_percent:.1f} %"
+        if not stochastic:
+            lines.append(f"{head} (deterministic: exact for the model)")
+        elif pd.notna(row.burden_percent_ci95_low):
+            lines.append(f"{head}, 95 % interval {row.burden_percent_ci95_low:.1f} to "
+                         f"{row.burden_percent_ci95_high:.1f} % ({n} cells, {nc} controls)")
+        else:
+            lines.append(f"{head} from {n} stochastic cell(s) against {nc} control(s): no "
+                         "interval, and one cell's noise can even make it negative; use "
+                         "--replicates 3 or more")
+    return lines
+
+
+def burden_interval(
+    summary: pd.DataFrame, controls: pd.DataFrame
+) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """(low, burden, high) per summary row: burden = 100 (1 - R), R = mean growth with the
+    package / mean growth of the controls, and its 95 % interval by the delta method,
+    var R = R^2 (s_k^2 / (n_k m_k^2) + s_c^2 / (n_c m_c^2)), with Welch-Satterthwaite
+    degrees of freedom. Missing (NaN) when either side is one cell: one stochastic cell
+    has no spread to go by. Zero width for deterministic copies."""
+    m = summary["growth_rate_per_min"]
+    s = summary["growth_rate_per_min_sd"]
+    n = summary["replicates"].astype(float)
+    by = summary["organism"]
+    mc = by.map(controls["growth_rate_per_min"])
+    sc = by.map(controls["growth_rate_per_min_sd"])
+    nc = by.map(controls["replicates"]).astype(float)
+    ratio = m / mc
+    a, b = s**2 / (n * m**2), sc**2 / (nc * mc**2)
+    df = (a + b) ** 2 / (a**2 / (n - 1) + b**2 / (nc - 1))
+    t = _t_quantile(df.fillna(0) + 1).where(a + b > 0, 0.0)
+    half = 100.0 * t * ratio * (a + b) ** 0.5
+    burden = 100.0 * (1 - ratio)
+    return burden - half, burden, burden + half
 
 
 def t_interval_half_width(sd: pd.Series, n: pd.Series) -> pd.Series:
@@ -215,7 +264,7 @@ def load_plotting() -> None:
 
 def plot_png(series: pd.DataFrame) -> bytes:
     """Growth rate (and guest protein, if any) over time per organism: the replicates' mean
-    as a line, their spread (mean +- sd) as a band, the control cell as a dashed line."""
+    as a line, their spread (mean ± sd) as a band, the control cell as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,8 +294,9 @@ def plot_png(series: pd.DataFrame) -> bytes:
             for protein in proteins:
                 if frame[(protein, "mean")].notna().any():
                     _line(axes[1], t, frame[protein], f"{label} {protein[8:]}", style)
+    banded = bool((stats[("growth_rate_per_min", "std")].fillna(0) > 0).any())
     axes[0].set(xlabel="simulated time (min)", ylabel="growth rate (1/min)",
-                title="Growth (band: mean +- sd of replicates)")
+                title="Growth (band: mean ± sd of replicates)" if banded else "Growth")
     if proteins:
         axes[1].set(xlabel="simulated time (min)", ylabel="molecules per cell",
                     title="Guest protein")
@@ -256,7 +306,7 @@ def plot_png(series: pd.DataFrame) -> bytes:
         _lineages(axes[-1], series)
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    fig.savefig(buffer, format="png", dpi=100, facecolor="white")  # legible on dark UIs
     plt.close(fig)
     return buffer.getvalue()
 
@@ -274,7 +324,7 @@ def _lineages(ax: Any, series: pd.DataFrame) -> None:
 
 
 def _line(ax: Any, t: Any, stats: pd.DataFrame, label: str, style: dict[str, Any]) -> None:
-    """The mean as a line and, where replicates differ, mean +- sd as a band around it."""
+    """The mean as a line and, where replicates differ, mean ± sd as a band around it."""
     mean, sd = stats["mean"].to_numpy(), stats["std"].to_numpy()
     ax.plot(t, mean, label=label, **style)
     if pd.notna(sd).any():
