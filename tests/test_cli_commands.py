@@ -464,3 +464,19 @@ def test_long_vm_lists_print_as_plain_columns():
     assert lines[0].split() == ["VM", "organism", "infra", "state", "uptime", "simulated",
                                 "allocations"]
     assert len(lines) == len(listing) + 1 and lines[-1].split()[0] == f"v{len(listing) - 1}"
+
+
+def test_monitor_says_over_cap_when_the_cell_holds_more_than_its_cap():
+    """E. coli holds ~3,190 ribosomes: a cap of 2,000 is passed (over cap), one of 3,300
+    is nearly reached (near cap); the machine-readable kind stays the same."""
+    ok("create", "over", "ecoli")
+    ok("create", "near", "ecoli")
+    ok("allocate", "over", "--ribosomes", "2000")
+    ok("allocate", "near", "--ribosomes", "3300")
+    over = ok("monitor", "over", "--count", "1").stdout.splitlines()[1]
+    near = ok("monitor", "near", "--count", "1").stdout.splitlines()[1]
+    assert "ribosomes over cap (" in over and "of 2" in over and "near" not in over
+    assert "ribosomes near cap (" in near and "over" not in near
+    [sample] = [json.loads(line) for line in
+                ok("monitor", "over", "--count", "1", "--json").stdout.splitlines()]
+    assert sample["alerts"] == ["ribosomes_near_cap"] and sample["ribosome_cap"] == 2000

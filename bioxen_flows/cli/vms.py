@@ -274,6 +274,20 @@ def _alerts(sample: dict[str, Any]) -> list[str]:
     return [alert["kind"] for alert in alerts_for(sample)]
 
 
+def _alert_labels(sample: dict[str, Any]) -> str:
+    """The alerts as a reader is told them: `ribosomes over cap (481 of 450)`, not near."""
+    from bioxen_flows.resources.manager import alerts_for
+
+    labels = []
+    for alert in alerts_for(sample):
+        label = alert["label"]
+        if alert["kind"] == "ribosomes_near_cap" and sample.get("ribosome_cap"):
+            label += f" ({output.number(sample['ribosomes_total'])} of " \
+                     f"{output.number(sample['ribosome_cap'])})"
+        labels.append(label)
+    return ", ".join(labels) or "-"
+
+
 def _report_alerts(vm_id: str, sample: dict[str, Any], kinds: set[str]) -> None:
     """New alerts as Prefect events, when the CLI sends events (a Prefect API is set)."""
     if "bioxen_flows.orchestration.events" not in sys.modules:  # events are off
@@ -295,7 +309,7 @@ def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
         output.number(sample["simulated_time_min"]), output.number(sample["atp_percent"]),
         output.number(sample["atp_cap_percent"]), output.number(sample["ribosomes_total"]),
         output.number(sample["ribosome_utilization_percent"]),
-        output.number(sample["growth_rate_per_min"]), ", ".join(_alerts(sample)) or "-",
+        output.number(sample["growth_rate_per_min"]), _alert_labels(sample),
     )
 
 

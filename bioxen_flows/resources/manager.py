@@ -75,6 +75,7 @@ class BioResourceManager:
             "ribosomes_free": m["ribosomes_free"],
             "ribosomes_translating": m["ribosomes_translating"],
             "ribosome_utilization_percent": m["ribosome_utilization_percent"],
+            "ribosome_cap": cap,
             "ribosome_allocation_used_percent": (
                 100.0 * m["ribosomes_total"] / cap if cap else None
             ),
@@ -236,14 +237,18 @@ def alerts_for(
     atp = sample.get("atp_percent")
     if atp is not None and atp < low_atp:
         alerts.append({
-            "kind": "low_atp", "value": atp, "threshold": low_atp,
+            "kind": "low_atp", "value": atp, "threshold": low_atp, "label": "low ATP",
             "message": f"atp_percent {atp:.1f} < {low_atp:g}",
         })
     used = sample.get("ribosome_allocation_used_percent")
     if used is not None and used > near_cap:
+        # above 100 % the cell holds more than its cap (made before the cap was set): the
+        # same alert, named for what it is
+        where = "over cap" if used > 100 else "near cap"
         alerts.append({
             "kind": "ribosomes_near_cap", "value": used, "threshold": near_cap,
-            "message": f"ribosomes at {used:.1f} % of allocation > {near_cap:g}",
+            "label": f"ribosomes {where}",
+            "message": f"ribosomes {where}: {used:.1f} % of allocation > {near_cap:g}",
         })
     return alerts
 
