@@ -111,6 +111,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
          for row in result["best"]],
     ))
     for row in result["best"]:
+        if row.get("why_none"):
+            print(f"{row['organism']}: no point qualified: {row['why_none']}")
         if row.get("refined_strength") is not None:
             print(f"{row['organism']}: refined optimum at strength "
                   f"{row['refined_strength']:.4g} (copies {row['copies']}): "

@@ -93,19 +93,33 @@ def best_points(summary: pd.DataFrame, max_burden: float) -> pd.DataFrame:
         allowed = group[group["burden_percent"] <= max_burden]
         if allowed.empty:
             rows.append({"organism": organism, "nutrient_molecules": nutrient,
-                         "within_burden_limit": False})
+                         "within_burden_limit": False,
+                         "why_none": why_none(group, max_burden)})
             continue
         best = allowed.loc[allowed[YIELD].idxmax()]
         rows.append({**best.to_dict(), "within_burden_limit": True})
     columns = ["organism", "nutrient_molecules", "strength", "copies", YIELD, "burden_percent",
                "growth_rate_per_min", "doubling_time_min", "protein_per_cell",
-               "within_burden_limit"]
+               "within_burden_limit", "why_none"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
-def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float) -> bytes:
+def why_none(group: pd.DataFrame, max_burden: float) -> str:
+    """Why no point of `group` qualified: the limit against the least burden found."""
+    burden = group["burden_percent"]
+    if burden.isna().all():
+        return "no point has a burden (no control finished)"
+    least = group.loc[burden.idxmin()]
+    return (f"every point costs more than {max_burden:g} % growth: the least burden is "
+            f"{least['burden_percent']:.1f} % (strength {least['strength']:g}, copies "
+            f"{int(least['copies'])}); raise --max-burden or try weaker designs")
+
+
+def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float,
+                best: pd.DataFrame | None = None) -> bytes:
     """Strength x copies coloured by protein per cell per hour, burden contours on top
-    (the `max_burden` contour dashed); one panel per nutrient level."""
+    (the `max_burden` limit dashed and labelled), the best point within it starred; one
+    panel per nutrient level. A panel where no point is within the limit says so."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,11 +146,28 @@ def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float) -> byte
                             if values.min() < v < values.max()})
             if marks:
                 lines = ax.contour(values, levels=marks, colors="white",
-                                   linestyles=["--" if m == max_burden else "-" for m in marks])
-                ax.clabel(lines, fmt=lambda v: f"{v:g}% burden", fontsize=7)
+                                   linestyles=["--" if m == max_burden else "-" for m in marks],
+                                   linewidths=[2.0 if m == max_burden else 0.8 for m in marks])
+                ax.clabel(lines, fmt=lambda v: f"{v:g}% burden"
+                          + (" (limit)" if v == max_burden else ""), fontsize=7)
+        chosen = (best[(best["organism"] == organism) & (best["nutrient_molecules"] == level)
+                       & best["within_burden_limit"].astype(bool)]
+                  if best is not None else best)
+        if chosen is not None and not chosen.empty:
+            row = chosen.iloc[0]
+            x = list(yields.columns).index(row["strength"])
+            y = list(yields.index).index(row["copies"])
+            ax.plot([x], [y], marker="*", markersize=16, color="red", markeredgecolor="white",
+                    linestyle="none", label=f"best within {max_burden:g} %")
+            ax.legend(loc="upper right", fontsize=7)
+        elif np.isfinite(values).any() and np.nanmin(values) > max_burden:
+            ax.text(0.5, 0.5, f"no point within {max_burden:g} % burden\n"
+                    f"(least: {np.nanmin(values):.1f} %)", transform=ax.transAxes,
+                    ha="center", va="center", color="white", fontsize=10,
+                    bbox={"facecolor": "black", "alpha": 0.6})
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+    fig.savefig(buffer, format="png", dpi=90, facecolor="white")  # legible on dark UIs
     plt.close(fig)
     return buffer.getvalue()
 
@@ -178,7 +209,7 @@ def write_sweep(dataset: pd.DataFrame, run_dir: Path, max_burden: float,
     best.to_csv(paths["best_csv"], index=False)
     pngs = {}
     for organism in summary["organism"].unique():
-        pngs[organism] = heatmap_png(summary, organism, max_burden)
+        pngs[organism] = heatmap_png(summary, organism, max_burden, best)
         paths[f"heatmap_{organism}"] = run_dir / f"heatmap-{organism}.png"
         paths[f"heatmap_{organism}"].write_bytes(pngs[organism])
     report = {"dataset": dataset, "summary": summary, "best": best, "pngs": pngs,
@@ -198,6 +229,10 @@ def markdown_report(report: dict[str, Any], max_burden: float, *, images: bool =
              "| " + " | ".join(best.columns) + " |", "|" + "---|" * len(best.columns)]
     for row in artifact_records(best):
         lines.append("| " + " | ".join(_cell(v) for v in row.values()) + " |")
+    reasons = [f"- {row['organism']}: {row['why_none']}" for _, row in best.iterrows()
+               if not row["within_burden_limit"]]
+    if reasons:
+        lines += ["", "No point qualified:", *reasons]
     if images:
         for organism, png in report["pngs"].items():
             image = base64.b64encode(png).decode()
