@@ -480,3 +480,18 @@ def test_monitor_says_over_cap_when_the_cell_holds_more_than_its_cap():
     [sample] = [json.loads(line) for line in
                 ok("monitor", "over", "--count", "1", "--json").stdout.splitlines()]
     assert sample["alerts"] == ["ribosomes_near_cap"] and sample["ribosome_cap"] == 2000
+
+
+def test_optimize_reports_growth_now_as_status_does_and_names_each_growth():
+    ok("create", "opt", "syn3a")
+    ok("install", "opt", "gfp_reporter")
+    before = data("status", "opt")
+    optimized = data("optimize", "opt")
+    assert optimized["growth_rate_now_per_min"] == pytest.approx(
+        before["metrics"]["growth_rate_per_min"], rel=1e-12)
+    assert optimized["atp_level_now_percent"] == pytest.approx(
+        before["metrics"]["atp_percent"], rel=1e-12)
+    text = ok("optimize", "opt").stdout
+    for label in ("balanced growth, uncapped", "growth now (status)", "ATP supply cap",
+                  "(not the cap)"):
+        assert label in text

@@ -373,11 +373,14 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         output.print_json({"vm_id": vm.vm_id, **result})
         return 0
     output.console().print(output.key_values(f"VM {vm.vm_id}: applied caps", [
-        ("ATP cap", f"{output.number(result['atp_percent'])} %"),
+        ("ATP supply cap", f"{output.number(result['atp_percent'])} % of maximum supply"),
         ("ribosome cap", output.number(result["ribosomes"])),
-        ("uncapped growth", f"{output.number(result['uncapped_growth_rate_per_min'])} 1/min"),
-        ("growth under caps", f"{output.number(result['growth_rate_per_min'])} 1/min "
-                              f"({100 * result['growth_kept_fraction']:.1f} % kept, "
-                              "once the cell has grown under them)"),
+        ("balanced growth, uncapped",
+         f"{output.number(result['uncapped_growth_rate_per_min'])} 1/min"),
+        ("balanced growth, capped", f"{output.number(result['growth_rate_per_min'])} 1/min "
+                                    f"({100 * result['growth_kept_fraction']:.1f} % kept)"),
+        ("growth now (status)", f"{output.number(result['growth_rate_now_per_min'])} 1/min "
+                                "(not yet balanced)"),
+        ("ATP level now", f"{output.number(result['atp_level_now_percent'])} % (not the cap)"),
     ]))
     return 0

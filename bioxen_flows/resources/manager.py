@@ -139,6 +139,8 @@ class BioResourceManager:
     # ---- optimisation -------------------------------------------------------------------
     def auto_optimize_resources(self, keep_growth: float = KEEP_GROWTH) -> dict[str, Any]:
         """Smallest caps that keep `keep_growth` of uncapped growth, found with the model.
+        Growth here is balanced growth (`probe_growth`), under each cap; the result also
+        gives the cell's growth and ATP level now (what `status` shows) for comparison.
 
         A grid then a refinement per resource. Energy first, with ribosomes uncapped, may
         spend half the allowed loss (keeps sqrt(keep_growth)); ribosomes are then capped as
@@ -148,13 +150,14 @@ class BioResourceManager:
             0 < keep_growth <= 1
         ):
             raise InputError(f"keep_growth must be in (0, 1], got {keep_growth}")
+        now = self.vm.get_biological_metrics()  # what `status` shows, before the caps
         (uncapped,) = self.vm.probe_growth([(FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES)])
         target = keep_growth * uncapped
         atp = _smallest_meeting(
             lambda xs: self.vm.probe_growth([(x, UNCAPPED_RIBOSOMES) for x in xs]),
             low=1.0, high=100.0, target=keep_growth**0.5 * uncapped,
         )
-        ribosomes_now = self.vm.get_biological_metrics()["ribosomes_total"]
+        ribosomes_now = now["ribosomes_total"]
         ribosomes = _smallest_meeting(
             lambda xs: self.vm.probe_growth([(atp, x) for x in xs]),
             low=1.0, high=max(2.0, 2.0 * ribosomes_now), target=target,
@@ -168,6 +171,10 @@ class BioResourceManager:
             "uncapped_growth_rate_per_min": uncapped,
             "growth_rate_per_min": achieved,
             "growth_kept_fraction": achieved / uncapped if uncapped else 0.0,
+            # the cell's state now (status): not yet at balanced growth, so its growth
+            # differs from the balanced figures the caps are chosen by
+            "growth_rate_now_per_min": now["growth_rate_per_min"],
+            "atp_level_now_percent": now["atp_percent"],
         }
 
     def get_optimization_recommendations(self) -> list[dict[str, Any]]:
