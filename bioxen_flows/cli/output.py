@@ -67,12 +67,12 @@ def key_values(title: str | None, rows: Iterable[tuple[str, Any]]) -> Table:
 
 def number(value: Any, digits: int = 4) -> str:
     """Short human form of a model number: 4 significant digits, thousands separators."""
-    if value is None:
-        return "-"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"  # missing: '-' in text, null in JSON, empty in CSV
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
+        return "inf" if value > 0 else "-inf"
     if abs(value) >= 1e12:  # no 40-digit numbers: beyond a trillion, scientific notation
         return f"{value:.{digits}g}"
     if isinstance(value, int) or (abs(value) >= 1000 and float(value).is_integer()):

@@ -255,5 +255,5 @@ def publish_artifacts(report: dict[str, Any], max_burden: float, key: str) -> No
 
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
+        return "-"  # missing: '-' in text, null in JSON, empty in CSV
     return f"{value:.4g}" if isinstance(value, float) else str(value)
