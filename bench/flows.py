@@ -23,7 +23,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,38 +31,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORGANISMS = ["syn3a", "ecoli", "minimal_cell"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(home: Path) -> tuple[subprocess.Popen, str, float]:
-    """`prefect server start` on a free loopback port; (process, API URL, start seconds)."""
-    import httpx
-
-    port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    began = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    while time.perf_counter() - began < 120:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url, time.perf_counter() - began
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"prefect server exited with {proc.returncode}")
-        time.sleep(0.2)
-    proc.terminate()
-    raise SystemExit("prefect server did not answer within 120 s")
 
 
 def loop(replicates: int, hours: float, seed: int | None) -> float:
@@ -118,7 +85,9 @@ def main() -> None:
     os.environ["BIOXEN_HOME"] = str(tmp / "home")
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    server, url, server_s = start_server(tmp / "prefect")
+    from bioxen_flows.testing.prefect_server import start_prefect_server
+
+    server, url, server_s = start_prefect_server(tmp / "prefect")
     os.environ["PREFECT_API_URL"] = url
     print(f"prefect server on {url}: up in {server_s:.1f} s; cores: {os.cpu_count()}")
     try:

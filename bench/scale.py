@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,32 +39,9 @@ from bioxen_flows.testing.multihost import (  # noqa: E402
     bridged_url,
     unavailable,
 )
+from bioxen_flows.testing.prefect_server import start_prefect_server  # noqa: E402
 
 ADMIN_URL = os.environ.get("BIOXEN_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def start_prefect_server(host: str, home: Path) -> tuple[subprocess.Popen, str]:
-    import httpx
-
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    env.pop("PREFECT_API_URL", None)
-    port = 4300 + os.getpid() % 500
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host,
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://{host}:{port}/api"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise SystemExit(f"prefect server exited with {proc.returncode}")
-        time.sleep(0.3)
-    proc.terminate()
-    raise SystemExit("prefect server did not answer within 120 s")
 
 
 def cpu_seconds(bed: TestBed, hosts: list[str]) -> float:
@@ -118,7 +94,7 @@ def main() -> None:
     server = None
     try:
         with TestBed(work / "hosts", ["sched", "w1", "w2"]) as bed:
-            server, api = start_prefect_server(bed.gateway, work / "prefect")
+            server, api, _ = start_prefect_server(work / "prefect", host=bed.gateway)
             from sqlalchemy.engine import make_url
 
             db = bed.forward(make_url(database).port or 5432)
