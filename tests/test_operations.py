@@ -279,9 +279,9 @@ def test_gc_after_kill_9_of_a_comparison(prefect_api_url: str, tmp_path: Path) -
     assert listed["skipped"] == []
     assert len(data("list")) == len(leaked) + 1  # a dry run destroys nothing
     shown = ok("gc", "--yes", env=quiet).stdout.splitlines()
-    assert [line.split()[1] for line in shown if line.startswith("destroyed")] \
+    assert [line.split()[1].rstrip(":") for line in shown if line.startswith("destroyed")] \
         == [o["vm_id"] for o in listed["orphans"]]  # one line each, as it goes
-    assert "(1/" in shown[0]
+    assert shown[0].endswith(f"[1/{len(leaked)}]")
     assert [vm["vm_id"] for vm in data("list")] == ["mine"]
     assert sorted(e["vm_id"] for e in data("audit") if e["action"] == "gc") == leaked
     assert not (tmp_path / "prefect-home" / "prefect.db").exists()

@@ -158,7 +158,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
     def said(orphan: Any, n: list[int] = [0]) -> None:  # noqa: B006 (a counter)
         n[0] += 1
-        print(f"destroyed {orphan.vm_id} ({n[0]}/{total}): {orphan.reason}", flush=True)
+        print(f"destroyed {orphan.vm_id}: {orphan.reason} [{n[0]}/{total}]", flush=True)
 
     if args.yes:
         reap(orphans, on_reaped=said)
