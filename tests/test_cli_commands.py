@@ -461,6 +461,6 @@ def test_long_vm_lists_print_as_plain_columns():
     from bioxen_flows.cli.output import plain_table
 
     lines = plain_table(vms.VM_COLUMNS, vms._vm_rows(listing)).splitlines()
-    assert lines[0].split() == ["VM", "organism", "infra", "state", "uptime", "simulated",
-                                "allocations"]
+    assert lines[0].split() == ["VM", "organism", "infra", "state", "uptime", "sim", "time",
+                                "caps"]
     assert len(lines) == len(listing) + 1 and lines[-1].split()[0] == f"v{len(listing) - 1}"

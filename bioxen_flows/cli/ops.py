@@ -121,15 +121,23 @@ def cmd_audit(args: argparse.Namespace) -> int:
                           "detail"),
             [(e["time"], e["vm_id"], e["action"], e["outcome"] or "ok", e["actor"] or "",
               e["flow_run_id"] or "", json.dumps(e["detail"], sort_keys=True))
-             for e in entries], whole=range(7)))
+             for e in entries], whole=range(7), wide=True))
         return 0
     output.console().print(output.table(
         "audit log (UTC; --wide for actor, flow run and full detail)",
         ("time", "VM", "action", "outcome", "detail"),
         [(output.compact_time(e["time"]), e["vm_id"], e["action"], e["outcome"] or "ok",
-          output.clip(json.dumps(e["detail"], sort_keys=True), 60)) for e in entries],
+          output.clip(_detail_text(e["detail"]), 60)) for e in entries],
         whole=(0, 1)))
     return 0
+
+
+def _detail_text(detail: Any) -> str:
+    """An entry's detail as `key=value` words, which wrap between them (JSON with --wide)."""
+    if not isinstance(detail, dict):
+        return "" if detail is None else json.dumps(detail)
+    return " ".join(f"{k}={v if isinstance(v, (str, int, float)) else json.dumps(v)}"
+                    for k, v in sorted(detail.items()))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 from bioxen_flows.cli import output
 from bioxen_flows.cli.validate import add_stochastic_arguments
@@ -101,15 +102,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(result)
         return 0
-    columns = ("organism", "strength", "copies", "protein_per_cell_per_hour", "burden_percent",
-               "growth_rate_per_min", "doubling_time_min")
-    output.console().print(output.table(
-        f"best point per organism (burden <= {args.max_burden:g} %)",
-        ("organism", "strength", "copies", "protein/cell/h", "burden %", "growth 1/min",
-         "doubling min"),
-        [[output.number(row.get(c)) if c != "organism" else row[c] for c in columns]
-         for row in result["best"]],
-    ))
+    output.console().print(best_table(result["best"], args.max_burden))
     for row in result["best"]:
         if row.get("refined_strength") is not None:
             print(f"{row['organism']}: refined optimum at strength "
@@ -125,3 +118,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{result['wall_seconds']:.1f} s")
     print(f"results in {result['out_dir']} ({result['latest']} points there)")
     return 0
+
+
+BEST_COLUMNS = ("organism", "strength", "copies", "protein_per_cell_per_hour", "burden_percent",
+                "growth_rate_per_min", "doubling_time_min")
+
+
+def best_table(best: list[dict[str, Any]], max_burden: float) -> Any:
+    """The best point per organism, headers short enough for 80 columns."""
+    return output.table(
+        f"best point per organism (burden <= {max_burden:g} %)",
+        ("organism", "strength", "copies", "protein /cell/h", "burden %", "growth /min",
+         "doubling min"),
+        [[output.number(row.get(c)) if c != "organism" else row[c] for c in BEST_COLUMNS]
+         for row in best])

@@ -80,17 +80,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     if len(vms) > PLAIN_LIST_ROWS:
         print(output.plain_table(VM_COLUMNS, _vm_rows(vms)))
     else:
-        output.console().print(vms_table(vms))
+        (output.wide_console() if args.wide else output.console()).print(
+            vms_table(vms, wide=args.wide))
     return 0
 
 
-VM_COLUMNS = ("VM", "organism", "infra", "state", "uptime", "simulated", "allocations")
+VM_COLUMNS = ("VM", "organism", "infra", "state", "uptime", "sim time", "caps")
 PLAIN_LIST_ROWS = 100  # longer lists print as padded text (fast) instead of a rich table
 
 
-def vms_table(vms: list[dict[str, Any]]) -> Any:
+def vms_table(vms: list[dict[str, Any]], *, wide: bool = False) -> Any:
     """The VM list as people read it (shared with the interactive session)."""
-    return output.table(None, VM_COLUMNS, _vm_rows(vms))
+    return output.table(None, VM_COLUMNS, _vm_rows(vms), wide=wide)
 
 
 def _vm_rows(vms: list[dict[str, Any]]) -> list[tuple[str, ...]]:
