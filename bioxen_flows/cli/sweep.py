@@ -104,6 +104,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     output.console().print(best_table(result["best"], args.max_burden))
     for row in result["best"]:
+        if row.get("note"):
+            print(f"{row['organism']}: {row['note']}")
+    for row in result["best"]:
         if row.get("refined_strength") is not None:
             print(f"{row['organism']}: refined optimum at strength "
                   f"{row['refined_strength']:.4g} (copies {row['copies']}): "

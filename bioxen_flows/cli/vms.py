@@ -296,8 +296,26 @@ def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
         output.number(sample["simulated_time_min"]), output.number(sample["atp_percent"]),
         output.number(sample["atp_cap_percent"]), output.number(sample["ribosomes_total"]),
         output.number(sample["ribosome_utilization_percent"]),
-        output.number(sample["growth_rate_per_min"]), ", ".join(_alerts(sample)) or "-",
+        output.number(sample["growth_rate_per_min"]),
+        ", ".join(alert_label(a) for a in alerts_for_sample(sample)) or "-",
     )
+
+
+def alerts_for_sample(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    from bioxen_flows.resources.manager import alerts_for
+
+    return alerts_for(sample)
+
+
+def alert_label(alert: dict[str, Any]) -> str:
+    """An alert as the monitor shows it: ribosomes above their allocation are `over cap`,
+    not `near cap` (the alert kind, for events and automations, stays the same)."""
+    value = alert["value"]
+    if alert["kind"] == "ribosomes_near_cap":
+        return f"ribosomes {'over' if value > 100 else 'near'} cap ({value:.0f} %)"
+    if alert["kind"] == "low_atp":
+        return f"low ATP ({value:.3g} %)"
+    return str(alert["kind"])
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
