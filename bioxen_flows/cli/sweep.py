@@ -79,22 +79,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         dask_cluster_threads(args.dask_address)
     if not 0 <= args.max_burden <= 100:  # the flow checks these too; here before Prefect starts
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
-    design_points(args.organisms, args.package, strengths, copies, nutrients or [None],
-                  args.replicates, args.seed, args.hours)  # refuses a bad sweep up front
-    from bioxen_flows.cli.tools import interactive_run, on_prefect_api, stopped
+    points = len(design_points(  # refuses a bad sweep up front
+        args.organisms, args.package, strengths, copies, nutrients or [None], args.replicates,
+        args.seed, args.hours))
+    from bioxen_flows.cli.tools import interactive_run, on_prefect_api, stopped, with_progress
+    from bioxen_flows.orchestration.flows import watch_progress
     from bioxen_flows.orchestration.stopping import stop_on_signals
     from bioxen_flows.orchestration.sweep import sweep_design_space
 
     started = time.perf_counter()
+
+    def run(listener: Any) -> Any:
+        with watch_progress(listener):
+            return sweep_design_space(
+                organisms=args.organisms, package=args.package, strengths=strengths,
+                copies=copies, nutrients=nutrients, replicates=args.replicates,
+                seed=args.seed, hours=args.hours, max_burden=args.max_burden,
+                out_dir=args.out, workers=args.workers, stochastic_engine=engine,
+                division=division, refine=args.refine, dask_address=args.dask_address,
+                return_state=True)
+
     with stop_on_signals(), on_prefect_api(quiet=args.json), interactive_run():
-        state = sweep_design_space(
-            organisms=args.organisms, package=args.package, strengths=strengths,
-            copies=copies, nutrients=nutrients, replicates=args.replicates, seed=args.seed,
-            hours=args.hours, max_burden=args.max_burden, out_dir=args.out,
-            workers=args.workers, stochastic_engine=engine, division=division,
-            refine=args.refine, dask_address=args.dask_address,
-            return_state=True,
-        )
+        state = with_progress(run, points, minutes_each=args.hours * 60, unit="points",
+                               name="sweep-design-space", cached_first=True)
     if state.is_cancelled():
         return stopped(state, args.json)
     result = state.result()
