@@ -77,3 +77,21 @@ def test_the_heatmap_marks_the_limit_contour_and_the_best_point() -> None:
     assert (list(stars[0].get_xdata()), list(stars[0].get_ydata())) == ([2], [0])
     limits = [c for c in ax.collections if hasattr(c, "levels") and list(c.levels) == [13.0]]
     assert len(limits) == 1
+
+
+def test_optimize_and_status_report_growth_the_same_way() -> None:
+    """`optimize` says which growth is balanced (the caps' figures) and which is the cell's
+    now, and that one is exactly what `status` reports; each cap's effect is shown."""
+    from tests.test_cli_commands import data, ok
+
+    ok("create", "m1", "minimal_cell")
+    result = data("optimize", "m1")
+    status = data("status", "m1")
+    assert result["current_growth_rate_per_min"] == status["metrics"]["growth_rate_per_min"]
+    assert status["allocations"] == {"atp_percent": result["atp_percent"],
+                                     "ribosomes": result["ribosomes"]}
+    for alone in ("atp_cap_alone_kept_fraction", "ribosome_cap_alone_kept_fraction"):
+        assert result["growth_kept_fraction"] - 1e-9 <= result[alone] <= 1.0 + 1e-9
+    text = " ".join(ok("optimize", "m1", env={"COLUMNS": "80"}).stdout.split())
+    assert "alone keeps" in text and "as `status` shows it" in text
+    assert "balanced growth" in text

@@ -377,12 +377,24 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json({"vm_id": vm.vm_id, **result})
         return 0
+    pct = "{:.1f} %".format
     output.console().print(output.key_values(f"VM {vm.vm_id}: applied caps", [
-        ("ATP cap", f"{output.number(result['atp_percent'])} %"),
-        ("ribosome cap", output.number(result["ribosomes"])),
-        ("uncapped growth", f"{output.number(result['uncapped_growth_rate_per_min'])} 1/min"),
-        ("growth under caps", f"{output.number(result['growth_rate_per_min'])} 1/min "
-                              f"({100 * result['growth_kept_fraction']:.1f} % kept, "
-                              "once the cell has grown under them)"),
+        ("ATP cap", f"{output.number(result['atp_percent'])} % of the maximal energy supply: "
+                    f"alone keeps {pct(100 * result['atp_cap_alone_kept_fraction'])} of "
+                    "growth"),
+        ("ribosome cap", f"{output.number(result['ribosomes'])}: alone keeps "
+                         f"{pct(100 * result['ribosome_cap_alone_kept_fraction'])} of growth"),
+        ("both caps", f"keep {pct(100 * result['growth_kept_fraction'])}: "
+                      f"{output.number(result['growth_rate_per_min'])} of "
+                      f"{output.number(result['uncapped_growth_rate_per_min'])} 1/min"),
+        ("growth now", f"{output.number(result['current_growth_rate_per_min'])} 1/min, as "
+                       "`status` shows it"),
     ]))
+    import textwrap
+
+    print(textwrap.fill(
+        "The growth figures of the caps are balanced growth (a copy of the cell grown to "
+        "steady state); the cell itself reaches them as it grows under the caps. The ATP cap "
+        "limits energy supply; status's atp_percent is elongation's energy saturation, which "
+        "a cap lowers only once supply binds.", width=min(output.console().width, 88)))
     return 0

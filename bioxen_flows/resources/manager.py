@@ -159,14 +159,26 @@ class BioResourceManager:
             low=1.0, high=max(2.0, 2.0 * ribosomes_now), target=target,
         )
         atp_alloc, ribosome_alloc = round(atp, 1), int(ribosomes) + 1
-        (achieved,) = self.vm.probe_growth([(atp_alloc, ribosome_alloc)])
+        achieved, atp_alone, ribosomes_alone = self.vm.probe_growth(
+            [(atp_alloc, ribosome_alloc), (atp_alloc, UNCAPPED_RIBOSOMES),
+             (FULL_ATP_PERCENT, ribosome_alloc)])
         self.vm.allocate(atp_percent=atp_alloc, ribosomes=ribosome_alloc)
+
+        def kept(growth: float) -> float:
+            return growth / uncapped if uncapped else 0.0
+
         return {
             "atp_percent": atp_alloc,
             "ribosomes": ribosome_alloc,
+            # balanced growth (a copy grown to steady state): the figures the caps are for
             "uncapped_growth_rate_per_min": uncapped,
             "growth_rate_per_min": achieved,
-            "growth_kept_fraction": achieved / uncapped if uncapped else 0.0,
+            "growth_kept_fraction": kept(achieved),
+            "atp_cap_alone_kept_fraction": kept(atp_alone),
+            "ribosome_cap_alone_kept_fraction": kept(ribosomes_alone),
+            # the cell as it is now, as `status` reports it (the caps act as it grows)
+            "current_growth_rate_per_min": self.vm.get_biological_metrics()[
+                "growth_rate_per_min"],
         }
 
     def get_optimization_recommendations(self) -> list[dict[str, Any]]:
