@@ -14,6 +14,7 @@ they would land on the bar's line.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -152,3 +153,47 @@ def new_log_lines(directory: Path, offsets: dict[str, int]) -> list[str]:
         offsets[path.name] = offsets.get(path.name, 0) + len(whole)
         lines += whole.decode("utf-8", "replace").splitlines()
     return lines
+
+
+def _program_folder(vm_id: str) -> Path:
+    from bioxen_flows.settings import get_settings
+
+    name = hashlib.sha256(vm_id.encode()).hexdigest()[:16]  # any id, a safe file name
+    return Path(get_settings().home).expanduser() / "running" / name
+
+
+@contextmanager
+def running_program(vm_id: str) -> Iterator[None]:
+    """While a program runs on `vm_id` in this process, its cell's simulated minutes are
+    readable by `program_minutes` from other processes (`bioxen monitor` shows the clock
+    advancing, where the store changes only when the program ends)."""
+    directory = _program_folder(vm_id)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "owner.pid").write_text(str(os.getpid()))
+    except OSError:  # a read-only home: no live clock, the program still runs
+        yield
+        return
+    before = {name: os.environ.get(name) for name in (ENV, PID_ENV)}
+    os.environ[ENV], os.environ[PID_ENV] = str(directory), str(os.getpid())
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def program_minutes(vm_id: str) -> float | None:
+    """Simulated minutes grown so far by a program running on `vm_id` (None: none runs,
+    or its process is gone)."""
+    directory = _program_folder(vm_id)
+    try:
+        pid = int((directory / "owner.pid").read_text())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return minutes_done(directory)

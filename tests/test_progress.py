@@ -71,3 +71,27 @@ def test_a_sweep_has_a_bar_of_points(prefect_api_url: str, tmp_path: Path) -> No
     shown = [(float(done), int(total), unit) for done, total, unit, _, _ in BAR.findall(raw)]
     assert shown and {(total, unit) for _, total, unit in shown} == {(3, "points")}
     assert max(done for done, _, _ in shown) > 0
+
+
+def test_monitor_shows_the_clock_of_a_program_running_in_another_process() -> None:
+    import json
+    import subprocess
+
+    from tests.test_cli_commands import data, ok
+
+    ok("create", "s1", "ecoli", "--seed", "1", "--auto-start")
+    program = subprocess.Popen([sys.executable, "-m", "bioxen_flows", "execute", "s1",
+                                "grow(minutes=1440)"], stdout=subprocess.DEVNULL)
+    seen = []
+    try:
+        while program.poll() is None:
+            sample = json.loads(ok("monitor", "s1", "--json", "--count", "1").stdout)
+            seen.append((sample["program_running"], sample["simulated_time_min"]))
+    finally:
+        program.wait(timeout=120)
+    assert program.returncode == 0
+    running = [minutes for is_running, minutes in seen if is_running]
+    assert running and all(0 <= m < 1440 for m in running), seen
+    assert any(m > 0 for m in running), seen  # the clock moved while the program ran
+    after = data("monitor", "s1", "--count", "1")
+    assert after["program_running"] is False and after["simulated_time_min"] == 1440

@@ -179,9 +179,12 @@ def _program(args: argparse.Namespace) -> str:
 
 def cmd_execute(args: argparse.Namespace) -> int:
     """Run a program; the library parses all of it first, so a bad line changes nothing."""
+    from bioxen_flows.progress import running_program
+
     code = _program(args)
     vm = load_vm(args.vm_id)
-    result = vm.execute_biological_process(code)
+    with running_program(vm.vm_id):  # `bioxen monitor` shows its clock advancing
+        result = vm.execute_biological_process(code)
     if args.json:
         output.print_json(result)
         return 0
@@ -263,9 +266,15 @@ MONITOR_COLUMNS = ("time", "simulated min", "atp %", "atp cap %", "ribosomes", "
 
 def _sample(vm_id: str) -> dict[str, Any]:
     """One usage sample of the VM as stored now (so changes by other processes show)."""
+    from bioxen_flows.progress import program_minutes
     from bioxen_flows.resources import BioResourceManager
 
-    return BioResourceManager(load_vm(vm_id)).get_resource_usage()
+    sample = BioResourceManager(load_vm(vm_id)).get_resource_usage()
+    running = program_minutes(vm_id)  # a program running in another process: its clock
+    sample["program_running"] = running is not None
+    if running is not None:
+        sample["simulated_time_min"] += running
+    return sample
 
 
 def _alerts(sample: dict[str, Any]) -> list[str]:
@@ -293,7 +302,8 @@ def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
     """One sample as the table row (and the tab-separated line) shows it."""
     return (
         time.strftime("%H:%M:%S", time.localtime(sample["timestamp"])),
-        output.number(sample["simulated_time_min"]), output.number(sample["atp_percent"]),
+        output.number(sample["simulated_time_min"]) + (" (running)" if sample.get(
+            "program_running") else ""), output.number(sample["atp_percent"]),
         output.number(sample["atp_cap_percent"]), output.number(sample["ribosomes_total"]),
         output.number(sample["ribosome_utilization_percent"]),
         output.number(sample["growth_rate_per_min"]),
