@@ -253,33 +253,3 @@ def test_replicated_points_report_mean_sd_and_interval(
     means = points.groupby("strength")["growth_rate_per_min"].mean()
     assert summary.set_index("strength")["growth_rate_per_min"].to_dict() == pytest.approx(
         means.to_dict())
-
-
-def test_the_report_says_why_no_point_qualified_and_marks_the_best_point() -> None:
-    """A burden limit below every point: the best table names the least burden found and
-    the report says why; the heatmaps (with and without a best point) are drawn."""
-    import itertools
-
-    import pandas as pd
-
-    from bioxen_flows.orchestration import sweep_report
-
-    rows = [{"organism": organism, "nutrient_molecules": 1e4, "strength": s, "copies": c,
-             sweep_report.YIELD: 100.0 * s * c, "burden_percent": base + 3.0 * s * c,
-             "growth_rate_per_min": 0.02, "doubling_time_min": 35.0,
-             "protein_per_cell": 1e4 * s * c}
-            for organism, base in (("ecoli", 1.0), ("syn3a", 30.0))
-            for s, c in itertools.product([0.5, 1.0, 2.0], [1, 2, 3])]
-    summary = pd.DataFrame(rows)
-    best = sweep_report.best_points(summary, max_burden=20.0).set_index("organism")
-    assert best.loc["ecoli", "within_burden_limit"]
-    assert pd.isna(best.loc["ecoli", "why_none"])
-    assert not best.loc["syn3a", "within_burden_limit"]
-    assert "least burden is 31.5 % (strength 0.5, copies 1)" in best.loc["syn3a", "why_none"]
-    report = {"best": best.reset_index(), "pngs": {},
-              "dataset": pd.DataFrame({"role": ["cell"], "reused": [False]})}
-    text = sweep_report.markdown_report(report, 20.0)
-    assert "No point qualified:" in text and "- syn3a: every point costs more than 20 %" in text
-    for organism in ("ecoli", "syn3a"):
-        png = sweep_report.heatmap_png(summary, organism, 20.0, best.reset_index())
-        assert png[:4] == b"\x89PNG"

@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--owner", help="user or project whose quota it counts against "
                                         "(default: the owner setting, your user name)")
 
-    add("list", vms.cmd_list, "list VMs with state, uptime and infrastructure")
+    listing = add("list", vms.cmd_list, "list VMs with state, uptime and infrastructure")
+    listing.add_argument("--wide", action="store_true",
+                         help="one line per VM however wide the terminal (for wide screens)")
     for action, text in (("start", "start a created or stopped VM"),
                          ("stop", "stop a running or paused VM"),
                          ("pause", "pause a running VM (its simulated clock stops)"),
@@ -194,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     qset.add_argument("--json", action="store_true", help="machine-readable output")
     audit = add("audit", ops.cmd_audit, "the audit log of every state change (oldest first)")
     audit.add_argument("--vm", metavar="VM_ID", help="only this VM's entries")
+    audit.add_argument("--wide", action="store_true",
+                       help="full times, actor, flow run and the whole detail")
     audit.add_argument("--since", metavar="ISO", help="only entries at or after (UTC if naive)")
     audit.add_argument("--limit", type=int, default=1000, metavar="N",
                        help="the most recent N entries (default 1000)")

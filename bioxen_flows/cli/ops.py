@@ -115,12 +115,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if not entries:
         print("no audit entries" + (f" for VM {args.vm}" if args.vm else ""))
         return 0
+    if args.wide:  # everything, one line per entry, however wide
+        output.wide_console().print(output.table(
+            "audit log", ("time (UTC)", "VM", "action", "outcome", "actor", "flow run",
+                          "detail"),
+            [(e["time"], e["vm_id"], e["action"], e["outcome"] or "ok", e["actor"] or "",
+              e["flow_run_id"] or "", json.dumps(e["detail"], sort_keys=True))
+             for e in entries], whole=range(7), wide=True))
+        return 0
     output.console().print(output.table(
-        "audit log", ("time (UTC)", "VM", "action", "outcome", "actor", "flow run", "detail"),
-        [(e["time"][:23], e["vm_id"], e["action"], e["outcome"] or "ok", e["actor"] or "",
-          (e["flow_run_id"] or "")[:8], json.dumps(e["detail"], sort_keys=True)[:80])
-         for e in entries]))
+        "audit log (UTC; --wide for actor, flow run and full detail)",
+        ("time", "VM", "action", "outcome", "detail"),
+        [(output.compact_time(e["time"]), e["vm_id"], e["action"], e["outcome"] or "ok",
+          output.clip(_detail_text(e["detail"]), 60)) for e in entries],
+        whole=(0, 1)))
     return 0
+
+
+def _detail_text(detail: Any) -> str:
+    """An entry's detail as `key=value` words, which wrap between them (JSON with --wide)."""
+    if not isinstance(detail, dict):
+        return "" if detail is None else json.dumps(detail)
+    return " ".join(f"{k}={v if isinstance(v, (str, int, float)) else json.dumps(v)}"
+                    for k, v in sorted(detail.items()))
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -172,14 +189,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"skipped {vm.vm_id}: {vm.why} ({vm.detail}){when}")
     if not orphans:
         print("no orphaned VMs" + (f" ({len(skipped)} skipped)" if skipped else ""))
-    elif not args.yes:
-        print(f"{len(orphans)} orphaned VM(s); run `bioxen gc --yes` to destroy them")
-    return 0
-    for orphan in orphans:
-        verb = "destroyed" if orphan.vm_id in destroyed else "would destroy"
-        print(f"{verb} {orphan.vm_id}: {orphan.reason}")
-    if not orphans:
-        print("no orphaned VMs")
     elif not args.yes:
         print(f"{len(orphans)} orphaned VM(s); run `bioxen gc --yes` to destroy them")
     return 0

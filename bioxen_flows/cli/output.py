@@ -33,16 +33,60 @@ def console(*, stderr: bool = False) -> Console:
     return Console(stderr=stderr, highlight=False, markup=False, soft_wrap=True)
 
 
-def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
-    """A table with right-aligned numeric-looking columns left to rich's defaults."""
+def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]], *,
+          whole: Sequence[int] = (0,), wide: bool = False) -> Table:
+    """A table that fits the terminal (80 columns too): the `whole` columns (ids) are never
+    cut or wrapped, so rows that differ only in their last characters stay apart; the
+    others wrap, and a long word folds instead of ending in an ellipsis. `wide`: one line
+    per row however wide (print it on `wide_console()`)."""
+    from rich import box
     from rich.table import Table
 
-    out = Table(title=title, title_justify="left", header_style="bold")
-    for column in columns:
-        out.add_column(column)
-    for row in rows:
-        out.add_row(*(str(cell) for cell in row))
+    cells = [[str(cell) for cell in row] for row in rows]
+    texts = [[column, *(row[i] for row in cells)] for i, column in enumerate(columns)]
+    widths = [max(len(line) for text in col for line in text.splitlines() or [""])
+              for col in texts]
+    words = [widths[i] if i in whole else max(len(w) for t in col for w in [*t.split(), ""])
+             for i, col in enumerate(texts)]
+    budget = 10**6 if wide else console().width - 2 * (len(columns) - 1)
+    # the widest column that is not an id gives way first: down to its longest word
+    # (wrapping between words), then, if the row still cannot fit, down to 4 (folding)
+    for floor in (words, [4] * len(widths)):
+        while sum(widths) > budget:
+            shrinkable = [i for i in range(len(widths))
+                          if i not in whole and widths[i] > max(floor[i], 4)]
+            if not shrinkable:
+                break
+            widths[max(shrinkable, key=widths.__getitem__)] -= 1
+    out = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD,
+                show_edge=False, pad_edge=False, collapse_padding=True)
+    for i, column in enumerate(columns):
+        out.add_column(column, width=widths[i], no_wrap=i in whole, overflow="fold")
+    for row in cells:
+        out.add_row(*row)
     return out
+
+
+def wide_console() -> Console:
+    """A console that never wraps a table (`--wide`: one line per row, for wide screens or
+    a pager that scrolls sideways)."""
+    from rich.console import Console
+
+    return Console(highlight=False, markup=False, soft_wrap=True, width=10_000)
+
+
+def compact_time(iso: str | None) -> str:
+    """`2026-12-05T11:41:50.123+00:00` as `12-05 11:41:50`: the date and second a person
+    tells entries apart by, in 14 characters (`-` when there is none)."""
+    if not iso:
+        return "-"
+    return f"{iso[5:10]} {iso[11:19]}"
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters, the cut marked with an ellipsis (for free-text detail,
+    never for ids)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def plain_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -71,6 +115,8 @@ def number(value: Any, digits: int = 4) -> str:
         return "-"  # missing: '-' in text, null in JSON, empty in CSV
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
+    if math.isnan(value):  # missing: `-` in text, as None is (null in JSON, empty in CSV)
+        return "-"
     if not math.isfinite(value):
         return "inf" if value > 0 else "-inf"
     if abs(value) >= 1e12:  # no 40-digit numbers: beyond a trillion, scientific notation

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from typing import Any
 
 from bioxen_flows.cli import output
 from bioxen_flows.cli.validate import add_stochastic_arguments
@@ -78,22 +79,29 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         dask_cluster_threads(args.dask_address)
     if not 0 <= args.max_burden <= 100:  # the flow checks these too; here before Prefect starts
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
-    design_points(args.organisms, args.package, strengths, copies, nutrients or [None],
-                  args.replicates, args.seed, args.hours)  # refuses a bad sweep up front
-    from bioxen_flows.cli.tools import interactive_run, on_prefect_api, stopped
+    points = len(design_points(  # refuses a bad sweep up front
+        args.organisms, args.package, strengths, copies, nutrients or [None], args.replicates,
+        args.seed, args.hours))
+    from bioxen_flows.cli.tools import interactive_run, on_prefect_api, stopped, with_progress
+    from bioxen_flows.orchestration.flows import watch_progress
     from bioxen_flows.orchestration.stopping import stop_on_signals
     from bioxen_flows.orchestration.sweep import sweep_design_space
 
     started = time.perf_counter()
+
+    def run(listener: Any) -> Any:
+        with watch_progress(listener):
+            return sweep_design_space(
+                organisms=args.organisms, package=args.package, strengths=strengths,
+                copies=copies, nutrients=nutrients, replicates=args.replicates,
+                seed=args.seed, hours=args.hours, max_burden=args.max_burden,
+                out_dir=args.out, workers=args.workers, stochastic_engine=engine,
+                division=division, refine=args.refine, dask_address=args.dask_address,
+                return_state=True)
+
     with stop_on_signals(), on_prefect_api(quiet=args.json), interactive_run():
-        state = sweep_design_space(
-            organisms=args.organisms, package=args.package, strengths=strengths,
-            copies=copies, nutrients=nutrients, replicates=args.replicates, seed=args.seed,
-            hours=args.hours, max_burden=args.max_burden, out_dir=args.out,
-            workers=args.workers, stochastic_engine=engine, division=division,
-            refine=args.refine, dask_address=args.dask_address,
-            return_state=True,
-        )
+        state = with_progress(run, points, minutes_each=args.hours * 60, unit="points",
+                               name="sweep-design-space", cached_first=True)
     if state.is_cancelled():
         return stopped(state, args.json)
     result = state.result()
@@ -101,18 +109,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(result)
         return 0
-    columns = ("organism", "strength", "copies", "protein_per_cell_per_hour", "burden_percent",
-               "growth_rate_per_min", "doubling_time_min")
-    output.console().print(output.table(
-        f"best point per organism (burden <= {args.max_burden:g} %)",
-        ("organism", "strength", "copies", "protein/cell/h", "burden %", "growth 1/min",
-         "doubling min"),
-        [[output.number(row.get(c)) if c != "organism" else row[c] for c in columns]
-         for row in result["best"]],
-    ))
+    output.console().print(best_table(result["best"], args.max_burden))
     for row in result["best"]:
-        if row.get("why_none"):
-            print(f"{row['organism']}: no point qualified: {row['why_none']}")
+        if row.get("note"):
+            print(f"{row['organism']}: {row['note']}")
+    for row in result["best"]:
         if row.get("refined_strength") is not None:
             print(f"{row['organism']}: refined optimum at strength "
                   f"{row['refined_strength']:.4g} (copies {row['copies']}): "
@@ -127,3 +128,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"{result['wall_seconds']:.1f} s")
     print(f"results in {result['out_dir']} ({result['latest']} points there)")
     return 0
+
+
+BEST_COLUMNS = ("organism", "strength", "copies", "protein_per_cell_per_hour", "burden_percent",
+                "growth_rate_per_min", "doubling_time_min")
+
+
+def best_table(best: list[dict[str, Any]], max_burden: float) -> Any:
+    """The best point per organism, headers short enough for 80 columns."""
+    return output.table(
+        f"best point per organism (burden <= {max_burden:g} %)",
+        ("organism", "strength", "copies", "protein /cell/h", "burden %", "growth /min",
+         "doubling min"),
+        [[output.number(row.get(c)) if c != "organism" else row[c] for c in BEST_COLUMNS]
+         for row in best])

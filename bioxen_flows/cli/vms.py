@@ -80,17 +80,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     if len(vms) > PLAIN_LIST_ROWS:
         print(output.plain_table(VM_COLUMNS, _vm_rows(vms)))
     else:
-        output.console().print(vms_table(vms))
+        (output.wide_console() if args.wide else output.console()).print(
+            vms_table(vms, wide=args.wide))
     return 0
 
 
-VM_COLUMNS = ("VM", "organism", "infra", "state", "uptime", "simulated", "allocations")
+VM_COLUMNS = ("VM", "organism", "infra", "state", "uptime", "sim time", "caps")
 PLAIN_LIST_ROWS = 100  # longer lists print as padded text (fast) instead of a rich table
 
 
-def vms_table(vms: list[dict[str, Any]]) -> Any:
+def vms_table(vms: list[dict[str, Any]], *, wide: bool = False) -> Any:
     """The VM list as people read it (shared with the interactive session)."""
-    return output.table(None, VM_COLUMNS, _vm_rows(vms))
+    return output.table(None, VM_COLUMNS, _vm_rows(vms), wide=wide)
 
 
 def _vm_rows(vms: list[dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -178,9 +179,12 @@ def _program(args: argparse.Namespace) -> str:
 
 def cmd_execute(args: argparse.Namespace) -> int:
     """Run a program; the library parses all of it first, so a bad line changes nothing."""
+    from bioxen_flows.progress import running_program
+
     code = _program(args)
     vm = load_vm(args.vm_id)
-    result = vm.execute_biological_process(code)
+    with running_program(vm.vm_id):  # `bioxen monitor` shows its clock advancing
+        result = vm.execute_biological_process(code)
     if args.json:
         output.print_json(result)
         return 0
@@ -262,9 +266,15 @@ MONITOR_COLUMNS = ("time", "simulated min", "atp %", "atp cap %", "ribosomes", "
 
 def _sample(vm_id: str) -> dict[str, Any]:
     """One usage sample of the VM as stored now (so changes by other processes show)."""
+    from bioxen_flows.progress import program_minutes
     from bioxen_flows.resources import BioResourceManager
 
-    return BioResourceManager(load_vm(vm_id)).get_resource_usage()
+    sample = BioResourceManager(load_vm(vm_id)).get_resource_usage()
+    running = program_minutes(vm_id)  # a program running in another process: its clock
+    sample["program_running"] = running is not None
+    if running is not None:
+        sample["simulated_time_min"] += running
+    return sample
 
 
 def _alerts(sample: dict[str, Any]) -> list[str]:
@@ -272,20 +282,6 @@ def _alerts(sample: dict[str, Any]) -> list[str]:
     from bioxen_flows.resources.manager import alerts_for
 
     return [alert["kind"] for alert in alerts_for(sample)]
-
-
-def _alert_labels(sample: dict[str, Any]) -> str:
-    """The alerts as a reader is told them: `ribosomes over cap (481 of 450)`, not near."""
-    from bioxen_flows.resources.manager import alerts_for
-
-    labels = []
-    for alert in alerts_for(sample):
-        label = alert["label"]
-        if alert["kind"] == "ribosomes_near_cap" and sample.get("ribosome_cap"):
-            label += f" ({output.number(sample['ribosomes_total'])} of " \
-                     f"{output.number(sample['ribosome_cap'])})"
-        labels.append(label)
-    return ", ".join(labels) or "-"
 
 
 def _report_alerts(vm_id: str, sample: dict[str, Any], kinds: set[str]) -> None:
@@ -306,11 +302,30 @@ def _monitor_row(sample: dict[str, Any]) -> tuple[str, ...]:
     """One sample as the table row (and the tab-separated line) shows it."""
     return (
         time.strftime("%H:%M:%S", time.localtime(sample["timestamp"])),
-        output.number(sample["simulated_time_min"]), output.number(sample["atp_percent"]),
+        output.number(sample["simulated_time_min"]) + (" (running)" if sample.get(
+            "program_running") else ""), output.number(sample["atp_percent"]),
         output.number(sample["atp_cap_percent"]), output.number(sample["ribosomes_total"]),
         output.number(sample["ribosome_utilization_percent"]),
-        output.number(sample["growth_rate_per_min"]), _alert_labels(sample),
+        output.number(sample["growth_rate_per_min"]),
+        ", ".join(alert_label(a) for a in alerts_for_sample(sample)) or "-",
     )
+
+
+def alerts_for_sample(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    from bioxen_flows.resources.manager import alerts_for
+
+    return alerts_for(sample)
+
+
+def alert_label(alert: dict[str, Any]) -> str:
+    """An alert as the monitor shows it: ribosomes above their allocation are `over cap`,
+    not `near cap` (the alert kind, for events and automations, stays the same)."""
+    value = alert["value"]
+    if alert["kind"] == "ribosomes_near_cap":
+        return f"ribosomes {'over' if value > 100 else 'near'} cap ({value:.0f} %)"
+    if alert["kind"] == "low_atp":
+        return f"low ATP ({value:.3g} %)"
+    return str(alert["kind"])
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -372,15 +387,24 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json({"vm_id": vm.vm_id, **result})
         return 0
+    pct = "{:.1f} %".format
     output.console().print(output.key_values(f"VM {vm.vm_id}: applied caps", [
-        ("ATP supply cap", f"{output.number(result['atp_percent'])} % of maximum supply"),
-        ("ribosome cap", output.number(result["ribosomes"])),
-        ("balanced growth, uncapped",
-         f"{output.number(result['uncapped_growth_rate_per_min'])} 1/min"),
-        ("balanced growth, capped", f"{output.number(result['growth_rate_per_min'])} 1/min "
-                                    f"({100 * result['growth_kept_fraction']:.1f} % kept)"),
-        ("growth now (status)", f"{output.number(result['growth_rate_now_per_min'])} 1/min "
-                                "(not yet balanced)"),
-        ("ATP level now", f"{output.number(result['atp_level_now_percent'])} % (not the cap)"),
+        ("ATP cap", f"{output.number(result['atp_percent'])} % of the maximal energy supply: "
+                    f"alone keeps {pct(100 * result['atp_cap_alone_kept_fraction'])} of "
+                    "growth"),
+        ("ribosome cap", f"{output.number(result['ribosomes'])}: alone keeps "
+                         f"{pct(100 * result['ribosome_cap_alone_kept_fraction'])} of growth"),
+        ("both caps", f"keep {pct(100 * result['growth_kept_fraction'])}: "
+                      f"{output.number(result['growth_rate_per_min'])} of "
+                      f"{output.number(result['uncapped_growth_rate_per_min'])} 1/min"),
+        ("growth now", f"{output.number(result['current_growth_rate_per_min'])} 1/min, as "
+                       "`status` shows it"),
     ]))
+    import textwrap
+
+    print(textwrap.fill(
+        "The growth figures of the caps are balanced growth (a copy of the cell grown to "
+        "steady state); the cell itself reaches them as it grows under the caps. The ATP cap "
+        "limits energy supply; status's atp_percent is elongation's energy saturation, which "
+        "a cap lowers only once supply binds.", width=min(output.console().width, 88)))
     return 0

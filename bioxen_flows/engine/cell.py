@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from bioxen_flows import progress
 from bioxen_flows.engine import STOCHASTIC_ENGINES, UNCAPPED_RIBOSOMES, cap_settings, ssa
 from bioxen_flows.errors import InputError
 from bioxen_flows.model.builder import build_model_text, load_roadrunner, package_parameters
@@ -225,11 +226,19 @@ class Cell:
         else:
             values = self._rr.simulate(start, start + minutes, n, selections=self._selections)
         self.time = start + minutes
+        self._grown().update(minutes, final=True)
         self._zero_negligible_amounts()
         names = [SERIES_COLUMNS.get(s) or _gene_column(s) for s in self._selections]
         if self.stochastic and self.engine == "compiled":
             names += ["cell_size", "generation"]
         return Trajectory(tuple(names), np.asarray(values))
+
+    def _grown(self) -> progress.Reporter:
+        """This cell's progress reporter (simulated minutes grown, for the CLI's bar)."""
+        reporter = self.__dict__.get("_progress_reporter")
+        if reporter is None:
+            reporter = self.__dict__["_progress_reporter"] = progress.Reporter()
+        return reporter
 
     def _kernel(self) -> ssa.Kernel:
         """The compiled engine's kernel of this cell's model; a model it cannot run is a
@@ -272,7 +281,10 @@ class Cell:
         lineage = ssa.Lineage(**vars(self.lineage)) if self.lineage else None
         deadline = clock.monotonic() + STOCHASTIC_WALL_S
 
+        grown = self._grown()
+
         def within_bounds(t: float, events: int) -> None:
+            grown.update(t - start)
             if clock.monotonic() > deadline:
                 raise InputError(
                     f"grow({minutes:g}) was abandoned after {STOCHASTIC_WALL_S:g} s, the wall-"
@@ -422,6 +434,7 @@ class Cell:
             part = np.asarray(self._rr.simulate(times[first], times[last], last - first + 1,
                                                 selections=self._selections))
             parts.append(part if not parts else part[1:])
+            self._grown().update(times[last] - start)
             if clock.monotonic() > deadline and last < n - 1:
                 self.restore(before)
                 raise InputError(

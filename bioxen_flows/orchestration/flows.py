@@ -534,8 +534,14 @@ def auto_batch_sizes(
 
 def _report(progress: reporting.ProgressArtifact, done: int) -> None:
     progress.update(done)
+    report_progress(done, progress.total)
+
+
+def report_progress(done: int, total: int) -> None:
+    """Tell the listeners of this process (`watch_progress`) that `done` of `total` units
+    (VMs of a comparison, points of a sweep) are finished."""
     for listener in list(_progress_listeners):
-        listener(done, progress.total)
+        listener(done, total)
 
 
 @flow(

@@ -390,4 +390,7 @@ class ProgressArtifact:
 
 
 def _fmt(value: Any) -> str:
+    """A markdown cell: 4 significant figures, `-` for a missing value (never `nan`)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)

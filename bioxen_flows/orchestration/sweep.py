@@ -42,7 +42,7 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.design_space import design_points
-from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first
+from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first, report_progress
 from bioxen_flows.orchestration.naming import tag_flow_run
 from bioxen_flows.orchestration.parameters import (
     Counts,
@@ -215,8 +215,10 @@ def simulate_cohort(points: list[dict[str, Any]], vm_id: str, labels: dict[str, 
     `labels` name the run and the flow's process, for `bioxen gc`."""
     from prefect.results import ResultStore, resolve_result_storage
 
+    from bioxen_flows import progress
     from bioxen_flows.vm import create_bio_vm
 
+    progress.logs_to_folder()  # a bar on the CLI's terminal: logs above it, not onto it
     store = (ResultStore(result_storage=resolve_result_storage(storage))
              if storage is not None else None)
     outcomes: dict[int, tuple[dict[str, Any], bool]] = {}
@@ -460,6 +462,7 @@ def sweep_design_space(
              len(points), sum(cached) - len(twin), len(twin))
     reporting.preload_plotting()
     stopped = False
+    report_progress(sum(cached), len(points))  # points from the cache are done at once
     try:
         new = [i for i, hit in enumerate(cached) if not hit]  # only these start workers
         if new:
@@ -488,6 +491,7 @@ def sweep_design_space(
                                 if not reused:
                                     store.write(result, key=point_key(points[i]))
                         outcomes.update(zip(cohorts[index], results, strict=True))
+                        report_progress(len(twin) + len(outcomes), len(points))
                 except RunStopped:  # Ctrl-C: running cohorts are dropped, not waited for
                     # (the points they finished are in the result store: the next run reuses
                     # them)

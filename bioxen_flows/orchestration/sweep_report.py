@@ -94,32 +94,43 @@ def best_points(summary: pd.DataFrame, max_burden: float) -> pd.DataFrame:
         if allowed.empty:
             rows.append({"organism": organism, "nutrient_molecules": nutrient,
                          "within_burden_limit": False,
-                         "why_none": why_none(group, max_burden)})
+                         "note": no_point_reason(group, max_burden)})
             continue
         best = allowed.loc[allowed[YIELD].idxmax()]
-        rows.append({**best.to_dict(), "within_burden_limit": True})
+        rows.append({**best.to_dict(), "within_burden_limit": True, "note": None})
     columns = ["organism", "nutrient_molecules", "strength", "copies", YIELD, "burden_percent",
                "growth_rate_per_min", "doubling_time_min", "protein_per_cell",
-               "within_burden_limit", "why_none"]
+               "within_burden_limit", "note"]
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
-def why_none(group: pd.DataFrame, max_burden: float) -> str:
-    """Why no point of `group` qualified: the limit against the least burden found."""
-    burden = group["burden_percent"]
-    if burden.isna().all():
-        return "no point has a burden (no control finished)"
-    least = group.loc[burden.idxmin()]
-    return (f"every point costs more than {max_burden:g} % growth: the least burden is "
-            f"{least['burden_percent']:.1f} % (strength {least['strength']:g}, copies "
-            f"{int(least['copies'])}); raise --max-burden or try weaker designs")
+def no_point_reason(group: pd.DataFrame, max_burden: float) -> str:
+    """Why no point of one organism and nutrient level meets the burden limit: the
+    lowest burden there was and where, or that no burden could be computed."""
+    known = group.dropna(subset=["burden_percent"])
+    if known.empty:
+        return "no point has a burden (the control's growth is missing or zero)"
+    low = known.loc[known["burden_percent"].idxmin()]
+    return (f"no point has burden <= {max_burden:g} %: the lowest is "
+            f"{low['burden_percent']:.3g} % (strength {low['strength']:g}, copies "
+            f"{int(low['copies'])}); raise --max-burden or try weaker or fewer copies")
 
 
-def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float,
-                best: pd.DataFrame | None = None) -> bytes:
-    """Strength x copies coloured by protein per cell per hour, burden contours on top
-    (the `max_burden` limit dashed and labelled), the best point within it starred; one
-    panel per nutrient level. A panel where no point is within the limit says so."""
+def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float) -> bytes:
+    """`heatmap_figure` as PNG bytes."""
+    import matplotlib.pyplot as plt
+
+    fig = heatmap_figure(summary, organism, max_burden)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def heatmap_figure(summary: pd.DataFrame, organism: str, max_burden: float) -> Any:
+    """Strength x copies coloured by protein per cell per hour, burden contours on top (the
+    `max_burden` limit red and dashed) and the best point under it starred; one panel per
+    nutrient level."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,34 +153,34 @@ def heatmap_png(summary: pd.DataFrame, organism: str, max_burden: float,
                title=f"{organism}, nutrient {level:g}")
         values = burden.to_numpy(dtype=float)
         if min(values.shape) >= 2 and np.isfinite(values).all():
-            marks = sorted({v for v in (5, 10, 20, 40, 60, 80, max_burden)
-                            if values.min() < v < values.max()})
+            marks = sorted({v for v in (5, 10, 20, 40, 60, 80)
+                            if values.min() < v < values.max() and v != max_burden})
             if marks:
-                lines = ax.contour(values, levels=marks, colors="white",
-                                   linestyles=["--" if m == max_burden else "-" for m in marks],
-                                   linewidths=[2.0 if m == max_burden else 0.8 for m in marks])
-                ax.clabel(lines, fmt=lambda v: f"{v:g}% burden"
-                          + (" (limit)" if v == max_burden else ""), fontsize=7)
-        chosen = (best[(best["organism"] == organism) & (best["nutrient_molecules"] == level)
-                       & best["within_burden_limit"].astype(bool)]
-                  if best is not None else best)
-        if chosen is not None and not chosen.empty:
-            row = chosen.iloc[0]
-            x = list(yields.columns).index(row["strength"])
-            y = list(yields.index).index(row["copies"])
-            ax.plot([x], [y], marker="*", markersize=16, color="red", markeredgecolor="white",
-                    linestyle="none", label=f"best within {max_burden:g} %")
-            ax.legend(loc="upper right", fontsize=7)
-        elif np.isfinite(values).any() and np.nanmin(values) > max_burden:
-            ax.text(0.5, 0.5, f"no point within {max_burden:g} % burden\n"
-                    f"(least: {np.nanmin(values):.1f} %)", transform=ax.transAxes,
-                    ha="center", va="center", color="white", fontsize=10,
-                    bbox={"facecolor": "black", "alpha": 0.6})
+                lines = ax.contour(values, levels=marks, colors="white", linewidths=0.8)
+                ax.clabel(lines, fmt=lambda v: f"{v:g}% burden", fontsize=7)
+            if values.min() < max_burden < values.max():  # the limit: thick, red, dashed
+                limit = ax.contour(values, levels=[max_burden], colors="red",
+                                   linestyles="--", linewidths=2)
+                ax.clabel(limit, fmt=lambda v: f"limit {v:g}%", fontsize=8)
+        _mark_best(ax, data, yields, max_burden)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, facecolor="white")  # legible on dark UIs
-    plt.close(fig)
-    return buffer.getvalue()
+    return fig
+
+
+def _mark_best(ax: Any, data: pd.DataFrame, yields: pd.DataFrame, max_burden: float) -> None:
+    """A star on the best point under the limit (as `best_points` picks it), or a title
+    line saying that no point qualifies."""
+    allowed = data[data["burden_percent"] <= max_burden]
+    if allowed.empty:
+        ax.set_title(f"{ax.get_title()}\nno point with burden <= {max_burden:g} %",
+                     fontsize=9)
+        return
+    best = allowed.loc[allowed[YIELD].idxmax()]
+    x = list(yields.columns).index(best["strength"])
+    y = list(yields.index).index(best["copies"])
+    ax.plot([x], [y], marker="*", markersize=16, color="red", markeredgecolor="white",
+            linestyle="none", label=f"best with burden <= {max_burden:g} %")
+    ax.legend(loc="upper left", fontsize=7, framealpha=0.9)
 
 
 def _ticks(n: int, most: int = 10) -> list[int]:
@@ -209,7 +220,7 @@ def write_sweep(dataset: pd.DataFrame, run_dir: Path, max_burden: float,
     best.to_csv(paths["best_csv"], index=False)
     pngs = {}
     for organism in summary["organism"].unique():
-        pngs[organism] = heatmap_png(summary, organism, max_burden, best)
+        pngs[organism] = heatmap_png(summary, organism, max_burden)
         paths[f"heatmap_{organism}"] = run_dir / f"heatmap-{organism}.png"
         paths[f"heatmap_{organism}"].write_bytes(pngs[organism])
     report = {"dataset": dataset, "summary": summary, "best": best, "pngs": pngs,
@@ -229,10 +240,10 @@ def markdown_report(report: dict[str, Any], max_burden: float, *, images: bool =
              "| " + " | ".join(best.columns) + " |", "|" + "---|" * len(best.columns)]
     for row in artifact_records(best):
         lines.append("| " + " | ".join(_cell(v) for v in row.values()) + " |")
-    reasons = [f"- {row['organism']}: {row['why_none']}" for _, row in best.iterrows()
-               if not row["within_burden_limit"]]
-    if reasons:
-        lines += ["", "No point qualified:", *reasons]
+    notes = [f"- {row['organism']}, nutrient {row['nutrient_molecules']:g}: {row['note']}"
+             for _, row in best.iterrows() if isinstance(row["note"], str)]
+    if notes:
+        lines += ["", *notes]
     if images:
         for organism, png in report["pngs"].items():
             image = base64.b64encode(png).decode()
@@ -255,5 +266,5 @@ def publish_artifacts(report: dict[str, Any], max_burden: float, key: str) -> No
 
 def _cell(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"  # missing: '-' in text, null in JSON, empty in CSV
+        return "-"
     return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -25,6 +25,7 @@ import pandas as pd
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from bioxen_flows import progress
 from bioxen_flows.errors import InputError, TransientInfrastructureError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import events
@@ -209,6 +210,7 @@ def simulate_bio_vms(
 
     Returns the batch's tidy time series rows and each VM's final metrics.
     """
+    progress.logs_to_folder()  # a bar on the CLI's terminal: logs above it, not onto it
     on_main_thread = threading.current_thread() is threading.main_thread()
     create, start, execute, collect, teardown = (
         t.with_options(task_run_name=f"{t.name}-{label}") if on_main_thread

@@ -75,7 +75,6 @@ class BioResourceManager:
             "ribosomes_free": m["ribosomes_free"],
             "ribosomes_translating": m["ribosomes_translating"],
             "ribosome_utilization_percent": m["ribosome_utilization_percent"],
-            "ribosome_cap": cap,
             "ribosome_allocation_used_percent": (
                 100.0 * m["ribosomes_total"] / cap if cap else None
             ),
@@ -139,8 +138,6 @@ class BioResourceManager:
     # ---- optimisation -------------------------------------------------------------------
     def auto_optimize_resources(self, keep_growth: float = KEEP_GROWTH) -> dict[str, Any]:
         """Smallest caps that keep `keep_growth` of uncapped growth, found with the model.
-        Growth here is balanced growth (`probe_growth`), under each cap; the result also
-        gives the cell's growth and ATP level now (what `status` shows) for comparison.
 
         A grid then a refinement per resource. Energy first, with ribosomes uncapped, may
         spend half the allowed loss (keeps sqrt(keep_growth)); ribosomes are then capped as
@@ -150,31 +147,38 @@ class BioResourceManager:
             0 < keep_growth <= 1
         ):
             raise InputError(f"keep_growth must be in (0, 1], got {keep_growth}")
-        now = self.vm.get_biological_metrics()  # what `status` shows, before the caps
         (uncapped,) = self.vm.probe_growth([(FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES)])
         target = keep_growth * uncapped
         atp = _smallest_meeting(
             lambda xs: self.vm.probe_growth([(x, UNCAPPED_RIBOSOMES) for x in xs]),
             low=1.0, high=100.0, target=keep_growth**0.5 * uncapped,
         )
-        ribosomes_now = now["ribosomes_total"]
+        ribosomes_now = self.vm.get_biological_metrics()["ribosomes_total"]
         ribosomes = _smallest_meeting(
             lambda xs: self.vm.probe_growth([(atp, x) for x in xs]),
             low=1.0, high=max(2.0, 2.0 * ribosomes_now), target=target,
         )
         atp_alloc, ribosome_alloc = round(atp, 1), int(ribosomes) + 1
-        (achieved,) = self.vm.probe_growth([(atp_alloc, ribosome_alloc)])
+        achieved, atp_alone, ribosomes_alone = self.vm.probe_growth(
+            [(atp_alloc, ribosome_alloc), (atp_alloc, UNCAPPED_RIBOSOMES),
+             (FULL_ATP_PERCENT, ribosome_alloc)])
         self.vm.allocate(atp_percent=atp_alloc, ribosomes=ribosome_alloc)
+
+        def kept(growth: float) -> float:
+            return growth / uncapped if uncapped else 0.0
+
         return {
             "atp_percent": atp_alloc,
             "ribosomes": ribosome_alloc,
+            # balanced growth (a copy grown to steady state): the figures the caps are for
             "uncapped_growth_rate_per_min": uncapped,
             "growth_rate_per_min": achieved,
-            "growth_kept_fraction": achieved / uncapped if uncapped else 0.0,
-            # the cell's state now (status): not yet at balanced growth, so its growth
-            # differs from the balanced figures the caps are chosen by
-            "growth_rate_now_per_min": now["growth_rate_per_min"],
-            "atp_level_now_percent": now["atp_percent"],
+            "growth_kept_fraction": kept(achieved),
+            "atp_cap_alone_kept_fraction": kept(atp_alone),
+            "ribosome_cap_alone_kept_fraction": kept(ribosomes_alone),
+            # the cell as it is now, as `status` reports it (the caps act as it grows)
+            "current_growth_rate_per_min": self.vm.get_biological_metrics()[
+                "growth_rate_per_min"],
         }
 
     def get_optimization_recommendations(self) -> list[dict[str, Any]]:
@@ -244,18 +248,14 @@ def alerts_for(
     atp = sample.get("atp_percent")
     if atp is not None and atp < low_atp:
         alerts.append({
-            "kind": "low_atp", "value": atp, "threshold": low_atp, "label": "low ATP",
+            "kind": "low_atp", "value": atp, "threshold": low_atp,
             "message": f"atp_percent {atp:.1f} < {low_atp:g}",
         })
     used = sample.get("ribosome_allocation_used_percent")
     if used is not None and used > near_cap:
-        # above 100 % the cell holds more than its cap (made before the cap was set): the
-        # same alert, named for what it is
-        where = "over cap" if used > 100 else "near cap"
         alerts.append({
             "kind": "ribosomes_near_cap", "value": used, "threshold": near_cap,
-            "label": f"ribosomes {where}",
-            "message": f"ribosomes {where}: {used:.1f} % of allocation > {near_cap:g}",
+            "message": f"ribosomes at {used:.1f} % of allocation > {near_cap:g}",
         })
     return alerts
 
