@@ -115,8 +115,6 @@ def number(value: Any, digits: int = 4) -> str:
         return "-"  # missing: '-' in text, null in JSON, empty in CSV
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if math.isnan(value):  # missing: `-` in text, as None is (null in JSON, empty in CSV)
-        return "-"
     if not math.isfinite(value):
         return "inf" if value > 0 else "-inf"
     if abs(value) >= 1e12:  # no 40-digit numbers: beyond a trillion, scientific notation
