@@ -16,6 +16,7 @@ VDIs carry the same tags.
 from __future__ import annotations
 
 import datetime as dt
+import http.client
 import logging
 import re
 import ssl
@@ -161,7 +162,9 @@ def xapi_session(endpoint: XapiEndpoint, password: str) -> Iterator[Any]:
     finally:
         try:
             session.xenapi.session.logout()
-        except (XenAPI.Failure, OSError) as exc:
+        except (XenAPI.Failure, OSError, http.client.HTTPException) as exc:
+            # HTTPException: a signal (SIGTERM) cut a request short and the connection is
+            # still mid-request; the logout must not replace what is propagating
             log.warning("XAPI logout failed: %s", exc)
 
 
@@ -174,7 +177,7 @@ def xapi_errors(doing: str, transient: frozenset[str] = frozenset()) -> Iterator
         raise classify(failure, doing, transient) from None
     except ssl.SSLCertVerificationError as exc:
         raise _tls_error("the pool", exc) from None
-    except (OSError, xmlrpc.client.ProtocolError) as exc:
+    except (OSError, xmlrpc.client.ProtocolError, http.client.HTTPException) as exc:
         raise TransientInfrastructureError(f"XAPI connection lost while {doing}: {exc}") from exc
 
 
