@@ -78,13 +78,13 @@ def minutes_done(directory: Path) -> float:
 
 
 @contextmanager
-def collecting() -> Iterator[Path]:
-    """A fresh folder the cells of this process and its later children report into."""
-    directory = Path(tempfile.mkdtemp(prefix="bioxen-progress-"))
+def _reporting_into(directory: Path) -> Iterator[None]:
+    """Cells of this process and its later children report into `directory` (removed at
+    the end); the environment is put back as it was."""
     before = {name: os.environ.get(name) for name in (ENV, PID_ENV)}
     os.environ[ENV], os.environ[PID_ENV] = str(directory), str(os.getpid())
     try:
-        yield directory
+        yield
     finally:
         for name, value in before.items():
             if value is None:
@@ -92,6 +92,14 @@ def collecting() -> Iterator[Path]:
             else:
                 os.environ[name] = value
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def collecting() -> Iterator[Path]:
+    """A fresh folder the cells of this process and its later children report into."""
+    directory = Path(tempfile.mkdtemp(prefix="bioxen-progress-"))
+    with _reporting_into(directory):
+        yield directory
 
 
 def logs_to_folder() -> None:
@@ -174,17 +182,8 @@ def running_program(vm_id: str) -> Iterator[None]:
     except OSError:  # a read-only home: no live clock, the program still runs
         yield
         return
-    before = {name: os.environ.get(name) for name in (ENV, PID_ENV)}
-    os.environ[ENV], os.environ[PID_ENV] = str(directory), str(os.getpid())
-    try:
+    with _reporting_into(directory):
         yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        shutil.rmtree(directory, ignore_errors=True)
 
 
 def program_minutes(vm_id: str) -> float | None:
