@@ -235,7 +235,7 @@ def test_one_ctrl_c_stops_a_run_on_the_cluster(on_cluster: DaskHosts, tmp_path: 
         cwd=str(tmp_path), env={**os.environ, "COLUMNS": "120", "PYTHONPATH": str(REPO),
                                 "PREFECT_API_URL": on_cluster.api_url},
         timeout=240, encoding="utf-8", codec_errors="replace")
-    child.expect(r"\b[1-9]\d*/12\b")  # the progress bar: a batch has finished
+    child.expect(r"\b(?:[1-9]|1[01])\.\d/12 VMs")  # the bar: some batches, not all, done
     child.sendintr()
     child.expect(pexpect.EOF, timeout=20)
     child.close()
