@@ -42,7 +42,7 @@ class TransientInfrastructureError(InfrastructureError):
 
 
 # ---- XCP-ng: the pool (XAPI) and the guest (SSH) ------------------------------------------
-class XapiError(InfrastructureError, ValueError):
+class XapiError(InfrastructureError):
     """A permanent XAPI failure: retrying will not help; the message says what to fix."""
 
     def __init__(self, message: str, code: str | None = None) -> None:
@@ -50,7 +50,7 @@ class XapiError(InfrastructureError, ValueError):
         self.code = code
 
 
-class GuestError(InfrastructureError, RuntimeError):
+class GuestError(InfrastructureError):
     """The guest command ran and failed (or replied with something that is not a result)."""
 
     def __init__(self, message: str, exit_status: int | None, stderr: str = "") -> None:
@@ -69,9 +69,9 @@ class GuestConnectionError(TransientInfrastructureError):
     """The SSH connection failed or dropped (refused, timed out, reset): worth retrying."""
 
 
-class HostKeyMismatchError(InfrastructureError, ValueError):
+class HostKeyMismatchError(InfrastructureError):
     """The server's host key is unknown or wrong: permanent, never retried, never accepted."""
 
 
-class GuestAuthError(InfrastructureError, ValueError):
+class GuestAuthError(InfrastructureError):
     """The server refused our key: permanent until the configuration changes."""
