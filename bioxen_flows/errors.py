@@ -33,6 +33,10 @@ class StoreError(BioXenError):
     """The state store is unreachable, damaged or at a schema this version cannot use."""
 
 
+class CheckFailed(BioXenError):
+    """A `bioxen doctor` check found this installation unable to do its job."""
+
+
 class InfrastructureError(BioXenError):
     """The XCP-ng pool or a guest failed in a way retrying will not cure."""
 

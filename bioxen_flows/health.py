@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from bioxen_flows.errors import CheckFailed, StoreError
+from bioxen_flows.orchestration.api_health import check_prefect_api
 from bioxen_flows.settings import get_settings
 
 # Weiße et al. 2015's published E. coli steady state (docs/model.md): what the engine must give
@@ -34,7 +36,7 @@ def check_engine() -> str:
     for key, (expected, rel) in REFERENCE_ECOLI.items():
         got = float(metrics[key])
         if abs(got - expected) > rel * expected:
-            raise RuntimeError(f"E. coli {key} is {got:.5g}, the reference is {expected:.5g} "
+            raise CheckFailed(f"E. coli {key} is {got:.5g}, the reference is {expected:.5g} "
                                f"(±{rel:.1%}): the model or libroadrunner is broken")
         parts.append(f"{key} {got:.5g} (reference {expected:.5g})")
     return "E. coli steady state reproduced: " + ", ".join(parts)
@@ -47,29 +49,20 @@ def check_store() -> str:
     store = StateStore()  # opening brings an older schema up to date
     version = store.schema_version()
     if version != SCHEMA_VERSION:
-        raise RuntimeError(f"{store.display_url} is at schema {version}, this BioXen needs "
+        raise StoreError(f"{store.display_url} is at schema {version}, this BioXen needs "
                            f"{SCHEMA_VERSION}: run `bioxen db upgrade`")
     return f"{store.display_url}: schema {version}, {len(store.list_vms())} VM(s)"
 
 
-def check_prefect() -> str:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL
-
-    url = PREFECT_API_URL.value()
-    with get_client(sync_client=True) as client:
-        failure = client.api_healthcheck()
-    if failure is not None:
-        raise RuntimeError(f"Prefect API {url or '(ephemeral)'} is unhealthy: {failure}")
-    return f"Prefect API {url} answers" if url else "the ephemeral Prefect server starts"
-
-
 def check_xcpng(cfg: dict[str, Any]) -> str:
+    """Log in to the pool the config names, by URL or through a saved credentials block."""
     from bioxen_flows.xcpng import backend
 
-    with backend.session(cfg) as xapi:
+    pool = backend.pool_config(cfg)
+    with backend.session(pool) as xapi:
         hosts = len(xapi.host.get_all())
-    return f"XCP-ng pool at {cfg['url']} answers ({hosts} host(s))"
+    where = pool.url or f"credentials block {pool.credentials_block!r}"
+    return f"XCP-ng pool at {where} answers ({hosts} host(s))"
 
 
 def check_disk() -> str:
@@ -77,7 +70,7 @@ def check_disk() -> str:
     probe = home if home.exists() else next(p for p in home.parents if p.exists())
     free = shutil.disk_usage(probe).free
     if free < MIN_FREE_DISK_BYTES:
-        raise RuntimeError(f"only {free / 2**20:.0f} MiB free under {home} "
+        raise CheckFailed(f"only {free / 2**20:.0f} MiB free under {home} "
                            f"(need {MIN_FREE_DISK_BYTES / 2**30:.0f} GiB)")
     return f"{free / 2**30:.1f} GiB free under {home}"
 
@@ -85,7 +78,7 @@ def check_disk() -> str:
 def run_checks(xcpng_config: dict[str, Any] | None = None) -> list[Check]:
     """Every check, each isolated: one failing never hides the others."""
     checks: list[tuple[str, Callable[[], str]]] = [
-        ("engine", check_engine), ("store", check_store), ("prefect", check_prefect),
+        ("engine", check_engine), ("store", check_store), ("prefect", check_prefect_api),
         ("disk", check_disk),
     ]
     if xcpng_config is not None:
@@ -96,7 +89,7 @@ def run_checks(xcpng_config: dict[str, Any] | None = None) -> list[Check]:
         try:
             results.append(Check(name, True, check()))
         except Exception as exc:  # a health check reports every failure, it never raises
-            from bioxen_flows.logs import redact
+            from bioxen_flows.redaction import redact
 
             text = redact(str(exc)).strip().splitlines()  # a driver may echo the URL
             results.append(Check(name, False, text[0] if text else type(exc).__name__))

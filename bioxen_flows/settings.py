@@ -207,7 +207,7 @@ def get_settings() -> Settings:
         )
         raise InputError(f"bad setting: {problems} (environment or {path})") from None
     if settings.database_url:  # masked wherever it is echoed (a driver's error, a log line)
-        from bioxen_flows.logs import register_secret, url_passwords
+        from bioxen_flows.redaction import register_secret, url_passwords
 
         for password in url_passwords(settings.database_url):
             register_secret(password)
@@ -235,7 +235,7 @@ def describe() -> list[dict[str, Any]]:
             source = "default"
         value = getattr(settings, name)
         if name == "database_url" and value:
-            from bioxen_flows.logs import mask_url
+            from bioxen_flows.redaction import mask_url
 
             value = mask_url(value)
         rows.append({

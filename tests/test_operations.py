@@ -474,7 +474,8 @@ def test_a_notice_follows_the_log_format(monkeypatch: pytest.MonkeyPatch,
 def test_the_redaction_filter_masks_registered_secrets(capsys: pytest.CaptureFixture) -> None:
     import logging
 
-    from bioxen_flows.logs import configure_logging, register_secret
+    from bioxen_flows.logs import configure_logging
+    from bioxen_flows.redaction import register_secret
 
     configure_logging("json", "INFO")
     try:

@@ -348,7 +348,7 @@ def _error(exc: BaseException) -> int:
     elif code == EXIT_INTERNAL:
         text = (f"internal error: {type(exc).__name__}: {text} "
                 "(set BIOXEN_DEBUG=1 for the traceback)")
-    from bioxen_flows.logs import redact
+    from bioxen_flows.redaction import redact
 
     print(f"bioxen: error: {redact(text)}", file=sys.stderr)  # no password, in any URL form
     return code

@@ -199,7 +199,7 @@ def _check_value(column: Column, value: Any) -> None:
 
 def _check_secret_free(row: dict[str, Any]) -> None:
     """No secret this process knows (the database password, ...) in any text field."""
-    from bioxen_flows.logs import redact
+    from bioxen_flows.redaction import redact
 
     for name, value in row.items():
         if isinstance(value, str) and redact(value) != value:

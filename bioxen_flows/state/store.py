@@ -374,7 +374,7 @@ class StateStore:
     @property
     def display_url(self) -> str:
         """The URL with any password masked (for messages and logs)."""
-        from bioxen_flows.logs import mask_url
+        from bioxen_flows.redaction import mask_url
 
         return mask_url(self.url)
 

@@ -136,7 +136,7 @@ def _tls_error(url: str, exc: ssl.SSLCertVerificationError) -> XapiError:
 def xapi_session(endpoint: XapiEndpoint, password: str) -> Iterator[Any]:
     """A logged-in session (following a slave's redirect to the master); logout always.
     The password is masked in every log line from here on."""
-    from bioxen_flows.logs import register_secret
+    from bioxen_flows.redaction import register_secret
 
     register_secret(password)
     url = endpoint.url

@@ -393,7 +393,7 @@ def _edited(entries: list[dict], table: str, field: str, value: Any) -> list[dic
 def test_rows_that_break_an_api_rule_are_refused(
     table: str, field: str, value: Any, base_backup: list[dict], refused_restore: Callable
 ) -> None:
-    from bioxen_flows.logs import register_secret
+    from bioxen_flows.redaction import register_secret
 
     register_secret(SECRET)
     message = refused_restore(sign(_edited(base_backup, table, field, value)))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bioxen_flows import logs, settings
+from bioxen_flows import redaction, settings
 from bioxen_flows.cli import main
-from bioxen_flows.logs import mask_url
+from bioxen_flows.redaction import mask_url
 
 PASSWORD = "Sekr3tPw9"
 # (id, form): {pw} the password, {hostport}, {db}; each secret fragment must stay hidden
@@ -43,7 +43,7 @@ COMMANDS = {"settings": ["settings"], "settings-json": ["settings", "--json"],
 @pytest.fixture(autouse=True)
 def no_secrets_known_yet() -> None:
     """Each case starts as a fresh process would: no password registered by an earlier one."""
-    logs._secrets.clear()
+    redaction._secrets.clear()
     settings._cache.clear()  # read again, as at a process's start
 
 
