@@ -114,12 +114,12 @@ class Settings(BaseSettings):
 
 
 def expand_user(path: Path) -> Path:
-    """``~`` and ``~user`` expanded; an unknown user is an error (a `ValueError`, which the
-    settings report as one line) rather than Python's RuntimeError."""
+    """``~`` and ``~user`` expanded; an unknown user is an `InputError` (a ValueError, which
+    the settings report as one line) rather than Python's RuntimeError."""
     try:
         return path.expanduser()
     except RuntimeError:
-        raise ValueError(f"cannot expand {str(path)[:200]!r}: no such user's home; "
+        raise InputError(f"cannot expand {str(path)[:200]!r}: no such user's home; "
                          "give an absolute path") from None
 
 

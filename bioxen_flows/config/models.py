@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from bioxen_flows.errors import InputError
+from bioxen_flows.limits import MAX_NUTRIENT, MAX_SEED
 from bioxen_flows.organisms.profiles import get_profile
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
@@ -25,7 +27,7 @@ MAX_LABELS = 50
 def _refuse_key(data: Any, key: str, message: str) -> Any:
     """A "before" validator's body: refuse a mapping that carries ``key``."""
     if isinstance(data, dict) and key in data:
-        raise ValueError(message)
+        raise InputError(message)
     return data
 
 class ResourceConfig(BaseModel):
@@ -41,8 +43,8 @@ class SimulationConfig(BaseModel):
 
     model_config = _STRICT
     stochastic: bool = False
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # a 64-bit Gillespie seed
-    nutrient: float | None = Field(default=None, ge=0, le=1e9)  # molecules per cell
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # a 64-bit Gillespie seed
+    nutrient: float | None = Field(default=None, ge=0, le=MAX_NUTRIENT)  # molecules per cell
     # compiled: the exact engine generated from the model (default); roadrunner: the
     # reference, libroadrunner's Gillespie, on a cell of fixed size
     stochastic_engine: Literal["compiled", "roadrunner"] = "compiled"
@@ -51,9 +53,9 @@ class SimulationConfig(BaseModel):
     @model_validator(mode="after")
     def _seed_when_stochastic(self) -> SimulationConfig:
         if self.stochastic and self.seed is None:
-            raise ValueError("seed is required when stochastic is true (runs must be reproducible)")
+            raise InputError("seed is required when stochastic is true (runs must be reproducible)")
         if self.division and self.stochastic_engine != "compiled":
-            raise ValueError("only the compiled stochastic engine simulates division")
+            raise InputError("only the compiled stochastic engine simulates division")
         return self
 
 
@@ -100,36 +102,36 @@ class XCPngConfig(BaseModel):
             return value
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+            raise InputError(f"must be an http(s) URL with a host, got {value!r}")
         return value
 
     @field_validator("password_env")
     @classmethod
     def _env_name(cls, value: str) -> str:
         if not _ENV_NAME.fullmatch(value):
-            raise ValueError(f"must be an environment variable name, got {value!r}")
+            raise InputError(f"must be an environment variable name, got {value!r}")
         return value
 
     @field_validator("ssh_host_key")
     @classmethod
     def _host_key_form(cls, value: str | None) -> str | None:
         if value is not None and not _HOST_KEY.fullmatch(value.strip()):
-            raise ValueError("must be '<key-type> AAAA<base64>' or a 'SHA256:<base64>' fingerprint")
+            raise InputError("must be '<key-type> AAAA<base64>' or a 'SHA256:<base64>' fingerprint")
         return value
 
     @model_validator(mode="after")
     def _pool_named(self) -> XCPngConfig:
         if self.credentials_block is None and (self.url is None or self.username is None):
-            raise ValueError("url and username are required (or name an XCPngCredentials "
+            raise InputError("url and username are required (or name an XCPngCredentials "
                              "block in credentials_block)")
         if self.credentials_block is not None and (self.url or self.username):
-            raise ValueError("give either credentials_block or url + username, not both")
+            raise InputError("give either credentials_block or url + username, not both")
         return self
 
     @model_validator(mode="after")
     def _host_key_verified(self) -> XCPngConfig:
         if self.ssh_host_key is None and self.known_hosts_path is None:
-            raise ValueError(
+            raise InputError(
                 "ssh_host_key or known_hosts_path is required (SSH host keys must be verified)"
             )
         return self
@@ -172,7 +174,7 @@ class VMConfig(BaseModel):
     def _package_names(cls, value: list[str]) -> list[str]:
         for item in value:
             if not 0 < len(item) <= 4096:
-                raise ValueError("each package is a name or path of 1-4096 characters")
+                raise InputError("each package is a name or path of 1-4096 characters")
         return value
 
     @field_validator("labels")
@@ -180,7 +182,7 @@ class VMConfig(BaseModel):
     def _label_sizes(cls, value: dict[str, str]) -> dict[str, str]:
         for key, item in value.items():
             if not 0 < len(key) <= 256 or len(item) > 1024:
-                raise ValueError("label keys are 1-256 characters, values at most 1024")
+                raise InputError("label keys are 1-256 characters, values at most 1024")
         return value
 
     @field_validator("biological_type")
