@@ -28,24 +28,12 @@ def read_text_file(path: str | Path, *, max_bytes: int, what: str = "file") -> s
 
 
 def read_bytes_file(path: str | Path, *, max_bytes: int, what: str = "file") -> bytes:
-    path = Path(path).expanduser()
+    """The bytes of a regular file of at most `max_bytes` bytes (a file that grows while
+    read still stops at the limit)."""
+    fd, path = _open_regular(path, max_bytes, what)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise InputError(f"{what} not found: {path}: No such file or directory") from None
-    except OSError as exc:
-        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = _kind(info.st_mode)
-            raise InputError(f"{what} {path} is {kind}, not a regular file")
-        if info.st_size > max_bytes:
-            raise InputError(
-                f"{what} {path} is {info.st_size:,} bytes; the limit is {max_bytes:,}"
-            )
         chunks, size = [], 0
-        while size <= max_bytes:  # a file that grows while read still stops at the limit
+        while size <= max_bytes:
             chunk = os.read(fd, min(1 << 20, max_bytes + 1 - size))
             if not chunk:
                 break
@@ -58,6 +46,32 @@ def read_bytes_file(path: str | Path, *, max_bytes: int, what: str = "file") -> 
         raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
     finally:
         os.close(fd)
+
+
+def _open_regular(path: str | Path, max_bytes: int, what: str) -> tuple[int, Path]:
+    """A descriptor of a regular file no larger than `max_bytes`, opened without blocking
+    (a FIFO or device is refused by fstat, never waited on), and the expanded path."""
+    path = Path(path).expanduser()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise InputError(f"{what} not found: {path}: No such file or directory") from None
+    except OSError as exc:
+        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise InputError(f"{what} {path} is {_kind(info.st_mode)}, not a regular file")
+        if info.st_size > max_bytes:
+            raise InputError(
+                f"{what} {path} is {info.st_size:,} bytes; the limit is {max_bytes:,}")
+    except OSError as exc:
+        os.close(fd)
+        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, path
 
 
 def _kind(mode: int) -> str:
@@ -75,20 +89,8 @@ def _kind(mode: int) -> str:
 def open_regular_file(path: str | Path, *, max_bytes: int, what: str = "file") -> BinaryIO:
     """A regular file of at most `max_bytes` bytes opened for streaming (binary): the same
     non-blocking open and fstat checks as `read_bytes_file`, for files too big to hold."""
-    path = Path(path).expanduser()
+    fd, _ = _open_regular(path, max_bytes, what)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise InputError(f"{what} not found: {path}: No such file or directory") from None
-    except OSError as exc:
-        raise InputError(f"{what} {path}: {exc.strerror or exc}") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise InputError(f"{what} {path} is {_kind(info.st_mode)}, not a regular file")
-        if info.st_size > max_bytes:
-            raise InputError(
-                f"{what} {path} is {info.st_size:,} bytes; the limit is {max_bytes:,}")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
