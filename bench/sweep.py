@@ -121,7 +121,9 @@ def main() -> int:
     if not os.environ.get("PREFECT_API_URL"):
         print("bench/sweep.py: set PREFECT_API_URL to a running Prefect server", file=sys.stderr)
         return 2
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from bioxen_flows.cli.prefect_session import no_telemetry
+
+    no_telemetry()
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     if args.scale:
         return scale(args.workers)
