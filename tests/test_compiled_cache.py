@@ -15,7 +15,7 @@ import pytest
 
 from bioxen_flows.engine.cell import Cell
 from bioxen_flows.model import compiled_cache
-from bioxen_flows.model.builder import antimony_to_sbml, load_roadrunner
+from bioxen_flows.model.loader import antimony_to_sbml, load_roadrunner
 
 GROW = """
 import json, sys
@@ -140,7 +140,8 @@ COMPILE_ONCE = """
 import sys, time
 import roadrunner
 from bioxen_flows.model import compiled_cache
-from bioxen_flows.model.builder import antimony_to_sbml, build_model_text
+from bioxen_flows.model.builder import build_model_text
+from bioxen_flows.model.loader import antimony_to_sbml
 
 text = build_model_text(stochastic=True) + "\\n// a model no process compiled yet"
 compiled = []
