@@ -64,7 +64,7 @@ def one_compile() -> float:
     import roadrunner
 
     from bioxen_flows.engine.cell import Cell
-    from bioxen_flows.model.builder import antimony_to_sbml
+    from bioxen_flows.model.loader import antimony_to_sbml
 
     cell = Cell("ecoli")
     cell.install("gfp_reporter")

@@ -289,7 +289,7 @@ def _refiner(dataset: Any, package: str, strengths: list[float], hours: float,
              tag: str) -> Callable[[Any], dict[str, float]]:
     """The refinement of one best grid point (a row of `sweep_report.best_points`): its
     organism's VM, created for it, evaluates strengths between the grid's neighbours."""
-    from bioxen_flows.model.packages import MAX_STRENGTH
+    from bioxen_flows.limits import MAX_STRENGTH
     from bioxen_flows.vm import create_bio_vm
 
     grid = sorted(set(strengths))
