@@ -322,12 +322,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     check_compare(args)  # every option, before Prefect starts
     # An offline lab machine should not try to send Prefect telemetry.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from bioxen_flows.orchestration.flows import (
-        check_compare_parameters,
-        compare_organisms,
-        control_count,
-        watch_progress,
-    )
+    from bioxen_flows.orchestration.batching import control_count
+    from bioxen_flows.orchestration.compare import check_compare_parameters, compare_organisms
+    from bioxen_flows.orchestration.execution import watch_progress
     from bioxen_flows.orchestration.runners import (
         check_workers,
         dask_cluster_threads,
