@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from prefect import flow, get_run_logger
 
-from bioxen_flows.errors import ConflictError
+from bioxen_flows.errors import InputError
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import events
 from bioxen_flows.orchestration.batching import vm_spec
@@ -143,7 +143,7 @@ def cleanup_crashed_run(flow_run: str) -> list[str]:
     known = set(get_supported_biological_types())
     tag_flow_run(["cleanup", *(t for t in run.tags if t in known)])  # the crashed run's organisms
     if run.state is not None and not run.state.is_final():
-        raise ConflictError(f"flow run {run_id} is {run.state.name}, not finished: keeping its VMs")
+        raise InputError(f"flow run {run_id} is {run.state.name}, not finished: keeping its VMs")
     destroyed = destroy_labelled_vms(FLOW_RUN_LABEL, str(run.id))
     teardown_hook(None, run, run.state)  # XCP-ng clones it never registered, if any
     # its task runs died with its process: without this the UI shows them running forever

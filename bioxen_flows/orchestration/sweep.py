@@ -39,6 +39,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows import __version__
 from bioxen_flows.errors import InputError
+from bioxen_flows.limits import MAX_STRENGTH
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.batching import auto_batch_sizes, largest_first
@@ -292,7 +293,6 @@ def _refiner(dataset: Any, package: str, strengths: list[float], hours: float,
              tag: str) -> Callable[[Any], dict[str, float]]:
     """The refinement of one best grid point (a row of `sweep_report.best_points`): its
     organism's VM, created for it, evaluates strengths between the grid's neighbours."""
-    from bioxen_flows.model.packages import MAX_STRENGTH
     from bioxen_flows.vm import create_bio_vm
 
     grid = sorted(set(strengths))
