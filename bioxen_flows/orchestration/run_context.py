@@ -60,11 +60,6 @@ def with_run_labels(config: dict[str, Any] | None, flow_run_id: str) -> dict[str
     return config
 
 
-def labelled_run(labels: dict[str, Any] | None) -> str | None:
-    """The flow run a VM's labels name, if any."""
-    return (labels or {}).get(FLOW_RUN_LABEL)
-
-
 def is_run_id(text: str) -> bool:
     """Whether `text` can be a flow run id (a UUID): anything else is never looked up."""
     try:
