@@ -18,9 +18,10 @@ import time
 import antimony
 import roadrunner
 
-from bioxen_flows.engine import cell as cell_module
-from bioxen_flows.engine.cell import BALANCED_GROWTH_MIN, Cell
-from bioxen_flows.model.builder import MODEL_NAME, antimony_to_sbml
+from bioxen_flows.engine.cell import Cell
+from bioxen_flows.model import loader
+from bioxen_flows.model.builder import MODEL_NAME
+from bioxen_flows.model.loader import BALANCED_GROWTH_MIN
 
 MINUTES, POINTS, GOAL = 1440, 1441, 1.10
 SIM_REPS, BUILD_REPS, INSTANCES = 200, 9, 4
@@ -43,8 +44,7 @@ def bare_build(text: str) -> roadrunner.RoadRunner:
 
 
 def engine_cold_caches() -> None:
-    antimony_to_sbml.cache_clear()
-    cell_module.balanced_growth_state.cache_clear()
+    loader.forget(instances=False)
 
 
 def report(label: str, t_engine: list[float], t_bare: list[float]) -> float:

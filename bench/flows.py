@@ -83,7 +83,9 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bioxen-bench-flows-"))
     os.environ["BIOXEN_HOME"] = str(tmp / "home")
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from bioxen_flows.cli.prefect_session import no_telemetry
+
+    no_telemetry()
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     from bioxen_flows.testing.prefect_server import start_prefect_server
 

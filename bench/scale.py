@@ -82,7 +82,9 @@ def main() -> None:
     import psycopg
 
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from bioxen_flows.cli.prefect_session import no_telemetry
+
+    no_telemetry()
     name = f"bioxen_scale_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')

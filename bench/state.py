@@ -80,8 +80,8 @@ def warm_over_cold(repeats: int) -> tuple[float, float, float, float]:
     miss (no cell, but libroadrunner's compiled model is still alive in the process) and
     cold (neither: the model is compiled again, as a process that never held this VM
     does); and warm / cold."""
-    from bioxen_flows.engine import cell as cell_module
     from bioxen_flows.engine.hypervisor import get_hypervisor
+    from bioxen_flows.model import loader
     from bioxen_flows.vm import create_bio_vm, load_bio_vm
 
     vm = create_bio_vm("bench-cache", "ecoli")
@@ -97,7 +97,7 @@ def warm_over_cold(repeats: int) -> tuple[float, float, float, float]:
 
     def cold() -> None:
         get_hypervisor().clear()
-        cell_module._WARM_BY_TEXT.clear()  # and no live instance keeps the compiled model
+        loader.forget(texts=False)  # and no live instance keeps the compiled model
         load()
 
     load()

@@ -64,7 +64,7 @@ def one_compile() -> float:
     import roadrunner
 
     from bioxen_flows.engine.cell import Cell
-    from bioxen_flows.model.builder import antimony_to_sbml
+    from bioxen_flows.model.loader import antimony_to_sbml
 
     cell = Cell("ecoli")
     cell.install("gfp_reporter")
@@ -121,7 +121,9 @@ def main() -> int:
     if not os.environ.get("PREFECT_API_URL"):
         print("bench/sweep.py: set PREFECT_API_URL to a running Prefect server", file=sys.stderr)
         return 2
-    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    from bioxen_flows.cli.prefect_session import no_telemetry
+
+    no_telemetry()
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     if args.scale:
         return scale(args.workers)

@@ -37,7 +37,7 @@ def main() -> None:
     import roadrunner
 
     from bioxen_flows.engine.cell import Cell
-    from bioxen_flows.model.builder import antimony_to_sbml
+    from bioxen_flows.model.loader import antimony_to_sbml
     from bioxen_flows.state import StateStore
     from bioxen_flows.vm import create_bio_vm
 

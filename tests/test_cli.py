@@ -66,7 +66,7 @@ def test_bad_organism_exits_1_with_one_line(tmp_path):
 
 HEARTBEAT_IN_A_CLI_RUN = """
 from prefect.settings import get_current_settings
-from bioxen_flows.cli.tools import interactive_run
+from bioxen_flows.cli.prefect_session import interactive_run
 with interactive_run():
     print(get_current_settings().flows.heartbeat_frequency)
 """

@@ -15,7 +15,7 @@ import pytest
 
 from bioxen_flows.engine.cell import Cell
 from bioxen_flows.model import compiled_cache
-from bioxen_flows.model.builder import antimony_to_sbml, load_roadrunner
+from bioxen_flows.model.loader import antimony_to_sbml, load_roadrunner
 
 GROW = """
 import json, sys
@@ -140,7 +140,8 @@ COMPILE_ONCE = """
 import sys, time
 import roadrunner
 from bioxen_flows.model import compiled_cache
-from bioxen_flows.model.builder import antimony_to_sbml, build_model_text
+from bioxen_flows.model.builder import build_model_text
+from bioxen_flows.model.loader import antimony_to_sbml
 
 text = build_model_text(stochastic=True) + "\\n// a model no process compiled yet"
 compiled = []
@@ -265,3 +266,30 @@ def test_a_directory_where_the_compile_lock_goes_does_not_stop_the_compile() -> 
     compiled_cache._path(compiled_cache.cache_dir(), text).with_suffix(".lock").mkdir()
     assert load_roadrunner(text).model.getNumFloatingSpecies() > 0
     assert compiled_cache.load(text) is not None
+
+
+def test_the_loader_keeps_a_bounded_number_of_models_alive(monkeypatch) -> None:
+    """Keep-alive holds the most recently loaded models, at most `KEEP_ALIVE`; `forget`
+    drops them (and only them with texts=False)."""
+    from bioxen_flows.model import loader
+    from bioxen_flows.model.builder import build_model_text
+
+    monkeypatch.setattr(loader, "KEEP_ALIVE", 2)
+    loader.forget(texts=False)
+    texts = [build_model_text({"v_t": 700.0 + k}) for k in range(3)]
+    for text in texts:
+        load_roadrunner(text)
+    assert list(loader._alive) == texts[1:]
+    sbml_cached = antimony_to_sbml.cache_info().currsize
+    loader.forget(texts=False)
+    assert not loader._alive and antimony_to_sbml.cache_info().currsize == sbml_cached
+
+
+def test_the_balanced_state_is_computed_once_and_handed_out_as_a_copy(monkeypatch) -> None:
+    from bioxen_flows.model import loader
+
+    first = loader.balanced_growth_state("syn3a")
+    first["r"] = -1.0  # a caller's change must not reach the next cell
+    monkeypatch.setattr(loader, "load_roadrunner", lambda text: pytest.fail("loaded again"))
+    second = loader.balanced_growth_state("syn3a")
+    assert second["r"] > 0

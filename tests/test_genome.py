@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from bioxen_flows.errors import InputError, NotFoundError
 from bioxen_flows.organisms.genome import (
     EssentialityUnavailableError,
     Genome,
@@ -71,9 +72,9 @@ def test_known_gene_dnaa(syn3a: Genome) -> None:
 def test_gene_lookup_by_name(syn3a: Genome) -> None:
     assert syn3a.gene("dnaA").locus_tag == "JCVISYN3A_0001"
     assert syn3a.gene("ssrA").kind == "tmRNA"
-    with pytest.raises(KeyError, match="no_such_gene"):
+    with pytest.raises(NotFoundError, match="no_such_gene"):
         syn3a.gene("no_such_gene")
-    with pytest.raises(KeyError, match="ambiguous"):
+    with pytest.raises(InputError, match="ambiguous"):
         syn3a.gene("tRNA-Leu")  # several tRNA-Leu genes share the name
 
 

@@ -7,7 +7,8 @@ import math
 import pytest
 
 from bioxen_flows.engine.cell import Cell
-from bioxen_flows.model.builder import antimony_to_sbml, host_model_text
+from bioxen_flows.model.builder import host_model_text
+from bioxen_flows.model.loader import antimony_to_sbml
 from bioxen_flows.organisms.profiles import get_profile, get_supported_biological_types
 
 

@@ -15,7 +15,7 @@ import pytest
 import roadrunner
 
 from bioxen_flows.engine.cell import Cell
-from bioxen_flows.model.builder import antimony_to_sbml
+from bioxen_flows.model.loader import antimony_to_sbml
 from bioxen_flows.model.packages import user_module
 
 MODULE = "  w_foo = 3.5; n_foo = 250;"

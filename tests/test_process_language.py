@@ -27,6 +27,21 @@ def test_allowed_calls_table() -> None:
     }
 
 
+def test_allowed_calls_come_from_the_profiles_and_match_capabilities() -> None:
+    """profiles.yaml is the one table: every call it allows exists, and the calls follow
+    the capabilities the VM API checks (gene switches with transcription_control, operons
+    with operons)."""
+    from bioxen_flows.engine.process_language import _SPECS
+    from bioxen_flows.organisms.profiles import organism_profiles
+
+    for organism, profile in organism_profiles().items():
+        assert ALLOWED_CALLS[organism] == profile.process_calls
+        assert profile.process_calls <= set(_SPECS), organism
+        caps = profile.capabilities
+        assert ("start_transcription" in profile.process_calls) == caps.transcription_control
+        assert ("manage_operons" in profile.process_calls) == caps.operons
+
+
 @pytest.mark.parametrize("organism", ["syn3a", "minimal_cell"])
 def test_valid_program_common_calls(organism: str) -> None:
     code = """

@@ -138,7 +138,7 @@ def test_a_kernel_compiles_once_per_machine_and_a_damaged_one_is_compiled_again(
 
 
 def _sbml(body: str) -> str:
-    from bioxen_flows.model.builder import antimony_to_sbml
+    from bioxen_flows.model.loader import antimony_to_sbml
 
     return antimony_to_sbml(f"model whole_cell\n compartment cell = 1;\n{body}\nend\n")
 
@@ -188,7 +188,7 @@ def test_roadrunner_engine_with_division_is_refused_in_one_line() -> None:
 RACE = textwrap.dedent("""
     import sys, time
     from bioxen_flows.engine import ssa
-    from bioxen_flows.model.builder import antimony_to_sbml
+    from bioxen_flows.model.loader import antimony_to_sbml
     sbml = antimony_to_sbml("model whole_cell\\n compartment cell = 1; species S in cell; S = 0;"
                             " J: -> S; 2.5; K: S -> ; 0.5*S;\\nend\\n")
     while time.time() < float(sys.argv[1]):

@@ -11,6 +11,7 @@ variable named by `password_env`; it is never written to a config file or the st
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -19,10 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bioxen_flows.cli import output
-from bioxen_flows.errors import BioXenError
+from bioxen_flows.cli.commands import Commands
+from bioxen_flows.errors import BioXenError, InputError
 
 if TYPE_CHECKING:
     from rich.console import Console
+
 
 Choices = list[tuple[str, str]]  # (value, title)
 BACK = "<back>"  # not a valid VM id, so it cannot collide with one
@@ -170,7 +173,7 @@ class Session:
                 actions[choice]()
             except KeyboardInterrupt:
                 self.out.print("cancelled")
-            except (ValueError, OSError, BioXenError) as exc:
+            except (BioXenError, OSError) as exc:
                 self.error(exc)  # bad input, unreadable files, an unreachable XCP-ng host
 
     def error(self, exc: BaseException) -> None:
@@ -226,7 +229,7 @@ class Session:
             config.pop("biological_type", None)
             config.pop("vm_type", None)
             if not config.get("xcpng_config"):
-                raise ValueError(f"{path} has no xcpng_config section")
+                raise InputError(f"{path} has no xcpng_config section")
             return config
         xcpng: dict[str, Any] = {}
         for key, question, default in (
@@ -255,7 +258,7 @@ class Session:
         config = {"xcpng_config": xcpng}
         ok, errors = manager.validate_config(config, "xcpng", organism)
         if not ok:
-            raise ValueError("invalid XCP-ng settings: " + "; ".join(errors))
+            raise InputError("invalid XCP-ng settings: " + "; ".join(errors))
         if password:
             os.environ[xcpng["password_env"]] = password
         return config
@@ -348,7 +351,7 @@ class Session:
 
         try:
             summary = load_bio_vm(vm_id).execute_biological_process(line)["summary"]
-        except ValueError as exc:
+        except InputError as exc:  # a bad line: the prompt stays
             self.error(exc)
             return
         proteins = summary.get("protein_molecules") or {}
@@ -395,3 +398,12 @@ def run() -> int:
     terminal = sys.stdin.isatty() and sys.stdout.isatty()
     prompter: Prompter = TerminalPrompter() if terminal else PlainPrompter()
     return Session(prompter, output.console()).run()
+
+
+def register(commands: Commands) -> None:
+    commands.add("interactive", cmd_interactive,
+                 "menu-driven session (plain prompts when not a TTY)", json=False)
+
+
+def cmd_interactive(args: argparse.Namespace) -> int:
+    return run()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from datetime import datetime, timezone
@@ -12,23 +11,46 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows.cli import output
+from bioxen_flows.cli.commands import Commands
+from bioxen_flows.cli.prefect_session import no_telemetry
 from bioxen_flows.errors import InputError
 
 MAX_MIN_AGE_S = 10 * 365 * 86400.0  # `gc --min-age`: ten years spares every VM there is
 
 
-def prefect_quiet() -> None:
-    """An offline lab machine should not try to send Prefect telemetry."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def xcpng_section(path: Path) -> dict[str, Any]:
-    from bioxen_flows.cli.tools import _flow_config
-
-    section = (_flow_config(path) or {}).get("xcpng_config")
-    if not section:
-        raise InputError(f"{path}: no xcpng_config section")
-    return section
+def register(commands: Commands) -> None:
+    add = commands.add
+    add("settings", cmd_settings, "every BIOXEN_* setting: its value and where it came from")
+    quota = add("quota", cmd_quota, "per-owner limits on live VMs, ribosomes and ATP")
+    quota.set_defaults(quota_command=None)
+    qset = Commands.nested(quota, "quota_command").add(
+        "set", cmd_quota, "set an owner's limits",
+        description="set an owner's limits (others stay)", json=False)
+    qset.add_argument("--owner", required=True, help="user or project label")
+    qset.add_argument("--vms", type=int, metavar="N", help="live VMs")
+    qset.add_argument("--ribosomes", type=int, metavar="N", help="ribosomes allocated in total")
+    qset.add_argument("--atp", type=float, metavar="P", help="ATP share in total, %%")
+    qset.add_argument("--clear", action="store_true", help="remove the owner's quota")
+    qset.add_argument("--json", action="store_true", help="machine-readable output")
+    audit = add("audit", cmd_audit, "the audit log of every state change (oldest first)")
+    audit.add_argument("--vm", metavar="VM_ID", help="only this VM's entries")
+    audit.add_argument("--wide", action="store_true",
+                       help="full times, actor, flow run and the whole detail")
+    audit.add_argument("--since", metavar="ISO", help="only entries at or after (UTC if naive)")
+    audit.add_argument("--limit", type=int, default=1000, metavar="N",
+                       help="the most recent N entries (default 1000)")
+    audit.add_argument("--jsonl", action="store_true",
+                       help="export: every matching entry as JSON lines")
+    doctor = add("doctor", cmd_doctor,
+                 "check engine, store, Prefect API, XCP-ng pool and disk (exit 1 if any fails)")
+    doctor.add_argument("--xcpng-config", type=Path, metavar="FILE",
+                        help="also check the pool in this config's xcpng_config")
+    gc = add("gc", cmd_gc,
+             "find basic VMs whose flow run is over or process gone; --yes destroys",
+             events=True)
+    gc.add_argument("--yes", action="store_true", help="destroy them (default: list)")
+    gc.add_argument("--min-age", type=float, metavar="S",
+                    help="skip VMs younger than S seconds (default: gc_min_age_seconds)")
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
@@ -142,9 +164,10 @@ def _detail_text(detail: Any) -> str:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Exit 0 when every check passes, 1 otherwise."""
+    from bioxen_flows.cli.config import xcpng_section
     from bioxen_flows.health import as_dicts, run_checks
 
-    prefect_quiet()
+    no_telemetry()
     checks = run_checks(xcpng_section(args.xcpng_config) if args.xcpng_config else None)
     healthy = all(check.ok for check in checks)
     if args.json:
@@ -164,7 +187,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if args.min_age is not None and not 0 <= args.min_age <= MAX_MIN_AGE_S:  # nan fails too
         raise InputError(f"--min-age must be a number of seconds from 0 to {MAX_MIN_AGE_S:g}, "
                          f"got {args.min_age!r}")
-    prefect_quiet()
+    no_telemetry()
     orphans, skipped = plan_reap(min_age_seconds=args.min_age)
     if args.json:
         destroyed = reap(orphans) if args.yes else []

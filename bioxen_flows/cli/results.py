@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bioxen_flows.cli import output
+from bioxen_flows.cli.commands import Commands, needs_subcommand
 from bioxen_flows.results import TIMEOUT_S
 
 HELP = """\
@@ -23,14 +24,12 @@ example:
   bioxen results query "SELECT organism, strength, burden_percent FROM latest_sweeps" """
 
 
-def add_parser(add, commands_of) -> None:  # noqa: ANN001 (app.build_parser's helpers)
-    results = add("results", cmd_results_help, "query results across runs (DuckDB SQL)",
-                  json=False)
-    sub = commands_of(results)
-    query = sub.add_parser("query", help="run SQL over every run's Parquet results",
-                           description="run SQL over every run's Parquet results",
-                           epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    query.set_defaults(handler=cmd_results_query, subparser=query)
+def register(commands: Commands) -> None:
+    results = commands.add("results", needs_subcommand("query"),
+                           "query results across runs (DuckDB SQL)", json=False)
+    query = Commands.nested(results, "results_command").add(
+        "query", cmd_results_query, "run SQL over every run's Parquet results", json=False,
+        epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     query.add_argument("sql", metavar="SQL", help="one DuckDB SELECT over the views below")
     query.add_argument("--results", type=Path, default=Path("bioxen_results"), metavar="DIR",
                        help="the folder compare/sweep wrote to (default bioxen_results)")
@@ -39,11 +38,6 @@ def add_parser(add, commands_of) -> None:  # noqa: ANN001 (app.build_parser's he
     form = query.add_mutually_exclusive_group()
     form.add_argument("--json", action="store_true", help="rows as a JSON list")
     form.add_argument("--csv", action="store_true", help="rows as CSV")
-
-
-def cmd_results_help(args: argparse.Namespace) -> int:
-    args.subparser.error("choose a subcommand: query")
-    return 2
 
 
 def cmd_results_query(args: argparse.Namespace) -> int:

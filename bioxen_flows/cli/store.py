@@ -3,12 +3,33 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bioxen_flows.cli import output
+from bioxen_flows.cli.commands import Commands
 
 if TYPE_CHECKING:
     from bioxen_flows.state import StateStore
+
+
+def register(commands: Commands) -> None:
+    budget = commands.add("budget", cmd_budget, "show (or set) the host budget all VMs share")
+    budget.add_argument("--ribosomes", type=int, metavar="N", help="set the ribosome budget")
+    budget.add_argument("--atp", type=float, metavar="P",
+                        help="set the ATP budget (%% of one cell's maximum)")
+    db = commands.add("db", cmd_db, "the state store: schema status/upgrade, backup, restore")
+    db_commands = Commands.nested(db, "db_command", required=True)
+    for name, text in (("status", "the store's schema version"),
+                       ("upgrade", "apply pending schema migrations"),
+                       ("backup", "write a consistent copy (JSON lines) while others write"),
+                       ("restore", "load a backup into this store (SQLite or PostgreSQL)")):
+        sub = db_commands.add(name, cmd_db, text)
+        if name in ("backup", "restore"):
+            sub.add_argument("file", type=Path, metavar="FILE", help="the backup file")
+        if name == "restore":
+            sub.add_argument("--yes", action="store_true",
+                             help="replace a store that is not empty")
 
 
 def cmd_budget(args: argparse.Namespace) -> int:

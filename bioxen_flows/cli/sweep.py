@@ -4,11 +4,11 @@ for the least growth lost (the sweep-design-space Prefect flow)."""
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from typing import Any
 
 from bioxen_flows.cli import output
+from bioxen_flows.cli.commands import Commands
 from bioxen_flows.cli.validate import add_stochastic_arguments
 
 HELP = """\
@@ -24,13 +24,16 @@ example:
       --hours 24 --out results/"""
 
 
-def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
-    sweep = add("sweep", cmd_sweep, "sweep a design space: organisms x promoter strength x "
-                "copies x nutrient (the sweep-design-space Prefect flow)")
+def register(commands: Commands) -> None:
+    from bioxen_flows.organisms.profiles import get_supported_biological_types
+
+    *others, last = get_supported_biological_types()
+    sweep = commands.add("sweep", cmd_sweep, "sweep a design space: organisms x promoter "
+                         "strength x copies x nutrient (the sweep-design-space Prefect flow)")
     sweep.epilog = HELP
     sweep.formatter_class = argparse.RawDescriptionHelpFormatter
     sweep.add_argument("organisms", nargs="+", metavar="BIO_TYPE",
-                       help="syn3a, ecoli and/or minimal_cell")
+                       help=f"{', '.join(others)} and/or {last}")
     sweep.add_argument("--package", default="gfp_reporter",
                        help="built-in package or an .ant/.xml module (default gfp_reporter)")
     sweep.add_argument("--strength", default="1", metavar="AXIS",
@@ -60,29 +63,26 @@ def add_parser(add) -> None:  # noqa: ANN001 (app.build_parser's `add`)
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Check the design space, run the flow, print the best points and the reuse."""
+    from bioxen_flows.cli.prefect_session import no_telemetry
     from bioxen_flows.cli.validate import check_sweep, stochastic_choice
 
+    no_telemetry()
     check_sweep(args)  # every option, before Prefect starts
     engine, division = stochastic_choice(args)
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from bioxen_flows.errors import InputError
     from bioxen_flows.orchestration.design_space import design_points, parse_axis
 
     strengths = parse_axis(args.strength, "strength")
     copies = [int(c) for c in parse_axis(args.copies, "copies", integer=True)]
     nutrients = parse_axis(args.nutrient, "nutrient") if args.nutrient else None
-    if args.workers is not None and not 1 <= args.workers <= 256:
-        raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
     if args.dask_address:  # the cluster's reach and store, before any flow starts
         from bioxen_flows.orchestration.runners import dask_cluster_threads
 
         dask_cluster_threads(args.dask_address)
-    if not 0 <= args.max_burden <= 100:  # the flow checks these too; here before Prefect starts
-        raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
-    points = len(design_points(  # refuses a bad sweep up front
+    points = len(design_points(
         args.organisms, args.package, strengths, copies, nutrients or [None], args.replicates,
         args.seed, args.hours))
-    from bioxen_flows.cli.tools import interactive_run, on_prefect_api, stopped, with_progress
+    from bioxen_flows.cli.prefect_session import interactive_run, on_prefect_api, stopped
+    from bioxen_flows.cli.progress_bar import with_progress
     from bioxen_flows.orchestration.execution import watch_progress
     from bioxen_flows.orchestration.stopping import stop_on_signals
     from bioxen_flows.orchestration.sweep import sweep_design_space

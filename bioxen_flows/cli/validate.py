@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows.errors import InputError
+from bioxen_flows.limits import MAX_HOURS, MAX_SEED
+from bioxen_flows.validation import check_int
 
 # results are sampled once a simulated minute: a shorter run has no growth curve to fit
 MIN_HOURS = 1 / 60
@@ -46,16 +48,16 @@ def stochastic_choice(args: argparse.Namespace) -> tuple[str, bool]:
 def check_compare(args: argparse.Namespace) -> list[str]:
     """Refuse any bad `compare` option; returns the organisms to compare. The checks that
     need no Prefect import come first, so most refusals take well under a second."""
-    from bioxen_flows.cli.tools import DEFAULT_ORGANISMS
+    from bioxen_flows.organisms.profiles import get_supported_biological_types
     from bioxen_flows.vm.base import check_allocation
 
-    organisms = list(args.organisms or DEFAULT_ORGANISMS)
+    organisms = list(args.organisms or get_supported_biological_types())
     _check_each_once(organisms)
     _check_hours(args.hours)
     if args.deterministic and args.seed is not None:
         raise InputError("give either --seed (stochastic) or --deterministic, not both")
     if args.seed is not None:  # replicate r runs with seed + r: each a VM's config seed
-        _check_seed(args.seed, args.seed + max(args.replicates, 1) - 1)
+        check_int("--seed", args.seed, 0, MAX_SEED - (max(args.replicates, 1) - 1))
     check_allocation(args.atp, args.ribosomes)
     check_package(args.package)
     stochastic_choice(args)
@@ -78,8 +80,6 @@ def check_sweep(args: argparse.Namespace) -> None:
     strengths = parse_axis(args.strength, "strength")
     copies = parse_axis(args.copies, "copies", integer=True)
     nutrients = parse_axis(args.nutrient, "nutrient") if args.nutrient else [None]
-    if args.workers is not None and not 1 <= args.workers <= 256:
-        raise InputError(f"--workers must be between 1 and 256, got {args.workers}")
     if not 0 <= args.max_burden <= 100:
         raise InputError(f"--max-burden must be between 0 and 100 %, got {args.max_burden:g}")
     if getattr(args, "refine", False) and args.seed is not None:
@@ -90,6 +90,9 @@ def check_sweep(args: argparse.Namespace) -> None:
                   args.replicates, args.seed, args.hours)
     check_package(args.package)
     check_out_dir(args.out)
+    from bioxen_flows.orchestration.runners import check_workers
+
+    check_workers(args.workers)
 
 
 def _check_each_once(organisms: list[str]) -> None:
@@ -100,23 +103,10 @@ def _check_each_once(organisms: list[str]) -> None:
                          "organism once (--replicates gives more cells of one organism)")
 
 
-def _check_seed(*seeds: int) -> None:
-    """Seeds within the VM config's own bounds (`SimulationConfig.seed`)."""
-    from pydantic import ValidationError
-
-    from bioxen_flows.config.models import SimulationConfig
-
-    for seed in seeds:
-        try:
-            SimulationConfig(stochastic=True, seed=seed)
-        except ValidationError as exc:
-            raise InputError(f"--seed: {exc.errors()[0]['msg']}, got {seed}") from None
-
-
 def _check_hours(hours: Any) -> None:
-    if not isinstance(hours, (int, float)) or not hours >= MIN_HOURS:  # nan fails too
-        raise InputError(f"--hours must be at least {MIN_HOURS * 60:g} simulated minute "
-                         f"({MIN_HOURS:.4g} h), got {hours!r}")
+    if not isinstance(hours, (int, float)) or not MIN_HOURS <= hours <= MAX_HOURS:  # and nan
+        raise InputError(f"--hours must be from {MIN_HOURS * 60:g} simulated minute "
+                         f"({MIN_HOURS:.4g} h) to {MAX_HOURS:g} h, got {hours!r}")
 
 
 def check_package(package: str | None) -> None:
@@ -145,7 +135,7 @@ def _check_infrastructure(vm_type: str, config_path: Path | None) -> None:
         return
     if config_path is None:
         raise InputError("--vm-type xcpng needs --config FILE with an xcpng_config section")
-    from bioxen_flows.cli.ops import xcpng_section
+    from bioxen_flows.cli.config import xcpng_section
     from bioxen_flows.xcpng.backend import pool_config
 
     pool_config(xcpng_section(config_path))

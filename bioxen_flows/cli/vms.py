@@ -1,4 +1,5 @@
-"""VM commands: create, list, lifecycle, status, execute, install, resources, monitor.
+"""VM commands: create, list, lifecycle, status, execute, install, export, resources,
+allocate, monitor, optimize.
 
 Each command loads the VM from the state store, acts, and lets the library persist the
 result, so the next command (another process) sees it. Heavy imports stay inside functions.
@@ -12,12 +13,98 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bioxen_flows.cli import output
-from bioxen_flows.cli.validate import stochastic_choice
-from bioxen_flows.errors import InputError
+from bioxen_flows.cli import completion, export, output
+from bioxen_flows.cli.commands import Commands
+from bioxen_flows.cli.validate import add_stochastic_arguments, stochastic_choice
+from bioxen_flows.errors import InputError, NotFoundError
 
 if TYPE_CHECKING:
     from bioxen_flows.vm import BiologicalVM
+
+VM_TYPES = ("basic", "xcpng")
+
+
+def register(commands: Commands) -> None:
+    """Every VM command, in the order `bioxen --help` lists them."""
+    from bioxen_flows.organisms.profiles import get_supported_biological_types
+
+    add = commands.add
+
+    def vm_id(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("vm_id", metavar="VM_ID").completer = completion.vm_ids  # type: ignore[attr-defined]
+
+    create = add("create", cmd_create, "create a bio-VM (state: created)", events=True)
+    create.add_argument("vm_id", metavar="VM_ID", help="1-64 characters from A-Z a-z 0-9 _ . -")
+    create.add_argument(
+        "bio_type", metavar="BIO_TYPE",
+        help=f"organism: {', '.join(get_supported_biological_types())}",
+    ).completer = completion.organisms  # type: ignore[attr-defined]
+    create.add_argument("--vm-type", choices=VM_TYPES,
+                        help="infrastructure (default: the config file's, else basic)")
+    create.add_argument("--config", type=Path, metavar="FILE",
+                        help="JSON/YAML config (resources, simulation, packages, xcpng_config)")
+    create.add_argument("--auto-start", action="store_true", help="start the VM once created")
+    create.add_argument("--seed", type=int,
+                        help="a stochastic cell with this seed (default: deterministic)")
+    add_stochastic_arguments(create)
+    create.add_argument("--owner", help="user or project whose quota it counts against "
+                                        "(default: the owner setting, your user name)")
+
+    listing = add("list", cmd_list, "list VMs with state, uptime and infrastructure")
+    listing.add_argument("--wide", action="store_true",
+                         help="one line per VM however wide the terminal (for wide screens)")
+    for action, text in (("start", "start a created or stopped VM"),
+                         ("stop", "stop a running or paused VM"),
+                         ("pause", "pause a running VM (its simulated clock stops)"),
+                         ("resume", "resume a paused VM")):
+        vm_id(add(action, cmd_lifecycle, text, events=True))
+    destroy = add("destroy", cmd_destroy,
+                  "destroy a VM: frees its cell and allocations, forgets it", events=True)
+    vm_id(destroy)
+    destroy.add_argument("--force", action="store_true",
+                         help="remove the record even if it is damaged or busy")
+    vm_id(add("status", cmd_status, "state, allocations and metrics of a VM"))
+
+    execute = add("execute", cmd_execute, "run a process program on a running VM")
+    vm_id(execute)
+    execute.add_argument("code", nargs="*", metavar="CODE",
+                         help="process lines, one call each, e.g. 'grow(minutes=60)'")
+    execute.add_argument("--file", type=Path, metavar="F",
+                         help="read the program from F (- for stdin)")
+
+    install = add("install", cmd_install, "install a package (built-in name or module file)")
+    vm_id(install)
+    install.add_argument("package", metavar="PACKAGE",
+                         help="gfp_reporter, lac_operon, rfp_plasmid, or an .ant/.xml/.sbml file")
+    install.add_argument("--copies", type=int, help="gene copies (default: the package's own)")
+
+    exporter = add("export", export.cmd_export,
+                   "write a VM's whole model as SBML or Antimony (current state as initial "
+                   "values)", json=False)
+    vm_id(exporter)
+    exporter.add_argument("--format", choices=("sbml", "antimony"), default="sbml",
+                          help="default: sbml (level 3)")
+    exporter.add_argument("--output", "-o", type=Path, metavar="FILE",
+                          help="write to FILE instead of standard output")
+
+    vm_id(add("resources", cmd_resources, "resource usage, caps and recommendations"))
+    allocate = add("allocate", cmd_allocate, "cap a VM's energy supply and/or ribosomes")
+    vm_id(allocate)
+    allocate.add_argument("--atp", type=float, metavar="P", help="energy cap, %% of the maximum")
+    allocate.add_argument("--ribosomes", type=int, metavar="N", help="ribosome cap")
+
+    monitor = add("monitor", cmd_monitor, "sample resource usage until Ctrl-C or --count",
+                  events=True)
+    vm_id(monitor)
+    monitor.add_argument("--interval", type=float, default=5.0, metavar="S",
+                         help="seconds between samples (default 5)")
+    monitor.add_argument("--count", type=int, metavar="N", help="stop after N samples")
+
+    optimize = add("optimize", cmd_optimize,
+                   "find and apply the smallest caps that keep most of the growth")
+    vm_id(optimize)
+    optimize.add_argument("--keep-growth", type=float, default=0.95, metavar="F",
+                          help="fraction of uncapped growth to keep (default 0.95)")
 
 
 def load_vm(vm_id: str) -> BiologicalVM:
@@ -121,7 +208,7 @@ def cmd_destroy(args: argparse.Namespace) -> int:
 
     if args.force:
         if not force_destroy_vm(args.vm_id):
-            raise ValueError(f"no VM {args.vm_id!r}")
+            raise NotFoundError(f"no VM {args.vm_id!r}")
     else:
         load_vm(args.vm_id).destroy()
     if args.json:

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import time as clock
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -22,15 +19,17 @@ import numpy as np
 from bioxen_flows import progress
 from bioxen_flows.engine import STOCHASTIC_ENGINES, UNCAPPED_RIBOSOMES, cap_settings, ssa
 from bioxen_flows.errors import InputError
-from bioxen_flows.model.builder import build_model_text, load_roadrunner, package_parameters
-from bioxen_flows.model.packages import (
-    MAX_STRENGTH,
-    Package,
-    check_gene_id,
-    check_module_symbols,
-    resolve_package,
-    user_module,
+from bioxen_flows.limits import MAX_COPIES, MAX_NUTRIENT, MAX_SEED, MAX_STRENGTH, MIN_COPIES
+from bioxen_flows.model.builder import MAX_N, build_model_text, package_parameters
+from bioxen_flows.model.guest import Package, check_gene_id
+from bioxen_flows.model.loader import (
+    BALANCED_GROWTH_MIN,
+    antimony_to_sbml,
+    balanced_growth_state,
+    load_roadrunner,
 )
+from bioxen_flows.model.modules import MAX_AMOUNT, MAX_CLOCK_MIN, MAX_GROW_MIN
+from bioxen_flows.model.packages import check_module_symbols, resolve_package, user_module
 from bioxen_flows.organisms.profiles import OrganismProfile, get_profile
 
 # Model symbol → column name in time series (units: molecules per cell unless named).
@@ -47,11 +46,7 @@ SERIES_COLUMNS: dict[str, str] = {
     "e_m": "enzymes",
     "q": "housekeeping",
 }
-BALANCED_GROWTH_MIN = 1e5  # simulated minutes that bring any profile to balanced growth
 MAX_POINTS = 100_001
-MAX_SEED = 2**63 - 1  # libroadrunner's Gillespie seed is a 64-bit integer
-MAX_CLOCK_MIN = 1e9  # a snapshot's clock (minutes); about 1,900 years
-MAX_AMOUNT = 1e15  # molecules per cell a snapshot may set for one species
 # Below a billionth of a molecule per cell an ODE amount is integration noise (a starved
 # cell's energy reached -2e-61 and 8e-73): it is set to 0, so the cell can be fed again
 # (CVODE failed to restart from such values) and no snapshot holds a negative amount.
@@ -150,7 +145,6 @@ class Cell:
         """Compile the current model and load amounts (missing species start at 0)."""
         text = self.model_text()
         rr = load_roadrunner(text)
-        _keep_warm(text, rr)
         species = set(rr.model.getFloatingSpeciesIds())
         for name, value in amounts.items():
             if name in species:
@@ -199,10 +193,10 @@ class Cell:
     def grow(self, minutes: float, points: int | None = None) -> Trajectory:
         """Advance the simulated clock by `minutes`; one sample per minute by default."""
         if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not (
-            0 < minutes <= 1e6
+            0 < minutes <= MAX_GROW_MIN
         ):
             shown = minutes if not isinstance(minutes, int) or minutes < 1e20 else "a huge integer"
-            raise InputError(f"minutes must be > 0 and <= 1e6, got {shown!r}")
+            raise InputError(f"minutes must be > 0 and <= {_power(MAX_GROW_MIN)}, got {shown!r}")
         minutes = float(minutes)
         n = points if points is not None else int(min(math.ceil(minutes), MAX_POINTS - 1)) + 1
         if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_POINTS:
@@ -243,8 +237,6 @@ class Cell:
     def _kernel(self) -> ssa.Kernel:
         """The compiled engine's kernel of this cell's model; a model it cannot run is a
         one-line `InputError` (run it on ``stochastic_engine="roadrunner"``)."""
-        from bioxen_flows.model.builder import antimony_to_sbml
-
         text = self.model_text()
         try:
             return ssa.kernel_for_model(text, lambda: antimony_to_sbml(text))
@@ -394,7 +386,7 @@ class Cell:
         if species in _HOST_PROTEINS:
             return self.value("n_x")
         if species.startswith("p_") and species[2:] in self.genes:
-            return float(min(1e6, max(1.0, self.value(f"n_{species[2:]}"))))
+            return float(min(MAX_N, max(1.0, self.value(f"n_{species[2:]}"))))
         return 0.0
 
     def _mass(self) -> float:
@@ -522,8 +514,9 @@ class Cell:
 
     def set_nutrient(self, level: float) -> None:
         """External nutrient s0, molecules per cell (the paper's E. coli medium is 1e4)."""
-        if not 0 <= level <= 1e9:
-            raise InputError(f"nutrient level must be between 0 and 1e9, got {level}")
+        if not 0 <= level <= MAX_NUTRIENT:
+            raise InputError(
+                f"nutrient level must be between 0 and {_power(MAX_NUTRIENT)}, got {level}")
         self._set("s0", float(level))
 
     def set_caps(self, atp_percent: float | None = None, ribosomes: float | None = None) -> None:
@@ -742,6 +735,11 @@ def _check_seed(seed: object) -> None:
         raise InputError(f"seed must be an integer from 0 to 2**63-1, got {shown!r}")
 
 
+def _power(bound: float) -> str:
+    """A power-of-ten bound as users write it: 1e6, not 1e+06."""
+    return f"{bound:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
 def _finite(value: object, low: float, high: float) -> bool:
     return (
         isinstance(value, (int, float))
@@ -787,11 +785,12 @@ def validate_snapshot(snap: object) -> None:
             or not 0 < len(item["name"]) <= 4096
             or isinstance(item["copies"], bool)
             or not isinstance(item["copies"], int)
-            or not 1 <= item["copies"] <= 1000
+            or not MIN_COPIES <= item["copies"] <= MAX_COPIES
         ):
             raise InputError(
-                "cell snapshot: each package must be {name: str, copies: int 1-1000, "
-                f"strength: number > 0 and <= {MAX_STRENGTH:g} (optional)}}"
+                f"cell snapshot: each package must be {{name: str, copies: int "
+                f"{MIN_COPIES}-{MAX_COPIES}, strength: number > 0 and <= {MAX_STRENGTH:g} "
+                "(optional)}"
             )
         module = item.get("module")
         if module is not None and (
@@ -867,29 +866,10 @@ def _package_from_entry(entry: dict[str, Any]) -> Package:
     return package.with_strength(entry.get("strength", 1.0))
 
 
-_WARM_MODELS: dict[str, Any] = {}
-_WARM_BY_TEXT: OrderedDict[str, Any] = OrderedDict()
-_WARM_LIMIT = 16  # compiled models kept alive (a few MB each)
-_WARM_LOCK = threading.Lock()
-
-
-def _keep_warm(text: str, rr: Any) -> None:
-    """Keep one instance of each recently used model alive: with the compiled-model cache
-    off, libroadrunner then reuses its compiled code, and a cell with packages reloads in
-    milliseconds instead of ~0.3 s."""
-    with _WARM_LOCK:
-        _WARM_BY_TEXT[text] = rr
-        _WARM_BY_TEXT.move_to_end(text)
-        while len(_WARM_BY_TEXT) > _WARM_LIMIT:
-            _WARM_BY_TEXT.popitem(last=False)
-
-
 def cache_models(kinds: Iterable[tuple[str, bool]]) -> None:
     """Put the models that new cells of these (organism, stochastic) kinds load in the
     compiled-model cache, compiling the ones it lacks: what a process can do for cells
     about to start in other processes (libroadrunner releases the GIL while compiling)."""
-    from bioxen_flows.model.builder import antimony_to_sbml
-
     for organism, stochastic in kinds:
         parameters = get_profile(organism).parameters
         for mode in dict.fromkeys((False, stochastic)):  # ODE first: balanced growth
@@ -901,18 +881,6 @@ def cache_models(kinds: Iterable[tuple[str, bool]]) -> None:
                     ssa.kernel_for_model(text, lambda text=text: antimony_to_sbml(text))
                 except ssa.Unsupported:
                     pass  # the cells will say why, in one line
-
-
-@cache
-def balanced_growth_state(biological_type: str) -> dict[str, float]:
-    """Species amounts of an uncapped cell in balanced growth (ODE), where VMs start."""
-    rr = load_roadrunner(build_model_text(get_profile(biological_type).parameters))
-    rr.simulate(0, BALANCED_GROWTH_MIN, 2)
-    # libroadrunner reuses a compiled model only while an instance of it is alive: keeping
-    # this one makes every later cell of the organism build in ~4 ms instead of ~110 ms.
-    _WARM_MODELS[biological_type] = rr
-    ids = rr.model.getFloatingSpeciesIds()
-    return dict(zip(ids, map(float, rr.model.getFloatingSpeciesAmounts()), strict=True))
 
 
 def _gene_column(selection: str) -> str:

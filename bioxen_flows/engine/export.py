@@ -12,7 +12,8 @@ from typing import Any
 
 from bioxen_flows.engine.cell import Cell
 from bioxen_flows.errors import InputError
-from bioxen_flows.model.builder import antimony_to_sbml, package_parameters
+from bioxen_flows.model.builder import package_parameters
+from bioxen_flows.model.loader import antimony_to_sbml
 
 FORMATS = ("sbml", "antimony")
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import ast
 import math
-import re
 from dataclasses import dataclass
 
 from bioxen_flows.errors import InputError
+from bioxen_flows.limits import IDENTIFIER, MAX_COPIES, MAX_NUTRIENT, MAX_STRENGTH, MIN_COPIES
+from bioxen_flows.organisms.profiles import get_profile, organism_profiles
 
 MAX_CODE_CHARS = 20_000
 MAX_LINES = 500
@@ -24,17 +25,17 @@ MAX_GROW_MINUTES = 10_080  # one grow() call: one week
 MAX_PROGRAM_MINUTES = 100_800
 MAX_PROGRAM_MINUTES_STOCHASTIC = 1_440
 
-_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 _REQUIRED = object()
 
-# Same capability split as the VM API (vm/base.py CAPABILITIES): the minimal cells switch
-# guest genes on and off directly, E. coli regulates them through operons.
-_COMMON = frozenset({"grow", "install", "set_nutrient"})
-_MINIMAL_CELL_CALLS = _COMMON | {"start_transcription", "stop_transcription"}
+
+def allowed_calls(biological_type: str) -> frozenset[str]:
+    """The calls a program for this organism may use (`process_calls` in profiles.yaml)."""
+    return get_profile(biological_type).process_calls
+
+
+# organism -> its allowed calls, for listing them (built from profiles.yaml, not a copy)
 ALLOWED_CALLS: dict[str, frozenset[str]] = {
-    "syn3a": _MINIMAL_CELL_CALLS,
-    "minimal_cell": _MINIMAL_CELL_CALLS,
-    "ecoli": _COMMON | {"manage_operons"},
+    key: profile.process_calls for key, profile in organism_profiles().items()
 }
 
 
@@ -73,16 +74,17 @@ _SPECS: dict[str, tuple[_Param, ...]] = {
     "grow": (_Param("minutes", "float", low=0, low_inclusive=False, high=MAX_GROW_MINUTES),),
     # copies=None keeps the package's own copy number (e.g. 15 for rfp_plasmid)
     # strength=None keeps the package's promoters; 2.0 doubles its transcription rates
-    "install": (_Param("package", "str"), _Param("copies", "int", default=None, low=1, high=1000),
+    "install": (_Param("package", "str"),
+                _Param("copies", "int", default=None, low=MIN_COPIES, high=MAX_COPIES),
                 _Param("strength", "float", default=None, low=0, low_inclusive=False,
-                       high=1000)),
+                       high=MAX_STRENGTH)),
     "start_transcription": (_Param("genes", "ids"),),
     "stop_transcription": (_Param("genes", "ids"),),
     "manage_operons": (
         _Param("operons", "ids"),
         _Param("action", "choice", choices=("induce", "repress")),
     ),
-    "set_nutrient": (_Param("level", "float", low=0, high=1_000_000_000),),
+    "set_nutrient": (_Param("level", "float", low=0, high=MAX_NUTRIENT),),
 }
 
 _NODE_LABELS: dict[type, str] = {
@@ -125,6 +127,11 @@ def _literal(node: ast.expr) -> object:
     raise _Reject(f"{label} is not allowed as an argument; {_LITERALS}")
 
 
+def _bound(value: float | None) -> object:
+    """A bound as the user writes it: 1000, not 1000.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _check(call: str, p: _Param, value: object) -> object:
     """Type-check, convert and range-check one bound argument."""
     where = f"{call}({p.name}=...)"
@@ -141,14 +148,15 @@ def _check(call: str, p: _Param, value: object) -> object:
         if not low_ok or (p.high is not None and value > p.high):
             low_op = ">=" if p.low_inclusive else ">"
             shown = value if isinstance(value, float) or abs(value) < 10**20 else "a huge integer"
-            raise _Reject(f"{where} must be {low_op} {p.low} and <= {p.high}, got {shown!r}")
+            raise _Reject(f"{where} must be {low_op} {_bound(p.low)} and <= {_bound(p.high)}, "
+                          f"got {shown!r}")
         return float(value) if p.kind == "float" else value
     if p.kind == "ids":
         ids = [value] if isinstance(value, str) else value
         if not isinstance(ids, list) or not ids:
             raise _Reject(f"{where} must be a non-empty list of ids, got {value!r}")
         for item in ids:
-            if not _ID_RE.fullmatch(item):
+            if not IDENTIFIER.fullmatch(item):
                 raise _Reject(
                     f"{where}: {item!r} is not a valid id "
                     "(letter, then up to 63 letters, digits or underscores)"
@@ -195,7 +203,7 @@ def _bind(name: str, call: ast.Call) -> dict[str, object]:
 
 def _parse_line(text: str, biological_type: str) -> tuple[str, dict[str, object]]:
     """Parse one stripped, non-empty line into (call name, validated args)."""
-    allowed = ALLOWED_CALLS[biological_type]
+    allowed = allowed_calls(biological_type)
     allowed_text = f"allowed calls: {', '.join(sorted(allowed))}"
     try:
         tree = ast.parse(text, mode="exec")
@@ -224,8 +232,8 @@ def parse_process(
     The program's total simulated time is bounded too (`MAX_PROGRAM_MINUTES`, or
     `MAX_PROGRAM_MINUTES_STOCHASTIC` for a Gillespie cell), so its cost is known up front.
     """
-    if biological_type not in ALLOWED_CALLS:
-        valid = ", ".join(sorted(ALLOWED_CALLS))
+    if biological_type not in organism_profiles():
+        valid = ", ".join(sorted(organism_profiles()))
         raise InputError(f"unknown biological_type {biological_type!r}; valid: {valid}")
     if not isinstance(code, str):
         raise ProcessLanguageError(f"code must be a str, got {type(code).__name__}")

@@ -69,7 +69,7 @@ def _run_call(cell: Cell, call: ProcessCall, per_minute: float) -> Trajectory | 
     elif call.name == "set_nutrient":
         cell.set_nutrient(float(args["level"]))  # type: ignore[arg-type]
     else:  # the parser only lets known calls through; reaching here is a programming error
-        raise RuntimeError(f"no executor for process call {call.name!r}")
+        raise BioXenError(f"no executor for process call {call.name!r}")
     return None
 
 

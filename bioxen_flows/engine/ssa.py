@@ -2,11 +2,12 @@
 
 A kernel is C generated from the model's SBML (`ssa_codegen`), compiled with the system's
 C compiler (``$CC``, else ``cc``) into this user's private kernel folder and loaded with
-ctypes: a model's first stochastic cell on a machine compiles for ~0.3-0.7 s, every later
-one (any process) loads in milliseconds. numba ran the same kernel ~1.5x faster, but took
-6.4 s to compile it and 0.43 s to load it in every new process (docs/model.md).
-Processes that need the same missing kernel compile it once (a lock per kernel, as for
-compiled models); a library is used only if its recorded SHA-256 matches.
+ctypes: a model's first stochastic cell on a machine compiles it, every later one (any
+process) loads it (`bench/stochastic.py` times both; docs/model.md says why not numba).
+Processes that need the same missing kernel compile it once (a lock per kernel, as the
+model loader's disk cache does: `model/compiled_cache.py`); a library is used only if its
+recorded SHA-256 matches. This is the engine's own cache (kernels are engine code); every
+cache of compiled models is in `model/loader.py`.
 
 `run_kernel` advances a state by the direct method, in pieces of `CHUNK_EVENTS` events, so
 a long run can be bounded, abandoned and stopped between pieces.

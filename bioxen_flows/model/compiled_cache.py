@@ -1,8 +1,9 @@
-"""Compiled models kept on disk, so that a process need not compile a model again.
+"""The model loader's disk cache: compiled models kept on disk, so that a process need
+not compile a model again (`loader.load_roadrunner` is the way in).
 
-libroadrunner's saved state holds a model's compiled machine code: loading it takes ~7 ms
-where compiling the model text takes ~130 ms (~480 ms for a stochastic model), and the
-loaded model simulates identically. Every CLI call and every worker process of a flow
+libroadrunner's saved state holds a model's compiled machine code: loading it is far
+cheaper than compiling the model text (`bench/engine.py`, "fresh interpreter" lines), and
+the loaded model simulates identically. Every CLI call and every worker process of a flow
 would otherwise compile each organism's model anew.
 
 A saved state is native code, so the cache is private to its user: one folder per host and
@@ -11,8 +12,7 @@ libroadrunner version (machine code is not portable) under ``<home>/model-cache`
 rename), named by the SHA-256 of the model text, and the oldest are removed beyond
 `MAX_FILES`. Processes that need the same missing model compile it once: the first holds
 a lock on it while the others wait, then load (a flow's workers would otherwise each
-compile every model, ~0.5 s apiece for a stochastic one). The ``model_cache`` setting
-turns it off.
+compile every model). The ``model_cache`` setting turns it off.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from bioxen_flows.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -130,30 +132,35 @@ def _identity(text: str) -> bytes:
     return hashlib.sha256(f"{roadrunner.__version__}\0{text}".encode()).digest()
 
 
+class DamagedState(StoreError):
+    """A cache file that is not a whole state of the model asked for: it is removed and the
+    model compiled again (never seen outside this module)."""
+
+
 def _verified_state(path: Path, text: str) -> bytes | None:
     """The state bytes of `path` if its header says they are whole and of `text`'s model;
-    None when there is no file; raises ValueError naming what does not match."""
+    None when there is no file; raises `DamagedState` naming what does not match."""
     try:
         with path.open("rb") as file:
             if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
-                raise ValueError("not a regular file")
+                raise DamagedState("not a regular file")
             blob = file.read(HEADER_SIZE + MAX_STATE_BYTES + 1)
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise ValueError(f"unreadable ({error.strerror})") from None
+        raise DamagedState(f"unreadable ({error.strerror})") from None
     head, state = blob[:HEADER_SIZE], blob[HEADER_SIZE:]
     if len(head) < HEADER_SIZE or not head.startswith(MAGIC):
-        raise ValueError("no header")
+        raise DamagedState("no header")
     identity = head[len(MAGIC):len(MAGIC) + 32]
     digest = head[len(MAGIC) + 32:len(MAGIC) + 64]
     length = int.from_bytes(head[len(MAGIC) + 64:], "big")
     if identity != _identity(text):
-        raise ValueError("compiled from another model")
+        raise DamagedState("compiled from another model")
     if len(state) != length:
-        raise ValueError(f"{len(state)} bytes where the header says {length}")
+        raise DamagedState(f"{len(state)} bytes where the header says {length}")
     if hashlib.sha256(state).digest() != digest:
-        raise ValueError("content hash does not match")
+        raise DamagedState("content hash does not match")
     return state
 
 
@@ -168,7 +175,7 @@ def _load(path: Path, text: str) -> Any | None:
         rr = roadrunner.RoadRunner()
         rr.loadStateS(state)
         return rr
-    except (ValueError, RuntimeError) as error:  # RuntimeError: a verified state this
+    except (DamagedState, ValueError, RuntimeError) as error:  # RuntimeError: a state this
         # libroadrunner cannot read (another build reporting the same version)
         log.warning("compiled-model cache: dropped %s (%s); compiling the model again",
                     path.name, error)

@@ -1,105 +1,35 @@
-"""Biological packages: guest genes that a VM's cell expresses with its own ribosomes.
+"""Biological packages as a user names them: a built-in by name, or a module from a file.
 
-A package is data (genes, their lengths and promoter strengths, operon membership,
-plasmid copy number); `builder.py` turns it into model reactions. Built-in packages
-cover the three expression modes the product needs; users add their own modules
-from Antimony or SBML files (see `load_user_module`).
+The packages themselves are data (`guest.py`); a user's module is read here, its text
+checked, then compiled, bounded and tried in a cell (`modules.py`) before it is accepted.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
 from bioxen_flows.errors import InputError
-
-MAX_STRENGTH = 1000.0  # promoter strength multiplier, relative to the package's own
-GENE_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
-# Names of the host model a guest gene id may not shadow (its m_/c_/p_ species would collide).
-RESERVED_GENE_IDS = frozenset({"r", "t", "m", "q", "x", "i", "s", "p", "g"})
-
-@dataclass(frozen=True)
-class GuestGene:
-    """One heterologous gene: transcription rate w per copy (molecules/min), length in aa."""
-
-    gene_id: str
-    length_aa: int
-    max_transcription: float
-    operon: str | None = None
-    user_defined: bool = False  # w_/n_ (and optional reg_) come from the user's module text
-
-
-@dataclass(frozen=True)
-class Package:
-    """An installable expression module ("biological package")."""
-
-    name: str
-    description: str
-    genes: tuple[GuestGene, ...]
-    copies: int = 1  # gene copies per cell: plasmid copy number for plasmid-borne genes
-    # promoter strength: multiplies every gene's transcription (design-space sweeps)
-    strength: float = 1.0
-    plasmid: bool = False
-    operon_leak: float = 0.01  # transcription of a repressed operon, fraction of induced
-    antimony: str = ""  # extra model statements (user modules only)
-    source: str = "built-in"
-    # ids a user module defines -> how (compiled and checked in load_user_module)
-    defines: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def sha256(self) -> str:
-        """Content hash of a user module's model text (what a VM stores it under)."""
-        return hashlib.sha256(self.antimony.encode("utf-8")).hexdigest()
-
-    @property
-    def operons(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(g.operon for g in self.genes if g.operon))
-
-    def with_copies(self, copies: int) -> Package:
-        if not 1 <= copies <= 1000:
-            raise InputError(f"copies must be between 1 and 1000, got {copies}")
-        return replace(self, copies=copies)
-
-    def with_strength(self, strength: float) -> Package:
-        if not 0 < strength <= MAX_STRENGTH:
-            raise InputError(f"strength must be > 0 and <= {MAX_STRENGTH:g}, got {strength!r}")
-        return replace(self, strength=float(strength))
-
-
-# Lengths are the real proteins' (UniProt): sfGFP 238 aa, LacZ 1024, LacY 417, LacA 203,
-# mCherry 236. Promoter strengths are in the host's units (w_e = 4.14 for a native
-# metabolic gene, w_r = 930 for the ribosomal operons).
-BUILTIN_PACKAGES: dict[str, Package] = {
-    p.name: p
-    for p in (
-        Package(
-            name="gfp_reporter",
-            description="constitutive GFP reporter on the chromosome (strong promoter)",
-            genes=(GuestGene("gfp", 238, 50.0),),
-        ),
-        Package(
-            name="lac_operon",
-            description="lacZYA under the lac promoter; repressed (1% leak) until induced",
-            genes=(
-                GuestGene("lacZ", 1024, 20.0, operon="lac"),
-                GuestGene("lacY", 417, 20.0, operon="lac"),
-                GuestGene("lacA", 203, 20.0, operon="lac"),
-            ),
-        ),
-        Package(
-            name="rfp_plasmid",
-            description="mCherry on a medium-copy plasmid; transcription scales with copies",
-            genes=(GuestGene("rfp", 236, 5.0),),
-            copies=15,
-            plasmid=True,
-        ),
-    )
-}
+from bioxen_flows.model.builder import MAX_N, MAX_W
+from bioxen_flows.model.guest import (
+    BUILTIN_PACKAGES,
+    GENERATED_PREFIXES,
+    RESERVED_IDS,
+    RESERVED_PREFIXES,
+    GuestGene,
+    Package,
+    check_gene_id,
+)
+from bioxen_flows.model.modules import (
+    compile_module,
+    host_symbols,
+    sbml_to_antimony_body,
+    trial_module,
+)
 
 
 def resolve_package(name_or_path: str | Path, copies: int | None = None) -> Package:
@@ -123,16 +53,6 @@ MAX_SBML_MODULE_BYTES = 1024 * 1024  # an SBML module file (XML is verbose)
 # a module is one flat list of statements spliced into the cell's model.
 _STRUCTURE_WORDS = re.compile(r"\b(model|module|import|end|function)\b")
 _COMMENTS = re.compile(r"//[^\n]*|/\*.*?\*/|#[^\n]*", re.S)
-# Model ids the builder generates for each guest gene G (builder.gene_module_text).
-_GENERATED = ("m_", "c_", "on_", "copies_", "tx_", "bind_", "unbind_", "tl_", "deg_m_",
-              "dil_m_", "dil_c_", "dil_p_", "strength_")
-# BioXen's namespace for packages: every id the builder generates for a gene or operon of
-# ANY package (installed before or after a module) starts with one of these. A module may
-# define none of them but its own genes' w_G, n_G, reg_G (and p_G in its own reactions), so
-# it can neither create nor drive another package's species or parameters, whatever the
-# order of installation.
-RESERVED_PREFIXES = (*_GENERATED, "w_", "n_", "reg_", "p_", "induced_", "leak_")
-RESERVED_IDS = frozenset({"guest_complexes"})
 
 
 def module_size_limit(path: str | Path) -> int:
@@ -153,7 +73,6 @@ def load_user_module(path: Path) -> Package:
     defines is checked against the host model's ids (`check_module_symbols`).
     """
     from bioxen_flows.files import read_text_file
-    from bioxen_flows.model.builder import sbml_to_antimony_body
 
     path = Path(os.path.abspath(path))  # relative: where the user stood when installing
     is_sbml = path.suffix.lower() in {".sbml", ".xml"}
@@ -168,8 +87,6 @@ def load_user_module(path: Path) -> Package:
 def user_module(name: str, body: str, source: str) -> Package:
     """A user module from its Antimony statements, compiled and checked. Read from its file
     once, at install; a VM stores the text by content, so later loads never read the file."""
-    from bioxen_flows.model.builder import compile_module, host_symbols
-
     for lineno, line in enumerate(_COMMENTS.sub("", body).splitlines(), start=1):
         word = _STRUCTURE_WORDS.search(line)
         if word:
@@ -208,10 +125,10 @@ def _module_genes(model, path: str) -> list[GuestGene]:  # model: libsbml.Model
         n = model.getParameter(f"n_{gene_id}")
         if n is None or not (n.isSetValue() or model.getRule(n.getId())):
             raise InputError(f"{path}: gene {gene_id!r} has w_{gene_id} but no n_{gene_id}")
-        if param.isSetValue() and not 0 <= param.getValue() <= 1e6:
-            raise InputError(f"{path}: w_{gene_id} must be from 0 to 1e6 molecules/min")
-        if n.isSetValue() and not 1 <= n.getValue() <= 1e6:
-            raise InputError(f"{path}: n_{gene_id} must be from 1 to 1e6 aa")
+        if param.isSetValue() and not 0 <= param.getValue() <= MAX_W:
+            raise InputError(f"{path}: w_{gene_id} must be from 0 to {MAX_W:,.0f} molecules/min")
+        if n.isSetValue() and not 1 <= n.getValue() <= MAX_N:
+            raise InputError(f"{path}: n_{gene_id} must be from 1 to {MAX_N:,.0f} aa")
         genes.append(GuestGene(gene_id, 0, 0.0, user_defined=True))
     if not genes:
         raise InputError(
@@ -263,19 +180,6 @@ def _module_definitions(model, path: str) -> dict[str, str]:  # model: libsbml.M
     return defined
 
 
-def check_free_id(symbol: str, how: str, source: str) -> None:
-    """Refuse an id that is the host model's or in BioXen's namespace for packages' genes
-    (for SBML ids that never reach the spliced model: function and compartment ids)."""
-    from bioxen_flows.model.builder import host_symbols
-
-    if symbol in host_symbols():
-        raise InputError(f"{source}: host symbol {symbol!r} is defined by the cell's model; "
-                         f"the module {how} it, but a module may only read host symbols")
-    if symbol in RESERVED_IDS or symbol.startswith(RESERVED_PREFIXES):
-        raise InputError(f"{source}: {symbol!r} is in BioXen's namespace for packages' genes "
-                         f"({', '.join(RESERVED_PREFIXES[:4])}, ...); the module {how} it")
-
-
 # `const a, b;`, `var a;` and `a = ;` re-declare ids of the model the module is spliced
 # into: on a host symbol they are refused (`const r;` held the host's free ribosomes
 # constant: 13 % more ribosomes than the plain cell after 600 min)
@@ -305,7 +209,7 @@ def check_module_symbols(package: Package, taken: Iterable[str]) -> None:
     proteins `p_G` may take part in its reactions, nothing more."""
     taken = set(taken)
     own_proteins = {f"p_{g.gene_id}" for g in package.genes}
-    generated = {f"{prefix}{g.gene_id}" for g in package.genes for prefix in _GENERATED}
+    generated = {f"{prefix}{g.gene_id}" for g in package.genes for prefix in GENERATED_PREFIXES}
     own_genes = {f"{x}_{g.gene_id}" for g in package.genes for x in ("w", "n", "reg")}
     for symbol, how in sorted(package.defines.items()):
         if symbol in own_proteins and how in ("declares as a species", "changes in a reaction"):
@@ -338,7 +242,7 @@ MAX_NESTING = 64  # parentheses
 def _check_statement_sizes(body: str, source: str) -> None:
     """A cheap bound on the text before Antimony parses it (a 12,000-term sum took seconds
     there, then crashed libroadrunner); the compiled expressions are bounded again exactly
-    (`builder._check_math`)."""
+    (`modules._check_math`)."""
     for lineno, line in enumerate(_COMMENTS.sub("", body).splitlines(), start=1):
         for statement in line.split(";"):
             depth = deepest = 0
@@ -375,19 +279,9 @@ def _check_values(model, source: str) -> None:  # model: libsbml.Model
 
 
 def check_module_dynamics(package: Package) -> None:
-    """A trial run of the module in the host cell (see `builder.trial_module`), once per
+    """A trial run of the module in the host cell (see `modules.trial_module`), once per
     module text and process."""
-    from bioxen_flows.model.builder import trial_module
-
     trial_module(package)
-
-
-def check_gene_id(gene_id: str, source: str = "package") -> None:
-    if not GENE_ID.match(gene_id) or gene_id in RESERVED_GENE_IDS:
-        raise InputError(
-            f"{source}: invalid gene id {gene_id!r}: use letters, digits and _ (start with a "
-            f"letter, at most 64), not one of {sorted(RESERVED_GENE_IDS)}"
-        )
 
 
 def _strip_model_wrapper(text: str, source: str = "module") -> str:

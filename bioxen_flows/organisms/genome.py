@@ -15,7 +15,7 @@ from types import MappingProxyType
 from Bio import SeqIO
 from Bio.SeqFeature import SeqFeature
 
-from bioxen_flows.errors import InputError
+from bioxen_flows.errors import InputError, NotFoundError
 
 RNA_TYPES = ("tRNA", "rRNA", "ncRNA", "tmRNA", "misc_RNA")
 MAX_GENBANK_BYTES = 32 * 1024 * 1024  # an E. coli K-12 record with sequence is ~12 MB
@@ -72,9 +72,10 @@ class Genome:
             return hits[0]
         if hits:
             tags = ", ".join(g.locus_tag for g in hits)
-            raise KeyError(f"gene name {locus_tag_or_name!r} is ambiguous in {self.accession}: "
-                           f"use one of the locus tags {tags}")
-        raise KeyError(f"no gene with locus tag or name {locus_tag_or_name!r} in {self.accession}")
+            raise InputError(f"gene name {locus_tag_or_name!r} is ambiguous in {self.accession}: "
+                             f"use one of the locus tags {tags}")
+        raise NotFoundError(
+            f"no gene with locus tag or name {locus_tag_or_name!r} in {self.accession}")
 
     def summary(self) -> dict[str, object]:
         return {

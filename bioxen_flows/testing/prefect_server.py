@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from bioxen_flows.cli.prefect_session import NO_TELEMETRY
+
 START_TIMEOUT_S = 120
 
 
@@ -27,7 +29,7 @@ def start_prefect_server(
     import httpx
 
     port = free_port(host)
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(home), **NO_TELEMETRY}
     env.pop("PREFECT_API_URL", None)
     began = time.perf_counter()
     proc = subprocess.Popen(

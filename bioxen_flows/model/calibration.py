@@ -2,7 +2,7 @@
 
 Syn3A: cell mass M and transporter rate v_t are fitted so that balanced growth gives a
 105-minute doubling with 500 ribosomes. minimal_cell (JCVI-syn3.0) keeps Syn3A's cell
-and lowers v_t to reach its 180-minute doubling. Run: python -m bioxen_flows.organisms.calibration
+and lowers v_t to reach its 180-minute doubling. Run: python -m bioxen_flows.model.calibration
 Needs scipy (installed with the `test` extra).
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 
-from bioxen_flows.model.builder import build_model_text, load_roadrunner
+from bioxen_flows.model.builder import build_model_text
+from bioxen_flows.model.loader import load_roadrunner
 
 
 def balanced_growth(parameters: dict[str, float]) -> tuple[float, float]:
