@@ -54,7 +54,7 @@ def loop(replicates: int, hours: float, seed: int | None) -> float:
 def flow(replicates: int, hours: float, seed: int | None, out: Path, runner=None) -> float:
     """Seconds for the comparison flow (wall, as its caller sees it), starting with an
     empty compiled-model cache (its worker processes fill and share it)."""
-    from bioxen_flows.orchestration.flows import compare_organisms
+    from bioxen_flows.orchestration.compare import compare_organisms
 
     shutil.rmtree(Path(os.environ["BIOXEN_HOME"]) / "model-cache", ignore_errors=True)
     run = compare_organisms if runner is None else compare_organisms.with_options(

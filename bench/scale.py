@@ -103,7 +103,7 @@ def main() -> None:
             hosts = DaskHosts(bed, "sched", bridged_url(database, db), api)
             os.environ.update(BIOXEN_DATABASE_URL=database, PREFECT_API_URL=api,
                               BIOXEN_HOME=str(work / "flow-home"))
-            from bioxen_flows.orchestration.flows import compare_organisms
+            from bioxen_flows.orchestration.compare import compare_organisms
             from bioxen_flows.orchestration.sweep import sweep_design_space
 
             def compare(tag: str) -> None:

@@ -18,7 +18,7 @@ pytest.importorskip("prefect_dask", reason="the optional dask extra: pip install
 from distributed import Client, LocalCluster  # noqa: E402
 from distributed.diagnostics.plugin import WorkerPlugin  # noqa: E402
 
-from bioxen_flows.orchestration.flows import compare_organisms  # noqa: E402
+from bioxen_flows.orchestration.compare import compare_organisms  # noqa: E402
 from bioxen_flows.vm import list_bio_vms  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")

@@ -17,7 +17,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.orchestration import tasks as bioxen_tasks
-from bioxen_flows.orchestration.flows import compare_organisms, vm_lifecycle
+from bioxen_flows.orchestration.compare import compare_organisms
+from bioxen_flows.orchestration.flows import vm_lifecycle
 from bioxen_flows.vm import list_bio_vms
 from bioxen_flows.vm.basic import BasicBiologicalVM
 
@@ -147,7 +148,7 @@ def test_costliest_batches_start_first_as_measured():
     """Batches start in order of estimated work, which ranks the organisms as their
     stochastic cells' CPU time does (so no worker is left alone with a long batch)."""
     from bioxen_flows.engine.cell import Cell
-    from bioxen_flows.orchestration.flows import largest_first, simulation_work
+    from bioxen_flows.orchestration.batching import largest_first, simulation_work
 
     organisms = ["minimal_cell", "syn3a", "ecoli"]
     cpu = {}
@@ -158,7 +159,7 @@ def test_costliest_batches_start_first_as_measured():
         cell.grow(600)
         cpu[organism] = time.process_time() - began
     assert sorted(organisms, key=simulation_work) == sorted(organisms, key=cpu.get), cpu
-    batches = [[{"organism": o}] * n for o, n in
+    batches = [[o] * n for o, n in
                [("minimal_cell", 2), ("ecoli", 1), ("syn3a", 1), ("ecoli", 2), ("syn3a", 1)]]
     assert largest_first(batches) == [3, 1, 0, 2, 4]  # two minimal cells outweigh a Syn3A
 
@@ -214,7 +215,7 @@ def test_two_comparisons_at_once_with_one_out_dir_both_keep_their_results(tmp_pa
 
 
 def test_comparison_without_package_reports_engine_doubling(tmp_path):
-    from bioxen_flows.orchestration.flows import watch_progress
+    from bioxen_flows.orchestration.execution import watch_progress
 
     seen = []
     with watch_progress(lambda done, total: seen.append((done, total))):
@@ -292,7 +293,7 @@ def test_transient_faults_retry_and_bad_input_does_not(monkeypatch):
 def test_killed_flow_run_leaves_no_vm(prefect_api_url, bioxen_home):
     """SIGTERM mid-run: Prefect marks the run Crashed and the on_crashed hook tears down."""
     code = (
-        "from bioxen_flows.orchestration.flows import compare_organisms\n"
+        "from bioxen_flows.orchestration.compare import compare_organisms\n"
         "compare_organisms(organisms=['ecoli', 'syn3a'], replicates=3, hours=168, "
         "batch_size=1, out_dir='out')\n"
     )
@@ -312,7 +313,7 @@ def test_killed_flow_run_leaves_no_vm(prefect_api_url, bioxen_home):
 def test_automatic_batches_hold_about_equal_work():
     """Four stochastic replicates per organism on two workers: an E. coli cell is a batch of
     its own, the cheaper organisms' cells share batches; ODE cells batch by count."""
-    from bioxen_flows.orchestration.flows import (
+    from bioxen_flows.orchestration.batching import (
         auto_batch_sizes,
         batch_specs,
         comparison_specs,
@@ -320,14 +321,15 @@ def test_automatic_batches_hold_about_equal_work():
     )
 
     specs = comparison_specs(["syn3a", "ecoli", "minimal_cell"], 4, "run", seed=1)
-    sizes = auto_batch_sizes(specs, workers=2, stochastic=True)
+    sizes = auto_batch_sizes([s.organism for s in specs], workers=2, stochastic=True)
     assert sizes["ecoli"] == 1 and sizes["syn3a"] > 1 and sizes["minimal_cell"] >= sizes["syn3a"]
     batches = batch_specs(specs, sizes)
-    assert sorted(s["vm_id"] for b in batches for s in b) == sorted(s["vm_id"] for s in specs)
+    assert sorted(s.vm_id for b in batches for s in b) == sorted(s.vm_id for s in specs)
     assert len(batches) < len(specs)
-    work = [sum(simulation_work(s["organism"]) for s in b) for b in batches]
+    work = [sum(simulation_work(s.organism) for s in b) for b in batches]
     assert max(work) <= 1.01 * simulation_work("ecoli")  # no batch outweighs one E. coli cell
-    ode = auto_batch_sizes(comparison_specs(["syn3a", "ecoli"], 100, "run"), workers=2)
+    ode = auto_batch_sizes([s.organism for s in comparison_specs(["syn3a", "ecoli"], 100, "run")],
+                           workers=2)
     assert ode == {"syn3a": 25, "ecoli": 25}
 
 

@@ -75,7 +75,7 @@ def test_comparison_across_hosts_equals_the_local_one(
 ) -> None:
     from distributed import Client
 
-    from bioxen_flows.orchestration.flows import compare_organisms
+    from bioxen_flows.orchestration.compare import compare_organisms
     from bioxen_flows.vm import list_bio_vms
 
     remote = compare_organisms(**COMPARISON, out_dir=str(tmp_path / "dask"),
@@ -129,7 +129,7 @@ def test_sweep_across_hosts_equals_the_local_one(on_cluster: DaskHosts, tmp_path
 def test_a_worker_killed_mid_run_loses_nothing(on_cluster: DaskHosts, tmp_path: Path) -> None:
     """kill -9 of a worker's process tree while its batch runs: Dask runs the batch again
     on the other worker, the run completes in full, and no VM is left behind."""
-    from bioxen_flows.orchestration.flows import compare_organisms
+    from bioxen_flows.orchestration.compare import compare_organisms
     from bioxen_flows.state import StateStore
     from bioxen_flows.vm import list_bio_vms
 
@@ -170,7 +170,7 @@ def test_a_network_outage_of_one_worker_host_is_ridden_out(on_cluster: DaskHosts
     and the scheduler all unreachable from it): its store and API calls wait (open
     connections retransmit, new ones are tried again) and go on; the run completes with
     every VM, the same results as without the outage, and nothing left."""
-    from bioxen_flows.orchestration.flows import compare_organisms
+    from bioxen_flows.orchestration.compare import compare_organisms
     from bioxen_flows.vm import list_bio_vms
 
     params = {"organisms": ["ecoli"], "replicates": 4, "hours": 4.0, "seed": 3,

@@ -55,7 +55,7 @@ def _write_sweep(out: Path, run_id: str = "5eed0000-1111-2222-3333-444455556666"
 def test_query_sets_runs_side_by_side(
     prefect_api_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bioxen_flows.orchestration.flows import compare_organisms
+    from bioxen_flows.orchestration.compare import compare_organisms
 
     out = tmp_path / "results"
     runs = [compare_organisms(organisms=["syn3a"], hours=0.25, out_dir=str(out))

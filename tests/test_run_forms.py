@@ -13,7 +13,8 @@ from prefect.utilities.callables import parameter_schema
 from bioxen_flows.config.models import XCPngConfig
 from bioxen_flows.model.packages import BUILTIN_PACKAGES
 from bioxen_flows.orchestration.automations import load_automations
-from bioxen_flows.orchestration.flows import cleanup_crashed_run, compare_organisms, vm_lifecycle
+from bioxen_flows.orchestration.compare import compare_organisms
+from bioxen_flows.orchestration.flows import cleanup_crashed_run, vm_lifecycle
 from bioxen_flows.orchestration.parameters import XCPngPool, with_pool
 from bioxen_flows.orchestration.reaper import reap_bio_vms
 from bioxen_flows.orchestration.sweep import sweep_design_space
@@ -139,7 +140,7 @@ def test_a_cancelled_run_given_the_typed_pool_has_its_clones_reaped(pool) -> Non
     from types import SimpleNamespace
     from uuid import uuid4
 
-    from bioxen_flows.orchestration.flows import _teardown_hook
+    from bioxen_flows.orchestration.execution import teardown_hook
     from bioxen_flows.xcpng import backend
     from bioxen_flows.xcpng.credentials import XCPngCredentials
     from tests.xcpng_pool import PASSWORD
@@ -149,4 +150,4 @@ def test_a_cancelled_run_given_the_typed_pool_has_its_clones_reaped(pool) -> Non
     run_id = str(uuid4())
     backend.clone_and_tag(XCPngPool(**POOL).xcpng_config(), "pooled-1", owner=run_id)
     assert len(pool.vms(include_templates=True)) > 1  # the template and our clone
-    _teardown_hook(None, SimpleNamespace(id=run_id, parameters={"xcpng_pool": POOL}), None)
+    teardown_hook(None, SimpleNamespace(id=run_id, parameters={"xcpng_pool": POOL}), None)

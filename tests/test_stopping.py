@@ -146,7 +146,7 @@ def test_a_second_ctrl_c_quits_at_once(tmp_path: Path, prefect_api_url: str) -> 
 def test_workers_end_with_a_flow_killed_by_sigkill(tmp_path: Path, prefect_api_url: str) -> None:
     """kill -9 of the flow's process: its simulation workers notice within a second and end,
     so none goes on creating VMs for a run that is over (they used to run for minutes)."""
-    code = ("from bioxen_flows.orchestration.flows import compare_organisms\n"
+    code = ("from bioxen_flows.orchestration.compare import compare_organisms\n"
             "compare_organisms(organisms=['ecoli', 'syn3a'], replicates=6, hours=12, "
             "seed=1, out_dir='out')\n")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path,
@@ -180,7 +180,7 @@ def test_runs_the_scheduler_creates_together_get_folders_and_vms_of_their_own(
     from prefect.client.schemas.schedules import IntervalSchedule
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from bioxen_flows.orchestration.flows import comparison_specs
+    from bioxen_flows.orchestration.batching import comparison_specs
     from bioxen_flows.orchestration.reporting import run_directory
 
     with temporary_settings({PREFECT_API_URL: prefect_api_url}):
@@ -197,7 +197,7 @@ def test_runs_the_scheduler_creates_together_get_folders_and_vms_of_their_own(
     assert len(runs) == 6
     assert len({str(run.id)[:8] for run in runs}) < 6  # what the folders used to be named by
     folders = {run_directory(tmp_path, run.name, str(run.id)) for run in runs}
-    vm_ids = {spec["vm_id"] for run in runs
+    vm_ids = {spec.vm_id for run in runs
               for spec in comparison_specs(["syn3a"], 2, str(run.id))}
     assert len(folders) == 6 and len(vm_ids) == 12
 

@@ -62,7 +62,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     organisms = check_compare(args)  # every option, before Prefect starts
     from bioxen_flows.cli.prefect_session import interactive_run, on_prefect_api, stopped
     from bioxen_flows.cli.progress_bar import with_progress
-    from bioxen_flows.orchestration.flows import compare_organisms, control_count, watch_progress
+    from bioxen_flows.orchestration.batching import control_count
+    from bioxen_flows.orchestration.compare import compare_organisms
+    from bioxen_flows.orchestration.execution import watch_progress
     from bioxen_flows.orchestration.runners import dask_cluster_threads, simulation_task_runner
     from bioxen_flows.orchestration.stopping import stop_on_signals
 

@@ -83,7 +83,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.seed, args.hours))
     from bioxen_flows.cli.prefect_session import interactive_run, on_prefect_api, stopped
     from bioxen_flows.cli.progress_bar import with_progress
-    from bioxen_flows.orchestration.flows import watch_progress
+    from bioxen_flows.orchestration.execution import watch_progress
     from bioxen_flows.orchestration.stopping import stop_on_signals
     from bioxen_flows.orchestration.sweep import sweep_design_space
 

@@ -63,7 +63,7 @@ def check_compare(args: argparse.Namespace) -> list[str]:
     stochastic_choice(args)
     _check_infrastructure(args.vm_type, args.config)
     check_out_dir(args.out)
-    from bioxen_flows.orchestration.flows import check_compare_parameters
+    from bioxen_flows.orchestration.compare import check_compare_parameters
     from bioxen_flows.orchestration.runners import check_workers
 
     check_compare_parameters(organisms, args.replicates, args.hours)

@@ -22,8 +22,10 @@ from typing import Any
 
 import yaml
 
+from bioxen_flows.errors import InputError, NotFoundError
 
-class MissingBlock(LookupError):
+
+class MissingBlock(NotFoundError):
     """A notification block an automation names is not saved on the server."""
 
 
@@ -32,7 +34,7 @@ def declared_automations(path: Path) -> list[dict[str, Any]]:
     document = yaml.safe_load(path.read_text()) or {}
     declared = document.get("automations") if isinstance(document, dict) else None
     if not isinstance(declared, list) or not declared:
-        raise ValueError(f"{path}: expected a non-empty 'automations:' list")
+        raise InputError(f"{path}: expected a non-empty 'automations:' list")
     return declared
 
 
@@ -50,7 +52,7 @@ def load_automations(
                    for item in declared_automations(path)]
     names = [a.name for a in automations]
     if len(set(names)) != len(names):
-        raise ValueError(f"{path}: automation names must be unique, got {names}")
+        raise InputError(f"{path}: automation names must be unique, got {names}")
     return automations
 
 
@@ -73,7 +75,7 @@ def server_block_id(client: Any) -> Callable[[str], str]:
     def block_id(reference: str) -> str:
         slug, _, name = reference.partition("/")
         if not slug or not name:
-            raise ValueError(f"block must be '<type-slug>/<name>', got {reference!r}")
+            raise InputError(f"block must be '<type-slug>/<name>', got {reference!r}")
         try:
             return str(client.read_block_document_by_name(name, slug).id)
         except ObjectNotFound:

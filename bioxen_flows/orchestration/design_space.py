@@ -14,11 +14,19 @@ from typing import Any
 import numpy as np
 
 from bioxen_flows.errors import InputError
+from bioxen_flows.limits import (
+    MAX_COPIES,
+    MAX_HOURS,
+    MAX_NUTRIENT,
+    MAX_REPLICATES,
+    MAX_SEED,
+    MAX_STOCHASTIC_SWEEP_HOURS,
+    MAX_STRENGTH,
+)
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 
 MAX_AXIS_VALUES = 50
 MAX_POINTS = 5_000  # points of one sweep, controls included
-MAX_HOURS = 168.0
 _RANGE = re.compile(r"^\s*([^:]+):([^:]+):(log|lin)?(\d+)\s*$")
 
 
@@ -105,20 +113,22 @@ def check_design(
         raise InputError(f"organisms must be among {', '.join(known)}; got {organisms}")
     if len(set(organisms)) != len(organisms):
         raise InputError(f"each organism once, got {organisms}")
-    if not strengths or any(not 0 < s <= 1000 for s in strengths):
-        raise InputError(f"strengths must be > 0 and <= 1000, got {strengths}")
-    if not copies or any(int(c) != c or not 1 <= c <= 1000 for c in copies):
-        raise InputError(f"copies must be whole numbers from 1 to 1000, got {copies}")
-    if not nutrients or any(n is not None and not 0 <= n <= 1e9 for n in nutrients):
-        raise InputError(f"nutrient levels must be between 0 and 1e9 molecules, got {nutrients}")
-    if not 1 <= replicates <= 100:
-        raise InputError(f"replicates must be between 1 and 100, got {replicates}")
+    if not strengths or any(not 0 < s <= MAX_STRENGTH for s in strengths):
+        raise InputError(f"strengths must be > 0 and <= {MAX_STRENGTH:g}, got {strengths}")
+    if not copies or any(int(c) != c or not 1 <= c <= MAX_COPIES for c in copies):
+        raise InputError(f"copies must be whole numbers from 1 to {MAX_COPIES}, got {copies}")
+    if not nutrients or any(n is not None and not 0 <= n <= MAX_NUTRIENT for n in nutrients):
+        raise InputError(f"nutrient levels must be between 0 and {MAX_NUTRIENT:g} molecules, "
+                         f"got {nutrients}")
+    if not 1 <= replicates <= MAX_REPLICATES:
+        raise InputError(f"replicates must be between 1 and {MAX_REPLICATES}, got {replicates}")
     if replicates > 1 and seed is None:
         raise InputError("replicates differ only in stochastic mode: give a seed with them")
-    if seed is not None and not 0 <= seed <= 2**63 - 1 - replicates:
+    if seed is not None and not 0 <= seed <= MAX_SEED - replicates:
         raise InputError(f"seed must be an integer from 0 to 2**63-1, got {seed}")
-    if seed is not None and hours > 24:
-        raise InputError("a stochastic (seeded) sweep grows at most 24 h per cell")
+    if seed is not None and hours > MAX_STOCHASTIC_SWEEP_HOURS:
+        raise InputError("a stochastic (seeded) sweep grows at most "
+                         f"{MAX_STOCHASTIC_SWEEP_HOURS:g} h per cell")
     if not 0 < hours <= MAX_HOURS:
         raise InputError(f"hours must be > 0 and <= {MAX_HOURS:g}, got {hours}")
     total = len(organisms) * len(nutrients) * (1 + len(strengths) * len(copies) * replicates)

@@ -18,19 +18,21 @@ and one it cannot deliver (the server is down) is dropped with a log line.
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from prefect import get_run_logger
 from prefect.runtime import flow_run as current_run
 
 from bioxen_flows.errors import InputError
+from bioxen_flows.orchestration.run_context import FLOW_RUN_LABEL, is_run_id
 from bioxen_flows.resources.manager import add_alert_listener, alerts_for
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state.store import AuditEntry, add_audit_listener
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from bioxen_flows.orchestration.batching import VMSpec
 
 log = logging.getLogger(__name__)
 
@@ -110,10 +112,8 @@ def vm_resource(vm_id: str, vm: dict[str, Any] | None) -> dict[str, str]:
 def related_to(vm: dict[str, Any] | None) -> list[dict[str, str]]:
     """The flow run whose VM it is (its `flow_run_id` label), as a related resource: so an
     event sent by the CLI's gc still names the run, and automations can count per run."""
-    run_id = ((vm or {}).get("labels") or {}).get("flow_run_id")
-    try:
-        uuid.UUID(str(run_id))
-    except ValueError:
+    run_id = ((vm or {}).get("labels") or {}).get(FLOW_RUN_LABEL)
+    if not is_run_id(str(run_id)):
         return []
     return [{"prefect.resource.id": f"prefect.flow-run.{run_id}",
              "prefect.resource.role": "flow-run"}]
@@ -139,10 +139,10 @@ def record_labels(record: Any) -> dict[str, Any]:
             "owner": record.owner, "labels": (record.config or {}).get("labels") or {}}
 
 
-def spec_labels(spec: dict[str, Any], owner: str) -> dict[str, Any]:
-    """What an event says about a VM of a flow, from its spec (tasks.vm_spec)."""
-    return {"biological_type": spec["organism"], "vm_type": spec["vm_type"],
-            "owner": get_settings().owner, "labels": {"flow_run_id": owner}}
+def spec_labels(spec: VMSpec, run_id: str) -> dict[str, Any]:
+    """What an event says about a VM of a flow, from its spec."""
+    return {"biological_type": spec.organism, "vm_type": spec.vm_type,
+            "owner": get_settings().owner, "labels": {FLOW_RUN_LABEL: run_id}}
 
 
 def emit_burden_exceeded(
@@ -154,7 +154,7 @@ def emit_burden_exceeded(
     resource = {"prefect.resource.id": f"bioxen.run.{run_id}",
                 "prefect.resource.name": run_name, "bioxen.organism": organism,
                 "bioxen.package": package}
-    emit(BURDEN_EVENT, resource, related_to({"labels": {"flow_run_id": run_id}}),
+    emit(BURDEN_EVENT, resource, related_to({"labels": {FLOW_RUN_LABEL: run_id}}),
          {"organism": organism, "package": package, "burden_percent": burden_percent,
           "threshold": threshold})
 
@@ -178,12 +178,12 @@ def alert_thresholds(
     return thresholds
 
 
-def alert_on(metrics: dict[str, dict[str, Any]], specs: dict[str, dict[str, Any]],
+def alert_on(metrics: dict[str, dict[str, Any]], specs: dict[str, VMSpec],
              owner: str, thresholds: dict[str, float]) -> None:
     """The alerts each VM's final metrics raise, logged and emitted as Prefect events."""
     for vm_id, vm_metrics in metrics.items():
         spec = specs[vm_id]
-        cap = (spec["config"].get("resources") or {}).get("ribosomes")
+        cap = (spec.config.get("resources") or {}).get("ribosomes")
         total = vm_metrics.get("ribosomes_total")
         sample = {"atp_percent": vm_metrics.get("atp_percent"),
                   "ribosome_allocation_used_percent":

@@ -12,7 +12,6 @@ another host is never taken for dead. `plan_reap` also says why each other VM wa
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -26,35 +25,23 @@ from bioxen_flows.errors import NotFoundError
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import events
 from bioxen_flows.orchestration.naming import tag_flow_run
-from bioxen_flows.processes import HOST, process_identity, process_is_gone
+from bioxen_flows.orchestration.run_context import (
+    FLOW_RUN_LABEL,
+    PROCESS_LABEL,
+    RunState,
+    flow_run_states,
+    is_run_id,
+)
+from bioxen_flows.processes import HOST, process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore
-
-FLOW_RUN_LABEL = "flow_run_id"
-PROCESS_LABEL = "bioxen_process"
-
-
-def with_run_labels(config: dict[str, Any] | None, flow_run_id: str) -> dict[str, Any]:
-    """``config`` with the labels a flow puts on every VM it creates: its run id and the
-    identity of the flow's own process (call it in the flow, not in a task worker)."""
-    config = dict(config or {})
-    config["labels"] = {**(config.get("labels") or {}), FLOW_RUN_LABEL: flow_run_id,
-                        PROCESS_LABEL: process_identity()}
-    return config
-
-
-def run_tag(flow_run_id: str) -> str:
-    """The short tag that names a run's VMs and results folder: the last 8 hex digits of
-    its id. Prefect's ids are time-ordered (UUIDv7): runs the scheduler creates together
-    share their first digits, while the last ones are random."""
-    return re.sub(r"[^A-Za-z0-9]", "", flow_run_id)[-8:] or "local"
 
 
 def end_unfinished_task_runs(flow_run_id: str, state: str, message: str) -> int:
     """Put the task runs of a stopped or crashed flow run that never ended (their worker
     was stopped under them) into `state` ("Cancelled" or "Crashed"), so the UI does not
     show them running forever. Returns how many; 0 without a reachable API."""
-    if not _is_uuid(flow_run_id):
+    if not is_run_id(flow_run_id):
         return 0
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -104,36 +91,12 @@ class Skipped:
     eligible_at: float | None = None
 
 
-def _run_states(run_ids: set[str]) -> dict[str, tuple[str, bool] | None]:
-    """Each flow run's (state name, is final) in the Prefect API (None: unknown there or
-    unreachable)."""
-    states: dict[str, tuple[str, bool] | None] = dict.fromkeys(run_ids)
-    valid = {run_id for run_id in run_ids if _is_uuid(run_id)}
-    if not valid:
-        return states
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
+def _run_states(run_ids: set[str]) -> dict[str, RunState | None]:
+    """Each flow run's state in the Prefect API (None: unknown there or unreachable)."""
     try:
-        with get_client(sync_client=True) as client:
-            for run_id in valid:
-                try:
-                    run = client.read_flow_run(uuid.UUID(run_id))
-                except ObjectNotFound:
-                    continue
-                if run.state is not None:
-                    states[run_id] = (run.state.name, run.state.is_final())
+        return flow_run_states(run_ids)
     except Exception:  # noqa: BLE001 (no API: decide by the process alone)
-        return states
-    return states
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+        return dict.fromkeys(run_ids)
 
 
 def find_orphans(
@@ -178,15 +141,15 @@ def plan_reap(
         run_id, process = labels.get(FLOW_RUN_LABEL), labels.get(PROCESS_LABEL)
         state = states.get(run_id) if run_id else None
         local = bool(process) and str(process).partition(":")[0] == HOST
-        if state and state[1]:
+        if state and state.final:
             if now - record.created_at >= min_age:
-                orphans.append(Orphan(record.vm_id, f"flow run {run_id} is {state[0]}"))
+                orphans.append(Orphan(record.vm_id, f"flow run {run_id} is {state.name}"))
             else:
                 skipped.append(Skipped(record.vm_id, "too young",
-                                       f"flow run {run_id} is {state[0]}; gc_min_age_seconds "
+                                       f"flow run {run_id} is {state.name}; gc_min_age_seconds "
                                        f"is {min_age:g}", record.created_at + min_age))
         elif local or state:
-            owner = (f"flow run {run_id} is {state[0]}" if state
+            owner = (f"flow run {run_id} is {state.name}" if state
                      else f"its process {process} runs on this host")
             skipped.append(Skipped(record.vm_id, "owner running", owner))
         else:

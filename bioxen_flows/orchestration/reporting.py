@@ -16,21 +16,22 @@ from typing import Any
 
 import pandas as pd
 
-from bioxen_flows.orchestration.reaper import run_tag
+from bioxen_flows.orchestration.batching import VMSpec
+from bioxen_flows.orchestration.run_context import run_tag
 
 ID_COLUMNS = ["organism", "replicate", "vm_id", "role", "package", "seed"]
 SUMMARY_METRICS = ("growth_rate_per_min", "doubling_time_min", "ribosomes_total", "atp_percent")
 CI_LEVEL = 0.95
 
 
-def batch_timeseries(specs: list[dict[str, Any]], results: dict[str, dict]) -> pd.DataFrame:
+def batch_timeseries(specs: list[VMSpec], results: dict[str, dict]) -> pd.DataFrame:
     """One batch's rows of the tidy time series (built where the batch ran, so only a compact
     frame crosses the process boundary): identity columns first, then measurements."""
     frames = []
     for spec in specs:
-        frame = pd.DataFrame(results[spec["vm_id"]]["timeseries"])
+        frame = pd.DataFrame(results[spec.vm_id]["timeseries"])
         for i, column in enumerate(ID_COLUMNS):
-            frame.insert(i, column, _spec_value(spec, column))
+            frame.insert(i, column, getattr(spec, column))
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
@@ -45,12 +46,12 @@ def tidy_timeseries(batches: list[pd.DataFrame]) -> pd.DataFrame:
     return tidy
 
 
-def timeseries_frame(specs: list[dict[str, Any]], results: dict[str, dict]) -> pd.DataFrame:
+def timeseries_frame(specs: list[VMSpec], results: dict[str, dict]) -> pd.DataFrame:
     """The tidy time series of `specs` from their process results (one batch or all)."""
     return tidy_timeseries([batch_timeseries(specs, results)])
 
 
-def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.DataFrame:
+def summary_frame(specs: list[VMSpec], metrics: dict[str, dict]) -> pd.DataFrame:
     """Per organism and role: mean, sd and 95 % interval of the final state over replicates,
     and the package's burden.
 
@@ -60,9 +61,9 @@ def summary_frame(specs: list[dict[str, Any]], metrics: dict[str, dict]) -> pd.D
     package / mean growth of the control VMs of the same organism and caps, without it).
     """
     rows = [
-        {"organism": s["organism"], "role": s["role"],
-         **{k: metrics[s["vm_id"]][k] for k in SUMMARY_METRICS},
-         **{f"protein_{g}": v for g, v in metrics[s["vm_id"]]["protein_molecules"].items()}}
+        {"organism": s.organism, "role": s.role,
+         **{k: metrics[s.vm_id][k] for k in SUMMARY_METRICS},
+         **{f"protein_{g}": v for g, v in metrics[s.vm_id]["protein_molecules"].items()}}
         for s in specs
     ]
     final = pd.DataFrame(rows)
@@ -152,19 +153,13 @@ def _t_quantile(n: pd.Series) -> pd.Series:
     return pd.Series(stdtrit(df.where(df > 0), 0.5 + CI_LEVEL / 2), index=n.index)
 
 
-def _spec_value(spec: dict[str, Any], column: str) -> Any:
-    if column == "seed":
-        return (spec["config"].get("simulation") or {}).get("seed")
-    return spec.get(column) if column != "organism" else spec["organism"]
-
-
 LATEST = "latest"
 
 
 def run_directory(out_dir: Path, run_name: str, run_id: str, now: datetime | None = None) -> Path:
     """`<out_dir>/<UTC date>-<flow run name>-<run tag>`: one directory per run.
 
-    The run's tag (`reaper.run_tag`, the random end of its id) makes it unique (two runs,
+    The run's tag (`run_context.run_tag`, the random end of its id) makes it unique (two runs,
     even created in the same millisecond, may share a name); the date and the name make it
     findable next to the run in the Prefect UI. Characters outside [A-Za-z0-9._+-] become
     '_', so a name can never leave `out_dir`.

@@ -49,15 +49,32 @@ def default_workers() -> int:
 def check_workers(workers: int | None) -> None:
     """Refuse a worker count that cannot run (before any flow or server starts)."""
     if workers is not None and (isinstance(workers, bool) or not 1 <= workers <= 256):
-        raise ValueError(f"workers must be between 1 and 256, got {workers}")
+        raise InputError(f"workers must be between 1 and 256, got {workers}")
+
+
+class SimulationTaskRunner(ProcessPoolTaskRunner):
+    """Prefect's process pool, knowing its own size (`workers`), so that batches are sized
+    and submitted from our number rather than from the pool's private state."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        check_workers(workers)
+        self.workers = workers or default_workers()
+        super().__init__(max_workers=self.workers, initializer=start_simulation_worker)
+
+    def duplicate(self) -> SimulationTaskRunner:
+        """A fresh runner of the same size (Prefect starts each flow run on a duplicate)."""
+        return type(self)(self.workers)
 
 
 def simulation_task_runner(workers: int | None = None) -> TaskRunner:
     """The task runner for CPU-bound simulation tasks: `workers` processes (default: the
     machine's cores). Task parameters and results must pickle (ids, specs, frames)."""
-    check_workers(workers)
-    return ProcessPoolTaskRunner(max_workers=workers or default_workers(),
-                                 initializer=start_simulation_worker)
+    return SimulationTaskRunner(workers)
+
+
+def runner_workers(runner: TaskRunner | None) -> int | None:
+    """How many tasks `runner` runs at once, when it is one of ours (None: unknown)."""
+    return runner.workers if isinstance(runner, SimulationTaskRunner) else None
 
 
 def start_simulation_worker() -> None:

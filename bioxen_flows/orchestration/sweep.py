@@ -25,6 +25,7 @@ import json
 import math
 import re
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -33,16 +34,18 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
-from prefect.runtime import flow_run as current_run
 from prefect.states import Cancelled
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from bioxen_flows import __version__
 from bioxen_flows.errors import InputError
+from bioxen_flows.limits import MAX_STRENGTH
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
+from bioxen_flows.orchestration.batching import auto_batch_sizes, largest_first
 from bioxen_flows.orchestration.design_space import design_points
-from bioxen_flows.orchestration.flows import auto_batch_sizes, largest_first, report_progress
+from bioxen_flows.orchestration.execution import batch_pool, report_progress, teardown_hook
+from bioxen_flows.orchestration.limits import vm_slots
 from bioxen_flows.orchestration.naming import tag_flow_run
 from bioxen_flows.orchestration.parameters import (
     Counts,
@@ -53,28 +56,29 @@ from bioxen_flows.orchestration.parameters import (
     PackageName,
     StochasticEngine,
 )
-from bioxen_flows.orchestration.reaper import (
-    end_unfinished_task_runs,
+from bioxen_flows.orchestration.reaper import end_unfinished_task_runs
+from bioxen_flows.orchestration.run_context import (
+    FLOW_RUN_LABEL,
+    current_run_id,
+    run_name,
+    run_parameters,
     run_tag,
     with_run_labels,
 )
 from bioxen_flows.orchestration.runners import (
-    api_shared_with_workers,
+    check_workers,
     dask_cluster_threads,
     dask_task_runner,
     default_workers,
-    in_order,
     simulation_task_runner,
 )
-from bioxen_flows.orchestration.stopping import RunStopped, terminate_pool_workers
+from bioxen_flows.orchestration.stopping import RunStopped
 from bioxen_flows.orchestration.tasks import (
-    OWNER_LABEL,
     replace_lost_attempt,
     teardown_bio_vms,
     with_stochastic_engine,
 )
 from bioxen_flows.serialization import json_safe
-from bioxen_flows.vm import destroy_labelled_vms
 
 SWEEP_TIMEOUT_S = 12 * 60 * 60
 
@@ -229,7 +233,7 @@ def simulate_cohort(points: list[dict[str, Any]], vm_id: str, labels: dict[str, 
     designs = [(points[n]["package"] if points[n]["role"] == "cell" else None,
                 points[n]["copies"] or 1, points[n]["strength"] or 1.0) for n in todo]
     with vm_context(vm_id):
-        replace_lost_attempt(vm_id, labels[OWNER_LABEL])
+        replace_lost_attempt(vm_id, labels[FLOW_RUN_LABEL])
         vm = create_bio_vm(vm_id, points[0]["organism"], "basic", {
             "labels": labels, "simulation": _simulation(points[0])})
         try:
@@ -289,7 +293,6 @@ def _refiner(dataset: Any, package: str, strengths: list[float], hours: float,
              tag: str) -> Callable[[Any], dict[str, float]]:
     """The refinement of one best grid point (a row of `sweep_report.best_points`): its
     organism's VM, created for it, evaluates strengths between the grid's neighbours."""
-    from bioxen_flows.limits import MAX_STRENGTH
     from bioxen_flows.vm import create_bio_vm
 
     grid = sorted(set(strengths))
@@ -350,7 +353,7 @@ def _cohorts(points: list[dict[str, Any]], new: list[int], workers: int) -> list
     """The new points' indexes in cohorts that can share a VM (same organism, nutrient and
     seed) and hold about equal work, about BATCHES_PER_WORKER per worker."""
     stochastic = any(points[i]["seed"] is not None for i in new)
-    sizes = auto_batch_sizes([points[i] for i in new], workers, stochastic)
+    sizes = auto_batch_sizes([points[i]["organism"] for i in new], workers, stochastic)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i in new:
         p = points[i]
@@ -359,14 +362,9 @@ def _cohorts(points: list[dict[str, Any]], new: list[int], workers: int) -> list
             for k in range(0, len(group), sizes[key[0]])]
 
 
-def _teardown_hook(flow, flow_run, state) -> None:  # noqa: ANN001 (Prefect hook signature)
-    """A crashed or cancelled sweep destroys the VMs of its points still alive."""
-    destroy_labelled_vms(OWNER_LABEL, str(flow_run.id))
-
-
 def _sweep_run_name() -> str:
     """`sweep-ecoli-syn3a-gfp_reporter-18pts-24h`, readable in the UI."""
-    p = current_run.parameters or {}
+    p = run_parameters()
     organisms = p.get("organisms") or []
     package = Path(str(p.get("package") or "package")).stem
     n = (len(p.get("strengths") or [1]) * len(p.get("copies") or [1])
@@ -376,7 +374,7 @@ def _sweep_run_name() -> str:
 
 @flow(name="sweep-design-space", flow_run_name=_sweep_run_name, timeout_seconds=SWEEP_TIMEOUT_S,
       task_runner=ThreadPoolTaskRunner(max_workers=8),
-      on_crashed=[_teardown_hook], on_cancellation=[_teardown_hook], log_prints=True)
+      on_crashed=[teardown_hook], on_cancellation=[teardown_hook], log_prints=True)
 def sweep_design_space(
     organisms: OrganismList,
     package: PackageName = "gfp_reporter",
@@ -426,15 +424,14 @@ def sweep_design_space(
             through Dask and this flow writes them to its result storage (workers write
             there themselves only when it is a storage block, shared by every host).
     """
-    if workers is not None and not 1 <= workers <= 256:
-        raise InputError(f"workers must be between 1 and 256, got {workers}")
+    check_workers(workers)
     if not 0 <= max_burden <= 100:
         raise InputError(f"max_burden must be between 0 and 100 %, got {max_burden:g}")
     if refine and seed is not None:
         raise InputError("refine needs a deterministic sweep (a stochastic yield is noisy): "
                          "drop the seed or the refinement")
     log = get_run_logger()
-    owner = str(current_run.get_id() or "local")
+    owner = current_run_id()
     tag = run_tag(owner)
     tag_flow_run([*organisms, "sweep"])
     # the run and this process: `bioxen gc` reaps a cohort's VM once either is gone
@@ -463,17 +460,20 @@ def sweep_design_space(
     reporting.preload_plotting()
     stopped = False
     report_progress(sum(cached), len(points))  # points from the cache are done at once
+    new = [i for i, hit in enumerate(cached) if not hit]  # only these start workers
+    cluster = dask_cluster_threads(dask_address) if dask_address and new else None
+    n_workers = min(cluster or workers or default_workers(), len(new))
+    # one slot of the VM limit per VM alive at once: a cohort's per worker (a full pool:
+    # wait), as the comparison holds one per VM
+    slots = vm_slots(n_workers) if n_workers else nullcontext()
     try:
-        new = [i for i, hit in enumerate(cached) if not hit]  # only these start workers
         if new:
-            cluster = dask_cluster_threads(dask_address) if dask_address else None
-            n_workers = min(cluster or workers or default_workers(), len(new))
             cohorts = _cohorts(points, new, n_workers)
             # workers on other hosts cannot write a folder of this one: the flow does
             shared = not dask_address or isinstance(storage, str)
             runner = (dask_task_runner(dask_address) if dask_address
                       else simulation_task_runner(n_workers))
-            with api_shared_with_workers(), runner as pool:
+            with slots, batch_pool(runner, share_api=True) as pool:
                 def submit(index: int) -> PrefectFuture:
                     cohort = cohorts[index]
                     return pool.submit(simulate_cohort, {
@@ -482,9 +482,9 @@ def sweep_design_space(
                         "storage": storage if shared else None,
                         "label": f"{points[cohort[0]]['organism']}-{index + 1}"})
 
-                order = largest_first([[points[i] for i in c] for c in cohorts])
+                order = largest_first([[points[i]["organism"] for i in c] for c in cohorts])
                 try:
-                    for index, future in in_order(submit, order, n_workers):
+                    for index, future in pool.finished(submit, order, n_workers):
                         results = future.result()
                         if not shared:
                             for i, (result, reused) in zip(cohorts[index], results, strict=True):
@@ -496,7 +496,6 @@ def sweep_design_space(
                     # (the points they finished are in the result store: the next run reuses
                     # them)
                     stopped = True
-                    terminate_pool_workers(pool)
         if stopped:  # what stopped cohorts finished is in the store
             for i in new:
                 if i not in outcomes and store.exists(point_key(points[i])):
@@ -507,12 +506,12 @@ def sweep_design_space(
     for i in twin:
         points[i]["same_design_as"] = _design_label(points[twin[i]])
     done = sorted(outcomes)
-    run_name = current_run.get_name() or "sweep-design-space"
-    run_dir = reporting.run_directory(Path(out_dir), run_name, owner)
+    name = run_name("sweep-design-space")
+    run_dir = reporting.run_directory(Path(out_dir), name, owner)
     dataset = sweep_report.points_frame([points[i] for i in done],
                                         [outcomes[i][0] for i in done],
                                         [outcomes[i][1] for i in done], run_id=owner,
-                                        run_name=run_name) if done else None
+                                        run_name=name) if done else None
     if stopped:
         if dataset is not None:  # the points, not a best point of a grid half done
             sweep_report.write_points(dataset, run_dir)
@@ -530,7 +529,8 @@ def sweep_design_space(
     if refine:
         refiner = _refiner(dataset, package, list(strengths or [1.0]), hours, max_burden,
                            labels, tag)
-    report = sweep_report.write_sweep(dataset, run_dir, max_burden, refiner)
+    with vm_slots(1) if refiner else nullcontext():  # the refinement's one VM at a time
+        report = sweep_report.write_sweep(dataset, run_dir, max_burden, refiner)
     reporting.write_run_record(run_dir, complete=True, vms_done=len(points), vms=len(points))
     latest = reporting.point_latest(Path(out_dir), run_dir)
     sweep_report.publish_artifacts(report, max_burden, key="sweep-design-space")

@@ -26,15 +26,15 @@ from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from bioxen_flows import progress
-from bioxen_flows.errors import InputError, TransientInfrastructureError
+from bioxen_flows.errors import InputError
 from bioxen_flows.logs import vm_context
-from bioxen_flows.orchestration import events
-from bioxen_flows.orchestration.reaper import run_tag
+from bioxen_flows.orchestration import events, retry
+from bioxen_flows.orchestration.batching import VMSpec
 from bioxen_flows.orchestration.reporting import batch_timeseries
+from bioxen_flows.orchestration.run_context import FLOW_RUN_LABEL, run_tag
 from bioxen_flows.serialization import json_safe
 from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
 
-OWNER_LABEL = "flow_run_id"
 # Upper bounds for one batch (the default batch is 3 VMs): a whole-cell simulation of 168
 # simulated hours takes well under a minute per VM; XCP-ng provisioning a few minutes.
 SETUP_TIMEOUT_S = 30 * 60
@@ -54,22 +54,11 @@ def batch_run_name() -> str:
     if params.get("label"):
         return f"{head}-{params['label']}"
     specs = params.get("specs") or []
-    ids = [s["vm_id"] for s in specs] if specs else list(params.get("vm_ids") or [])
+    ids = [s.vm_id for s in specs] if specs else list(params.get("vm_ids") or [])
     if not ids:  # a whole run's VMs: its short tag, as its VMs are named (cmp-<tag>-...)
         owner = str(params.get("owner") or "")
         return f"{head}-{run_tag(owner)}" if owner else head
     return f"{head}-{ids[0]}" + (f"..{ids[-1].rsplit('-', 1)[-1]}" if len(ids) > 1 else "")
-
-
-def retry_transient_only(task, task_run, state) -> bool:  # noqa: ANN001 (Prefect hook)
-    """Retry when the infrastructure hiccuped; bad input fails at once."""
-    try:
-        state.result()
-    except TransientInfrastructureError:
-        return True
-    except Exception:
-        return False
-    return False
 
 
 def with_stochastic_engine(
@@ -89,50 +78,14 @@ def with_stochastic_engine(
     return config
 
 
-def vm_spec(
-    vm_id: str,
-    organism: str,
-    *,
-    vm_type: str = "basic",
-    replicate: int = 0,
-    role: str = "cell",
-    package: str | None = None,
-    atp_percent: float | None = None,
-    ribosomes: int | None = None,
-    seed: int | None = None,
-    config: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """A JSON-ready description of one VM to create (what the tasks pass around)."""
-    config = dict(config or {})
-    simulation = {"stochastic": True, "seed": seed} if seed is not None else {}
-    resources = {
-        k: v for k, v in (("atp_percent", atp_percent), ("ribosomes", ribosomes)) if v is not None
-    }
-    return {
-        "vm_id": vm_id,
-        "organism": organism,
-        "vm_type": vm_type,
-        "replicate": replicate,
-        "role": role,  # "cell", or "control": same organism and caps without the package
-        "package": package,
-        "config": {
-            **config,
-            "resources": {**config.get("resources", {}), **resources},
-            "simulation": {**config.get("simulation", {}), **simulation},
-        },
-    }
-
-
 @task(
     name="create-bio-vms",
     task_run_name=batch_run_name,
     cache_policy=NO_CACHE,
     timeout_seconds=SETUP_TIMEOUT_S,
-    retries=3,
-    retry_delay_seconds=[2, 10, 30],
-    retry_condition_fn=retry_transient_only,
+    **retry.VM_STEP.task_options(),
 )
-def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
+def create_bio_vms(specs: list[VMSpec], owner: str) -> list[str]:
     """Create the VMs, labelled with their owner so teardown can always find them."""
     from prefect.runtime import task_run
 
@@ -140,24 +93,22 @@ def create_bio_vms(specs: list[dict[str, Any]], owner: str) -> list[str]:
     retried = (task_run.run_count or 1) > 1
     created = []
     for spec in specs:
-        if retried and _exists(spec["vm_id"]):  # a retry resumes instead of failing on duplicates
-            created.append(spec["vm_id"])
+        if retried and _exists(spec.vm_id):  # a retry resumes instead of failing on duplicates
+            created.append(spec.vm_id)
             continue
-        replace_lost_attempt(spec["vm_id"], owner)
-        config = dict(spec["config"])
+        replace_lost_attempt(spec.vm_id, owner)
+        config = dict(spec.config)
         placement = config.pop("placement", None)  # the backend's, passed apart from config
-        config = {**config, "labels": {**config.get("labels", {}), OWNER_LABEL: owner}}
-        with vm_context(spec["vm_id"]):  # log lines of this VM name it
-            create_bio_vm(spec["vm_id"], spec["organism"], spec["vm_type"], config,
-                          placement=placement)
-            log.info("created %s VM %s (%s)", spec["vm_type"], spec["vm_id"], spec["organism"])
-        created.append(spec["vm_id"])
+        config = {**config, "labels": {**config.get("labels", {}), FLOW_RUN_LABEL: owner}}
+        with vm_context(spec.vm_id):  # log lines of this VM name it
+            create_bio_vm(spec.vm_id, spec.organism, spec.vm_type, config, placement=placement)
+            log.info("created %s VM %s (%s)", spec.vm_type, spec.vm_id, spec.organism)
+        created.append(spec.vm_id)
     return created
 
 
 @task(name="start-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
-      timeout_seconds=SETUP_TIMEOUT_S, retries=3, retry_delay_seconds=[2, 10, 30],
-      retry_condition_fn=retry_transient_only)
+      timeout_seconds=SETUP_TIMEOUT_S, **retry.VM_STEP.task_options())
 def start_bio_vms(vm_ids: list[str]) -> list[str]:
     for vm_id in vm_ids:
         vm = load_bio_vm(vm_id)
@@ -202,7 +153,7 @@ def without_timeout(step: Task) -> Task:
 @task(name="simulate-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
       timeout_seconds=PROCESS_TIMEOUT_S)
 def simulate_bio_vms(
-    specs: list[dict[str, Any]], owner: str, code: str, label: str
+    specs: list[VMSpec], owner: str, code: str, label: str
 ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """One batch from creation to teardown in this worker, each step a task run of its own
     (named `<step>-<label>`, e.g. `create-bio-vms-syn3a-batch1`). A batch that fails
@@ -226,18 +177,17 @@ def simulate_bio_vms(
 
 
 @task(name="teardown-bio-vms", task_run_name=batch_run_name, cache_policy=NO_CACHE,
-      timeout_seconds=SETUP_TIMEOUT_S, retries=3, retry_delay_seconds=[2, 10, 30],
-      retry_condition_fn=retry_transient_only)
+      timeout_seconds=SETUP_TIMEOUT_S, **retry.VM_STEP.task_options())
 def teardown_bio_vms(owner: str, vm_ids: list[str] | None = None) -> list[str]:
     """Destroy every VM the owner created, whatever state it is in; with `vm_ids`, only
     those (a batch, done with its VMs: no scan of the store)."""
     if vm_ids is None:
-        destroyed = destroy_labelled_vms(OWNER_LABEL, owner)
+        destroyed = destroy_labelled_vms(FLOW_RUN_LABEL, owner)
     else:
         destroyed = []
         for vm_id in vm_ids:
             vm = load_bio_vm(vm_id)
-            if (vm.record.config.get("labels") or {}).get(OWNER_LABEL) == owner:
+            if (vm.record.config.get("labels") or {}).get(FLOW_RUN_LABEL) == owner:
                 vm.destroy()
                 destroyed.append(vm_id)
     get_run_logger().info("destroyed %d VM(s): %s", len(destroyed), ", ".join(destroyed))
@@ -256,7 +206,7 @@ def replace_lost_attempt(vm_id: str, owner: str) -> bool:
 
     store = StateStore()
     record = store.find_vm(vm_id)
-    if record is None or (record.config.get("labels") or {}).get(OWNER_LABEL) != owner:
+    if record is None or (record.config.get("labels") or {}).get(FLOW_RUN_LABEL) != owner:
         return False
     store.audit(vm_id, "gc", {"reason": "an earlier attempt of its batch was lost with its "
                                         "worker; made again"})

@@ -11,13 +11,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from bioxen_flows.orchestration.tasks import SETUP_TIMEOUT_S, retry_transient_only
+from bioxen_flows.orchestration import retry
+from bioxen_flows.orchestration.run_context import flow_run_is_live
+from bioxen_flows.orchestration.tasks import SETUP_TIMEOUT_S
 from bioxen_flows.xcpng import backend
 
 # Every step changes the pool: never cached; bounded, so a hung XAPI call fails the run.
-RETRIES = {"retries": 4, "retry_delay_seconds": [2, 5, 15, 30],
-           "retry_condition_fn": retry_transient_only,
-           "cache_policy": NO_CACHE, "timeout_seconds": SETUP_TIMEOUT_S}
+RETRIES = {**retry.XCPNG_STEP.task_options(), "cache_policy": NO_CACHE,
+           "timeout_seconds": SETUP_TIMEOUT_S}
 
 
 @task(name="xcpng-clone-template", **RETRIES)
@@ -88,24 +89,7 @@ def _owner_is_alive(tags: dict[str, str]) -> str | None:
     record = StateStore().find_vm(vm_id) if vm_id else None
     if record is not None and record.vm_type == "xcpng":
         return f"bio-VM {vm_id} exists in this installation's store"
-    if _flow_run_running(tags.get("owner", "")):
+    if flow_run_is_live(tags.get("owner", "")):
         return f"flow run {tags['owner']} is still running"
     return None
 
-
-def _flow_run_running(run_id: str) -> bool:
-    import uuid
-
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        uuid.UUID(run_id)
-    except ValueError:
-        return False
-    with get_client(sync_client=True) as client:
-        try:
-            run = client.read_flow_run(uuid.UUID(run_id))
-        except ObjectNotFound:
-            return False
-    return run.state is not None and not run.state.is_final()
