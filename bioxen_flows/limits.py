@@ -24,6 +24,14 @@ MAX_DRAWN_SEED = 2**31 - 1  # a base seed drawn for a run; replicate r uses base
 MAX_HOURS = 168.0  # simulated hours one cell grows in a comparison or sweep (one week)
 MAX_REPLICATES = 100
 MAX_STOCHASTIC_SWEEP_HOURS = 24.0  # a stochastic sweep point (exact SSA is costly)
+MAX_WORKERS = 256  # worker processes of one comparison or sweep
+
+# ---- a process program ---------------------------------------------------------------------
+MAX_GROW_MINUTES = 10_080  # one grow() call: one week
+# all grow() calls of one program: ten weeks of deterministic time cost well under a
+# second; Gillespie steps are far dearer per minute (docs/api.md, Limits)
+MAX_PROGRAM_MINUTES = 100_800
+MAX_PROGRAM_MINUTES_STOCHASTIC = 1_440  # a Gillespie cell's program: one day
 
 # ---- names ---------------------------------------------------------------------------------
 VM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -28,7 +28,7 @@ def cmd_performance(args: argparse.Namespace) -> int:
     """
     import tempfile
 
-    from bioxen_flows.engine.process_language import MAX_GROW_MINUTES
+    from bioxen_flows.limits import MAX_GROW_MINUTES
     from bioxen_flows.performance import performance_monitor
     from bioxen_flows.state import StateStore
     from bioxen_flows.vm import create_bio_vm

@@ -13,17 +13,21 @@ import math
 from dataclasses import dataclass
 
 from bioxen_flows.errors import InputError
-from bioxen_flows.limits import IDENTIFIER, MAX_COPIES, MAX_NUTRIENT, MAX_STRENGTH, MIN_COPIES
+from bioxen_flows.limits import (
+    IDENTIFIER,
+    MAX_COPIES,
+    MAX_GROW_MINUTES,
+    MAX_NUTRIENT,
+    MAX_PROGRAM_MINUTES,
+    MAX_PROGRAM_MINUTES_STOCHASTIC,
+    MAX_STRENGTH,
+    MIN_COPIES,
+)
 from bioxen_flows.organisms.profiles import get_profile, organism_profiles
 
 MAX_CODE_CHARS = 20_000
 MAX_LINES = 500
 MAX_LINE_CHARS = 500
-MAX_GROW_MINUTES = 10_080  # one grow() call: one week
-# Simulated minutes one program may ask for in total (docs/api.md, Limits): ten weeks of
-# deterministic time cost well under a second; Gillespie steps are far dearer per minute.
-MAX_PROGRAM_MINUTES = 100_800
-MAX_PROGRAM_MINUTES_STOCHASTIC = 1_440
 
 _REQUIRED = object()
 

@@ -23,6 +23,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from bioxen_flows.errors import InfrastructureError, InputError
+from bioxen_flows.limits import MAX_WORKERS
 from bioxen_flows.orchestration.stopping import (
     STOP_POLL_S,
     exit_with_parent,
@@ -48,8 +49,8 @@ def default_workers() -> int:
 
 def check_workers(workers: int | None) -> None:
     """Refuse a worker count that cannot run (before any flow or server starts)."""
-    if workers is not None and (isinstance(workers, bool) or not 1 <= workers <= 256):
-        raise InputError(f"workers must be between 1 and 256, got {workers}")
+    if workers is not None and (isinstance(workers, bool) or not 1 <= workers <= MAX_WORKERS):
+        raise InputError(f"workers must be between 1 and {MAX_WORKERS}, got {workers}")
 
 
 class SimulationTaskRunner(ProcessPoolTaskRunner):
