@@ -27,7 +27,7 @@ from prefect.runtime import flow_run as current_run
 from bioxen_flows.errors import InputError
 from bioxen_flows.resources.manager import add_alert_listener, alerts_for
 from bioxen_flows.settings import get_settings
-from bioxen_flows.state.store import AuditEntry, add_audit_listener
+from bioxen_flows.state import AuditEntry, add_audit_listener
 
 if TYPE_CHECKING:
     import pandas as pd
