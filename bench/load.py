@@ -105,8 +105,7 @@ def _check_consistency() -> list[str]:
 def run(backend: str, clients: int, seconds: float) -> bool:
     import pandas as pd
 
-    from bioxen_flows.state import StateStore
-    from bioxen_flows.state.store import dispose_engines
+    from bioxen_flows.state import StateStore, dispose_engines
     from bioxen_flows.vm import create_bio_vm
 
     home = tempfile.mkdtemp(prefix="bioxen-load-")

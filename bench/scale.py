@@ -142,7 +142,7 @@ def main() -> None:
         if server is not None:
             server.terminate()
             server.wait()
-        from bioxen_flows.state.store import dispose_engines
+        from bioxen_flows.state import dispose_engines
 
         dispose_engines()
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:

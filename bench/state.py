@@ -48,7 +48,7 @@ def backend(name: str) -> Iterator[None]:
         try:
             yield
         finally:
-            from bioxen_flows.state.store import dispose_engines
+            from bioxen_flows.state import dispose_engines
 
             dispose_engines()
             os.environ.pop("BIOXEN_DATABASE_URL")

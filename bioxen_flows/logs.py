@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bioxen_flows.redaction import redact, register_secret
+from bioxen_flows.run_identity import current_flow_run_id
 
 _vm_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("bioxen_vm_id", default=None)
 
@@ -51,8 +52,6 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, vm_id, flow_run_id."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from bioxen_flows.state.store import current_flow_run_id
-
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, tz=timezone.utc)
             .isoformat(timespec="milliseconds"),

@@ -54,7 +54,7 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(message)
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    from bioxen_flows.state.store import dispose_engines
+    from bioxen_flows.state import dispose_engines
 
     dispose_engines()
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as conn:

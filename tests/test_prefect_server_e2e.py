@@ -538,7 +538,7 @@ def test_a_killed_flow_run_is_crashed_and_nothing_of_it_survives(
     """
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    from bioxen_flows.state.store import LEASE_WAIT_SECONDS
+    from bioxen_flows.state import LEASE_WAIT_SECONDS
     from bioxen_flows.vm import list_bio_vms
 
     run_id = _start_busy_comparison(client, local_prefect, "zombie_out")

@@ -19,7 +19,7 @@ from bioxen_flows.orchestration.parameters import XCPngPool, with_pool
 from bioxen_flows.orchestration.reaper import reap_bio_vms
 from bioxen_flows.orchestration.sweep import sweep_design_space
 from bioxen_flows.organisms.profiles import get_supported_biological_types
-from bioxen_flows.state.store import AuditEntry, add_audit_listener, remove_audit_listener
+from bioxen_flows.state import AuditEntry, add_audit_listener, remove_audit_listener
 from bioxen_flows.vm import create_bio_vm, load_bio_vm
 from tests.xcpng_pool import pool  # noqa: F401 (the simulated pool fixture)
 

@@ -122,7 +122,7 @@ def test_update_is_a_compare_and_swap(store: StateStore) -> None:
         store.update_vm("vm1", expected_state="paused", state="stopped")
     assert store.get_vm("vm1") == updated
 
-    with pytest.raises(TypeError, match="colour"):
+    with pytest.raises(InputError, match="colour"):
         store.update_vm("vm1", colour="blue")
     with pytest.raises(TypeError):
         store.update_vm("vm1", vm_id="other")

@@ -76,7 +76,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def _backup_or_restore(args: argparse.Namespace, store: StateStore) -> int:
-    from bioxen_flows.state.backup import backup, restore
+    from bioxen_flows.backup import backup, restore
 
     if args.db_command == "backup":
         counts = backup(store, args.file)

@@ -27,7 +27,7 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.orchestration.run_context import FLOW_RUN_LABEL, is_run_id
 from bioxen_flows.resources.manager import add_alert_listener, alerts_for
 from bioxen_flows.settings import get_settings
-from bioxen_flows.state.store import AuditEntry, add_audit_listener
+from bioxen_flows.state import AuditEntry, add_audit_listener
 
 if TYPE_CHECKING:
     import pandas as pd

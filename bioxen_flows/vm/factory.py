@@ -18,8 +18,7 @@ from typing import Any
 from bioxen_flows.errors import BioXenError, InputError
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.settings import get_settings
-from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
-from bioxen_flows.state.store import check_owner, readable
+from bioxen_flows.state import StateStore, VMRecord, check_owner, new_lease_holder, readable
 from bioxen_flows.vm.base import BiologicalVM, check_allocation
 
 log = logging.getLogger(__name__)

@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from bioxen_flows.backup import MAX_BACKUP_BYTES, TABLES, backup, restore
 from bioxen_flows.errors import BioXenError, InputError
 from bioxen_flows.state import StateStore
-from bioxen_flows.state.backup import MAX_BACKUP_BYTES, TABLES, backup, restore
 from tests.hostile.conftest import CREATED
 
 FUZZ = settings(max_examples=40, deadline=None,

@@ -66,7 +66,7 @@ def good_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
             os.environ.pop("BIOXEN_HOME", None)
         else:
             os.environ["BIOXEN_HOME"] = old
-    from bioxen_flows.state.store import dispose_engines
+    from bioxen_flows.state import dispose_engines
 
     dispose_engines()  # the WAL is folded into state.db: the copy is the whole store
     return home / "state.db"
@@ -133,7 +133,7 @@ def test_a_damaged_postgres_store_is_one_line(state_backend, capsys, damage, mon
     do, undo = PG_DAMAGE[damage]
     with store.engine.begin() as conn:
         conn.exec_driver_sql(do)
-    from bioxen_flows.state import store as store_module
+    from bioxen_flows.state import database as store_module
 
     store_module._upgraded.clear()  # as a new process: the schema is checked again
     try:

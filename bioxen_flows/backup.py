@@ -12,8 +12,10 @@ every byte before it. A file that was cut short, edited or damaged does not veri
 
 Restore reads the file twice, streaming (memory stays bounded by one line and one batch):
 first it checks the footer's hash, then, in one transaction, it checks every row with the
-rules the API itself applies and inserts it. Any failure rolls everything back; the error
-is one line naming the line number and field, never the row.
+rules the API itself applies (the store's entity functions and bounds, the VM and engine
+checks: this module sits above `vm`, since a restored VM must be one BioXen can rebuild)
+and inserts it. Any failure rolls everything back; the error is one line naming the line
+number and field, never the row.
 """
 
 from __future__ import annotations
@@ -40,15 +42,19 @@ from sqlalchemy import (
     func,
     insert,
     select,
-    text,
 )
 from sqlalchemy.exc import IntegrityError
 
 from bioxen_flows.errors import BioXenError, InputError
 from bioxen_flows.files import open_regular_file
+from bioxen_flows.limits import VM_ID
 from bioxen_flows.output_files import atomic_output, check_output_path, store_files
+from bioxen_flows.state import audit as audit_log
+from bioxen_flows.state import ledger, metadata
+from bioxen_flows.state import vms as vm_records
+from bioxen_flows.state.database import Database
+from bioxen_flows.state.encoding import check_no_secrets
 from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, quotas, vms
-from bioxen_flows.state.store import StateStore
 
 FORMAT = 2
 TABLES: tuple[Table, ...] = (meta, budget, quotas, vms, audit)
@@ -58,7 +64,7 @@ BATCH_ROWS = 500  # rows inserted per statement: bounds memory on restore
 
 
 # ---- backup ---------------------------------------------------------------------------------
-def backup(store: StateStore, path: Path) -> dict[str, int]:
+def backup(store: Database, path: Path) -> dict[str, int]:
     """Write a consistent, verifiable copy of ``store`` to ``path`` (atomically: a failure
     leaves any old file there as it was); returns rows per table. The store's own files
     and anything that is not a regular file are refused."""
@@ -71,24 +77,20 @@ def backup(store: StateStore, path: Path) -> dict[str, int]:
             digest.update(line)
             out.write(line)
 
-        with store.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                version = conn.execute(select(meta.c.value).where(
-                    meta.c.key == "schema_version")).scalar()
-                write({"bioxen_backup": FORMAT, "schema_version": int(version),
-                       "backend": store.backend, "created_at": time.time(),
-                       "tables": [t.name for t in TABLES]})
-                for table in TABLES:
-                    rows = conn.execution_options(stream_results=True, yield_per=BATCH_ROWS)
-                    for row in rows.execute(select(table)).mappings():  # never all at once
-                        try:
-                            write({"table": table.name, "row": dict(row)})
-                        except (ValueError, TypeError):  # inf; bytes where text belongs
-                            raise store.damaged(f"a {table.name} row holds a value that is "
-                                                "not a finite number or text") from None
-                        counts[table.name] += 1
+        with store.snapshot() as conn:
+            version = metadata.get(conn, "schema_version")
+            write({"bioxen_backup": FORMAT, "schema_version": int(version),
+                   "backend": store.backend, "created_at": time.time(),
+                   "tables": [t.name for t in TABLES]})
+            for table in TABLES:
+                rows = conn.execution_options(stream_results=True, yield_per=BATCH_ROWS)
+                for row in rows.execute(select(table)).mappings():  # never all at once
+                    try:
+                        write({"table": table.name, "row": dict(row)})
+                    except (ValueError, TypeError):  # inf; bytes where text belongs
+                        raise store.damaged(f"a {table.name} row holds a value that is "
+                                            "not a finite number or text") from None
+                    counts[table.name] += 1
         out.write((json.dumps({"bioxen_backup_end": {
             "rows": counts, "sha256": digest.hexdigest()}}) + "\n").encode())
     return counts
@@ -163,7 +165,7 @@ def _verify(stream: BinaryIO, path: Path) -> tuple[dict[str, Any], dict[str, int
 
 
 # ---- the API's rules, per row -----------------------------------------------------------------
-class _Bad(ValueError):
+class _Bad(Exception):
     """A field that breaks a rule: (field, rule); the value is never part of the message."""
 
 
@@ -207,8 +209,6 @@ def _check_secret_free(row: dict[str, Any]) -> None:
 
 
 def _json_mapping(row: dict[str, Any], name: str, where: str) -> dict[str, Any] | None:
-    from bioxen_flows.state.store import _check_no_secrets
-
     if row[name] is None:
         return None
     try:
@@ -218,44 +218,46 @@ def _json_mapping(row: dict[str, Any], name: str, where: str) -> dict[str, Any] 
     if not isinstance(value, dict):
         raise _Bad(name, "is not a JSON mapping")
     try:
-        _check_no_secrets(value, where)
+        check_no_secrets(value, where)
     except InputError:
         raise _Bad(name, "holds a secret (password, secret, token or private_key); "
                          "secrets are never stored") from None
     return value
 
 
+def _check_owner(row: dict[str, Any]) -> None:
+    """An owner (a quota user) as `ledger.check_owner` accepts it."""
+    try:
+        ledger.check_owner(row["owner"])
+    except InputError:
+        raise _Bad("owner", "must be 1-64 characters from A-Z a-z 0-9 _ . -") from None
+
+
 def _check_vm(row: dict[str, Any]) -> None:
     from bioxen_flows.config import ConfigManager
     from bioxen_flows.organisms.profiles import get_supported_biological_types
-    from bioxen_flows.state.store import _from_row, check_owner
     from bioxen_flows.vm.base import check_allocation
-    from bioxen_flows.vm.factory import VM_ID
 
     if not VM_ID.fullmatch(row["vm_id"]):
         raise _Bad("vm_id", "must be 1-64 characters from A-Z a-z 0-9 _ . -")
     if row["owner"] is not None:
-        try:
-            check_owner(row["owner"])
-        except InputError:
-            raise _Bad("owner", "must be 1-64 characters from A-Z a-z 0-9 _ . -") from None
+        _check_owner(row)
     if row["biological_type"] not in get_supported_biological_types():
         raise _Bad("biological_type", "is not a supported organism")
     config = _json_mapping(row, "config", "VM config")
     _check_snapshot(_json_mapping(row, "snapshot", "VM snapshot"), row["biological_type"])
-    damaged = _from_row(SimpleNamespace(**row)).damaged
+    damaged = vm_records.from_row(SimpleNamespace(**row)).damaged
     if damaged:
         raise _Bad("state" if "state" in damaged else "vm_type", "is not a valid value")
     ok, errors = ConfigManager().validate_config(config, row["vm_type"], row["biological_type"])
     if not ok:
         raise _Bad("config", f"is not a valid VM config ({errors[0][:120]!r})")
-    try:
-        check_allocation(row["atp_percent"], row["ribosomes"])
-    except InputError:
-        field = "ribosomes" if row["ribosomes"] is not None and not (
-            isinstance(row["ribosomes"], int) and 1 <= row["ribosomes"] <= 10**9) \
-            else "atp_percent"
-        raise _Bad(field, "is out of the allocation's range") from None
+    for field, allocation in (("ribosomes", (None, row["ribosomes"])),
+                              ("atp_percent", (row["atp_percent"], None))):
+        try:
+            check_allocation(*allocation)
+        except InputError:
+            raise _Bad(field, "is out of the allocation's range") from None
     for name in ("created_at", "updated_at", "uptime_seconds"):
         if row[name] < 0:
             raise _Bad(name, "must not be negative")
@@ -279,9 +281,9 @@ def _check_snapshot(snapshot: dict[str, Any] | None, biological_type: str) -> No
         raise _Bad("snapshot", "is a cell of another organism than the VM")
 
 
-def _bounded(row: dict[str, Any], rules: tuple[tuple[str, float, float], ...]) -> None:
+def _bounded(row: dict[str, Any], bounds: dict[str, tuple[float, float]]) -> None:
     """Numbers within the bounds the API's setters enforce (None: no limit)."""
-    for name, low, high in rules:
+    for name, (low, high) in bounds.items():
         if row[name] is not None and not low <= row[name] <= high:
             raise _Bad(name, f"must be from {low:g} to {high:g}")
 
@@ -297,16 +299,10 @@ def _check_row(table: Table, row: Any) -> None:
     elif table is budget:
         if row["id"] != 1:
             raise _Bad("id", "the host budget is the one row with id 1")
-        _bounded(row, (("ribosomes", 1, 10**12), ("atp_percent", 1e-9, 1e9)))  # set_budget's
+        _bounded(row, ledger.BUDGET_BOUNDS)
     elif table is quotas:
-        from bioxen_flows.state.store import check_owner
-
-        try:
-            check_owner(row["owner"])
-        except InputError:
-            raise _Bad("owner", "must be 1-64 characters from A-Z a-z 0-9 _ . -") from None
-        _bounded(row, (("vms", 0, 10**6), ("ribosomes", 0, 10**12),  # set_quota's
-                       ("atp_percent", 0, 1e9)))
+        _check_owner(row)
+        _bounded(row, ledger.QUOTA_BOUNDS)
     elif table is vms:
         _check_vm(row)
     elif table is audit:
@@ -316,7 +312,7 @@ def _check_row(table: Table, row: Any) -> None:
 
 
 # ---- restore --------------------------------------------------------------------------------
-def restore(store: StateStore, path: Path, *, replace: bool = False) -> dict[str, int]:
+def restore(store: Database, path: Path, *, replace: bool = False) -> dict[str, int]:
     """Load a verified backup into ``store`` in one transaction, or change nothing. A store
     holding VMs or audit entries is refused unless ``replace`` (then everything in it is
     replaced)."""
@@ -324,24 +320,20 @@ def restore(store: StateStore, path: Path, *, replace: bool = False) -> dict[str
     with open_regular_file(path, max_bytes=MAX_BACKUP_BYTES, what="backup file") as stream:
         _, expected = _verify(stream, path)
         stream.seek(0)
-        with store.engine.connect() as conn:
-            conn = conn.execution_options(immediate=True)
-            with conn.begin():
-                if not replace:
-                    used = sum(conn.execute(select(func.count()).select_from(t)).scalar() or 0
-                               for t in (vms, audit))
-                    if used:
-                        raise InputError(f"the store {store.display_url} is not empty: restore "
-                                         "into a new one, or pass --yes to replace its contents")
-                for table in reversed(TABLES):
-                    conn.execute(delete(table))
-                counts = _load(conn, stream, path)
-                if counts != expected:
-                    raise InputError(f"{path}: the rows do not match the footer's counts")
-                _check_whole(conn, path)
-                if conn.dialect.name == "postgresql":  # ids were inserted explicitly
-                    conn.execute(text("SELECT setval('audit_id_seq', "
-                                      "COALESCE((SELECT MAX(id) FROM audit), 0) + 1, false)"))
+        with store.transaction() as conn:
+            if not replace:
+                used = sum(conn.execute(select(func.count()).select_from(t)).scalar() or 0
+                           for t in (vms, audit))
+                if used:
+                    raise InputError(f"the store {store.display_url} is not empty: restore "
+                                     "into a new one, or pass --yes to replace its contents")
+            for table in reversed(TABLES):
+                conn.execute(delete(table))
+            counts = _load(conn, stream, path)
+            if counts != expected:
+                raise InputError(f"{path}: the rows do not match the footer's counts")
+            _check_whole(conn, path)
+            audit_log.continue_ids(conn)  # ids were inserted explicitly
     return counts
 
 
@@ -391,7 +383,7 @@ def _insert(conn: Connection, table: Table, rows: list[tuple[int, dict[str, Any]
         return
     values = [row for _, row in rows]
     if table is vms:
-        values = [{**row, "lease_holder": None, "lease_expires": None} for row in values]
+        values = [vm_records.clear_leases(row) for row in values]
     try:
         with conn.begin_nested():
             conn.execute(insert(table), values)
@@ -405,10 +397,9 @@ def _check_whole(conn: Connection, path: Path) -> None:
     """What single rows cannot show: the one budget and schema row, VMs within the budget."""
     if conn.execute(select(func.count()).select_from(budget)).scalar() != 1:
         raise InputError(f"{path}: the backup has no host budget row")
-    if conn.execute(select(meta.c.value).where(meta.c.key == "schema_version")).scalar() \
-            is None:
+    if metadata.get(conn, "schema_version") is None:
         raise InputError(f"{path}: the backup has no schema_version meta row")
-    limits, used = StateStore._ledger(conn)
+    limits, used = ledger.usage(conn)
     if used[0] > limits.ribosomes or used[1] > limits.atp_percent + 1e-9:
         raise InputError(f"{path}: its VMs hold more than its host budget "
                          f"({used[0]:,} ribosomes of {limits.ribosomes:,}, {used[1]:g} % ATP "
