@@ -9,6 +9,7 @@ that ask it, so the pure parts (labels, tag) cost nothing to import.
 from __future__ import annotations
 
 import re
+import sys
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,16 @@ def current_run_id() -> str:
     from prefect.runtime import flow_run as current_run
 
     return str(current_run.get_id() or NO_RUN)
+
+
+def flow_run_id_if_loaded() -> str | None:
+    """The flow run Prefect says this code runs in, without importing Prefect (a process
+    that has not loaded it runs no flow): the provider behind `run_identity`."""
+    if "prefect" not in sys.modules:
+        return None
+    from prefect.runtime import flow_run as current_run
+
+    return current_run.get_id()
 
 
 def run_parameters() -> dict[str, Any]:
