@@ -19,7 +19,7 @@ from bioxen_flows.errors import TransientInfrastructureError
 from bioxen_flows.orchestration import tasks as bioxen_tasks
 from bioxen_flows.orchestration.flows import compare_organisms, vm_lifecycle
 from bioxen_flows.vm import list_bio_vms
-from bioxen_flows.vm.basic import BasicBiologicalVM
+from bioxen_flows.vm.base import BiologicalVM
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
@@ -250,7 +250,7 @@ def test_metric_collection_failure_still_tears_down(tmp_path, monkeypatch):
     def broken_sensor(self):
         raise RuntimeError("metric collection failed")
 
-    monkeypatch.setattr(BasicBiologicalVM, "get_biological_metrics", broken_sensor)
+    monkeypatch.setattr(BiologicalVM, "get_biological_metrics", broken_sensor)
     with pytest.raises(RuntimeError, match="metric collection failed"):
         vm_lifecycle(organism="syn3a")
     on_threads = compare_organisms.with_options(task_runner=ThreadPoolTaskRunner())

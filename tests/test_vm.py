@@ -20,7 +20,7 @@ from bioxen_flows.vm import (
     list_bio_vms,
     load_bio_vm,
 )
-from bioxen_flows.vm.basic import BasicBiologicalVM
+from bioxen_flows.vm.local import LocalHost
 from tests.conftest import SYN3A_GENBANK
 
 pytestmark = pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
@@ -58,8 +58,8 @@ def test_duplicate_vm_id_is_refused():
 
 def test_vms_share_one_hypervisor():
     a, b = create_bio_vm("a", "syn3a"), create_bio_vm("b", "ecoli")
-    assert isinstance(a, BasicBiologicalVM)
-    assert a.hypervisor is b.hypervisor is get_hypervisor()
+    assert isinstance(a.host, LocalHost) and a.infrastructure.in_process
+    assert a.host.hypervisor is b.host.hypervisor is get_hypervisor()
 
 
 def test_lifecycle_and_illegal_transitions():

@@ -132,7 +132,7 @@ def test_vm_that_never_reports_an_ip_is_torn_down(pool, guest):
 
 def test_stale_template_ip_is_never_used(pool, guest):
     vm = create_bio_vm("fresh", "ecoli", "xcpng", xcpng_config(pool, guest))
-    assert vm.target.host == "127.0.0.1"  # not the template's old 192.0.2.66
+    assert vm.host.target.host == "127.0.0.1"  # not the template's old 192.0.2.66
     vm.destroy()
 
 

@@ -21,9 +21,9 @@ from bioxen_flows.cli.output import error_text
 from bioxen_flows.cli.validate import add_stochastic_arguments
 from bioxen_flows.errors import BioXenError
 from bioxen_flows.quick_exit import exit_after_handlers
+from bioxen_flows.vm_types import VM_TYPES
 
 ORGANISMS = ("syn3a", "ecoli", "minimal_cell")
-VM_TYPES = ("basic", "xcpng")
 
 DESCRIPTION = """\
 Biological virtual machines (simulated cells of syn3a, ecoli, minimal_cell) from the shell.

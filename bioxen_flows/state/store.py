@@ -49,6 +49,7 @@ from bioxen_flows.processes import process_identity, process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import schema
 from bioxen_flows.state.schema import SCHEMA_VERSION, audit, budget, meta, quotas, vms
+from bioxen_flows.vm_types import VM_TYPES
 
 _log = logging.getLogger(__name__)
 SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
@@ -56,7 +57,6 @@ SECRET_KEYS = frozenset({"password", "secret", "token", "private_key"})
 # and turns it into "created" with the audit entry in one write. One whose creator is gone
 # is an interrupted creation: never started, reaped by gc (`interrupted_creations`).
 STATES = ("creating", "created", "running", "paused", "stopped")
-VM_TYPES = ("basic", "xcpng")
 LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
 _AUDITED = "bioxen_audited"  # conn.info key: this transaction's audit entries
 MAX_AUDIT_LIMIT = 1_000_000  # entries one listing shows; `bioxen audit --jsonl` streams all
