@@ -152,7 +152,7 @@ class BiologicalVM:
             self.record = self.store.acquire_lease(self.vm_id, holder)
         except NotFoundError:
             self.record.state = "destroyed"
-            raise InputError(f"cannot {what}: VM {self.vm_id!r} is destroyed") from None
+            raise NotFoundError(f"cannot {what}: VM {self.vm_id!r} is destroyed") from None
         try:
             with vm_context(self.vm_id):  # log lines of this operation name the VM
                 yield holder
@@ -190,8 +190,8 @@ class BiologicalVM:
         self.host.committed(old)
 
     def _require_live(self) -> None:
-        if self.state == "destroyed":
-            raise InputError(f"VM {self.vm_id!r} is destroyed")
+        if self.state == "destroyed":  # a destroyed VM is a missing one, whoever asks
+            raise NotFoundError(f"VM {self.vm_id!r} is destroyed")
 
     def _require_running(self, what: str) -> None:
         self._require_live()
@@ -207,7 +207,7 @@ class BiologicalVM:
             self.record = self.store.get_vm(self.vm_id)
         except NotFoundError:
             self.record.state = "destroyed"
-            raise InputError(f"VM {self.vm_id!r} is destroyed") from None
+            raise NotFoundError(f"VM {self.vm_id!r} is destroyed") from None
 
     # ---- biology ----------------------------------------------------------------------
     def execute_biological_process(self, code: str) -> dict[str, Any]:
