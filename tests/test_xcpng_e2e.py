@@ -11,7 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bioxen_flows.errors import BudgetError, TransientInfrastructureError, XapiError
+from bioxen_flows.errors import (
+    BudgetError,
+    HostKeyMismatchError,
+    TransientInfrastructureError,
+    XapiError,
+)
 from bioxen_flows.orchestration.flows import vm_lifecycle
 from bioxen_flows.state import StateStore
 from bioxen_flows.testing.xapi_simulator import XapiSimulator
@@ -139,7 +144,7 @@ def test_stale_template_ip_is_never_used(pool, guest):
 def test_wrong_host_key_is_refused_and_cleaned_up(pool, guest, tmp_path):
     with GuestSSHServer(tmp_path / "other") as impostor:
         cfg = xcpng_config(pool, guest, ssh_host_key=impostor.host_key_line)
-        with pytest.raises(ValueError, match="host key"):
+        with pytest.raises(HostKeyMismatchError, match="host key"):
             create_bio_vm("mitm", "ecoli", "xcpng", cfg)
     assert guest.commands == []  # the guest command never ran
     assert list_bio_vms() == []
