@@ -23,7 +23,7 @@ PASSWORD = "bench-password"
 
 def provision_and_destroy(cfg: dict, vm_id: str) -> None:
     placement = backend.provision_vm(cfg, vm_id, owner="bench")
-    backend.destroy_vm(cfg, placement["vm_uuid"], vm_id)
+    backend.destroy_vm(cfg, placement.vm_uuid, vm_id)
 
 
 def timed(cfg: dict, count: int) -> float:

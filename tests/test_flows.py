@@ -20,7 +20,7 @@ from bioxen_flows.orchestration import tasks as bioxen_tasks
 from bioxen_flows.orchestration.compare import compare_organisms
 from bioxen_flows.orchestration.flows import vm_lifecycle
 from bioxen_flows.vm import list_bio_vms
-from bioxen_flows.vm.basic import BasicBiologicalVM
+from bioxen_flows.vm.base import BiologicalVM
 
 pytestmark = pytest.mark.usefixtures("prefect_api_url")
 
@@ -251,7 +251,7 @@ def test_metric_collection_failure_still_tears_down(tmp_path, monkeypatch):
     def broken_sensor(self):
         raise RuntimeError("metric collection failed")
 
-    monkeypatch.setattr(BasicBiologicalVM, "get_biological_metrics", broken_sensor)
+    monkeypatch.setattr(BiologicalVM, "get_biological_metrics", broken_sensor)
     with pytest.raises(RuntimeError, match="metric collection failed"):
         vm_lifecycle(organism="syn3a")
     on_threads = compare_organisms.with_options(task_runner=ThreadPoolTaskRunner())

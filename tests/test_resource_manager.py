@@ -7,9 +7,10 @@ import threading
 import pandas as pd
 import pytest
 
+from bioxen_flows.errors import GuestAuthError, XapiError
 from bioxen_flows.resources import BioResourceManager
 from bioxen_flows.resources.manager import HISTORY_LIMIT, alerts_for
-from bioxen_flows.vm import create_bio_vm
+from bioxen_flows.vm import create_bio_vm, load_bio_vm
 
 pytestmark = pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 
@@ -115,3 +116,35 @@ def test_snapshot_of_another_vm_is_refused(ecoli):
     snap = BioResourceManager(other).create_resource_snapshot()
     with pytest.raises(ValueError, match="belongs to VM 'rm-other'"):
         BioResourceManager(ecoli).restore_from_snapshot(snap)
+
+
+def test_monitoring_stops_quietly_when_the_vm_is_destroyed(ecoli, caplog):
+    manager = BioResourceManager(ecoli)
+    load_bio_vm(ecoli.vm_id).destroy()  # by another caller
+    with caplog.at_level("WARNING", logger="bioxen_flows.resources.manager"):
+        manager.start_monitoring(interval_seconds=0.001)
+        manager._thread.join(timeout=30)
+    assert not manager._thread.is_alive()
+    assert "monitoring of VM rm-ecoli stopped" in caplog.text and "destroyed" in caplog.text
+    assert manager.get_resource_history() == []
+
+
+@pytest.mark.parametrize("error", [GuestAuthError("SSH key authentication failed"),
+                                   XapiError("PERMISSION_DENIED", "PERMISSION_DENIED"),
+                                   ValueError("CVODE error: the model failed")])
+def test_a_pool_ssh_or_model_failure_is_not_taken_for_a_destroyed_vm(ecoli, monkeypatch,
+                                                                      caplog, error):
+    """`except ValueError` once caught these and stopped monitoring as if the VM were gone."""
+    raised: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: raised.append(args.exc_value))
+
+    def failing(self):
+        raise error
+
+    manager = BioResourceManager(ecoli)
+    monkeypatch.setattr(type(ecoli), "get_biological_metrics", failing)
+    with caplog.at_level("WARNING", logger="bioxen_flows.resources.manager"):
+        manager.start_monitoring(interval_seconds=0.001)
+        manager._thread.join(timeout=30)
+    assert raised == [error]  # reported as the failure it is
+    assert "stopped" not in caplog.text

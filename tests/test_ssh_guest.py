@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bioxen_flows.errors import TransientInfrastructureError
+from bioxen_flows.errors import InfrastructureError, TransientInfrastructureError
 from bioxen_flows.xcpng.ssh import (
     GuestAuthError,
     GuestConnectionError,
@@ -175,8 +175,8 @@ def test_a_key_the_server_does_not_authorize_is_a_permanent_error(
             {"operation": "echo"},
             command="echojson",
         )
-    assert isinstance(caught.value, ValueError)
-    assert not isinstance(caught.value, TransientInfrastructureError)
+    assert isinstance(caught.value, InfrastructureError)  # permanent: never retried
+    assert not isinstance(caught.value, (TransientInfrastructureError, ValueError))
     assert server.commands == []
 
 
@@ -277,3 +277,41 @@ def test_only_plain_fixed_commands_are_sent(server: GuestSSHServer, command: str
     with pytest.raises(ValueError, match="guest command must match"):
         run_guest(target(server), {"operation": "echo"}, command=command)
     assert server.commands == []
+
+
+# ---- the guest protocol both ends share ---------------------------------------------------------
+def test_a_guest_request_round_trips_flat_on_the_wire():
+    from bioxen_flows.xcpng.guest_protocol import GuestRequest, Operation
+
+    request = GuestRequest(Operation.INSTALL, "g1", {"package": "gfp_reporter", "copies": 2},
+                           request_id="a" * 32, deadline_seconds=60.0)
+    wire = request.to_json()
+    assert wire == {"operation": "install", "vm_id": "g1", "package": "gfp_reporter",
+                    "copies": 2, "request_id": "a" * 32, "deadline_seconds": 60.0}
+    assert GuestRequest.from_json(wire) == request
+
+
+@pytest.mark.parametrize(("wire", "message"), [
+    ([1], "JSON object"),
+    ({"operation": "metrics"}, "string vm_id"),
+    ({"operation": "rm", "vm_id": "g1"}, "unknown guest operation 'rm'"),
+    ({"operation": "run", "vm_id": "g1"}, "'run' needs code"),
+    ({"operation": "metrics", "vm_id": "g1", "request_id": "short"}, "request_id"),
+    ({"operation": "metrics", "vm_id": "g1", "deadline_seconds": 0}, "deadline_seconds"),
+])
+def test_a_malformed_guest_request_is_bad_input(wire, message):
+    from bioxen_flows.errors import InputError
+    from bioxen_flows.xcpng.guest_protocol import GuestRequest
+
+    with pytest.raises(InputError, match=message):
+        GuestRequest.from_json(wire)
+
+
+def test_a_guest_reply_round_trips():
+    from bioxen_flows.errors import InputError
+    from bioxen_flows.xcpng.guest_protocol import GuestReply
+
+    for reply in (GuestReply.success({"x": 1}), GuestReply.failure("refused")):
+        assert GuestReply.from_json(reply.to_json()) == reply
+    with pytest.raises(InputError):
+        GuestReply.from_json({"ok": True})

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from bioxen_flows.engine.hypervisor import get_hypervisor
+from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.genome import EssentialityUnavailableError
 from bioxen_flows.state import StateStore
 from bioxen_flows.vm import (
@@ -20,7 +21,7 @@ from bioxen_flows.vm import (
     list_bio_vms,
     load_bio_vm,
 )
-from bioxen_flows.vm.basic import BasicBiologicalVM
+from bioxen_flows.vm.local import LocalHost
 from tests.conftest import SYN3A_GENBANK
 
 pytestmark = pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
@@ -58,8 +59,8 @@ def test_duplicate_vm_id_is_refused():
 
 def test_vms_share_one_hypervisor():
     a, b = create_bio_vm("a", "syn3a"), create_bio_vm("b", "ecoli")
-    assert isinstance(a, BasicBiologicalVM)
-    assert a.hypervisor is b.hypervisor is get_hypervisor()
+    assert isinstance(a.host, LocalHost) and a.infrastructure.in_process
+    assert a.host.hypervisor is b.host.hypervisor is get_hypervisor()
 
 
 def test_lifecycle_and_illegal_transitions():
@@ -284,3 +285,51 @@ def test_seed_usage_create_allocate_start_execute_metrics_destroy(organism, prog
 def test_config_nutrient_sets_the_medium():
     vm = create_bio_vm("medium", "syn3a", config={"simulation": {"nutrient": 500.0}})
     assert vm.get_biological_metrics()["nutrient_molecules"] == 500
+
+
+# ---- the registry of infrastructures ----------------------------------------------------------
+def test_the_registry_is_the_one_list_of_vm_types():
+    from typing import get_args
+
+    from bioxen_flows.config.models import VMConfig
+    from bioxen_flows.vm import infrastructure, infrastructure_names
+    from bioxen_flows.vm_types import VM_TYPES
+
+    assert infrastructure_names() == VM_TYPES == ("basic", "xcpng")
+    assert get_args(VMConfig.model_fields["vm_type"].annotation) == VM_TYPES
+    assert [infrastructure(n).name for n in VM_TYPES] == list(VM_TYPES)
+    assert infrastructure("basic").in_process and not infrastructure("basic").provisioned
+    assert infrastructure("xcpng").provisioned and infrastructure("xcpng").io_bound
+    with pytest.raises(InputError, match="choose one of: basic, xcpng"):
+        infrastructure("kvm")
+
+
+def test_placement_is_typed_and_recorded_as_a_mapping():
+    from bioxen_flows.xcpng.placement import Placement
+
+    placement = Placement(vm_ref="OpaqueRef:1", vm_uuid="u-1", ip="10.0.0.2")
+    assert Placement.from_record(placement.as_dict()) == placement
+    assert Placement.from_record({"vm_uuid": "u-1"}) == Placement(vm_uuid="u-1")
+    assert Placement.from_record(None) == Placement()
+    with pytest.raises(InputError, match="unknown placement field"):
+        Placement.from_record({"ip": "10.0.0.2", "host": "x"})
+
+
+def test_a_huge_module_file_for_a_guest_is_refused_unread(tmp_path, monkeypatch):
+    """The XCP-ng host reads a module before sending it to the guest: bounded, by fstat,
+    before a byte of it is read (it once used an unbounded read_text)."""
+    import os
+
+    from bioxen_flows.vm.guest import GuestHost
+
+    huge = tmp_path / "huge.ant"
+    with open(huge, "wb") as handle:
+        handle.truncate(3 << 29)  # 1.5 GiB, sparse: costs no disk
+    read = []
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: read.append(n) or real_read(fd, n))
+    host = object.__new__(GuestHost)
+    monkeypatch.setattr(GuestHost, "guest", lambda *a, **k: pytest.fail("sent to the guest"))
+    with pytest.raises(InputError, match="limit"):
+        host.install(str(huge), None)
+    assert read == []

@@ -11,7 +11,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bioxen_flows.errors import BudgetError, TransientInfrastructureError, XapiError
+from bioxen_flows.errors import (
+    BudgetError,
+    HostKeyMismatchError,
+    TransientInfrastructureError,
+    XapiError,
+)
 from bioxen_flows.orchestration.flows import vm_lifecycle
 from bioxen_flows.state import StateStore
 from bioxen_flows.testing.xapi_simulator import XapiSimulator
@@ -132,14 +137,14 @@ def test_vm_that_never_reports_an_ip_is_torn_down(pool, guest):
 
 def test_stale_template_ip_is_never_used(pool, guest):
     vm = create_bio_vm("fresh", "ecoli", "xcpng", xcpng_config(pool, guest))
-    assert vm.target.host == "127.0.0.1"  # not the template's old 192.0.2.66
+    assert vm.host.target.host == "127.0.0.1"  # not the template's old 192.0.2.66
     vm.destroy()
 
 
 def test_wrong_host_key_is_refused_and_cleaned_up(pool, guest, tmp_path):
     with GuestSSHServer(tmp_path / "other") as impostor:
         cfg = xcpng_config(pool, guest, ssh_host_key=impostor.host_key_line)
-        with pytest.raises(ValueError, match="host key"):
+        with pytest.raises(HostKeyMismatchError, match="host key"):
             create_bio_vm("mitm", "ecoli", "xcpng", cfg)
     assert guest.commands == []  # the guest command never ran
     assert list_bio_vms() == []

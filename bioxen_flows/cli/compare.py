@@ -11,8 +11,8 @@ from typing import Any
 from bioxen_flows.cli import completion, output
 from bioxen_flows.cli.commands import Commands
 from bioxen_flows.cli.validate import add_stochastic_arguments, stochastic_choice
-from bioxen_flows.cli.vms import VM_TYPES
 from bioxen_flows.errors import InputError
+from bioxen_flows.vm_types import VM_TYPES
 
 SUMMARY_SHOWN = ("organism", "role", "replicates", "burden_percent", "growth_rate_per_min",
                  "growth_rate_per_min_sd", "doubling_time_min", "doubling_time_min_ci95_low",

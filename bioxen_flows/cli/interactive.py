@@ -182,7 +182,12 @@ class Session:
     # ---- create --------------------------------------------------------------------------
     def create(self) -> None:
         from bioxen_flows.organisms.profiles import organism_profiles
-        from bioxen_flows.vm import create_bio_vm, list_bio_vms
+        from bioxen_flows.vm import (
+            create_bio_vm,
+            infrastructure,
+            infrastructure_names,
+            list_bio_vms,
+        )
 
         organism = self.ask.select("Organism", [
             (key, f"{key}: {p.name}, doubling ~{p.doubling_time_target_min:g} min")
@@ -196,8 +201,7 @@ class Session:
         if not vm_id:
             return
         infra = self.ask.select("Infrastructure", [
-            ("basic", "basic: the embedded hypervisor, in this process"),
-            ("xcpng", "xcpng: a VM on an XCP-ng pool"),
+            (name, f"{name}: {infrastructure(name).description}") for name in infrastructure_names()
         ])
         if infra is None:
             return

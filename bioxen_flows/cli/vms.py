@@ -17,11 +17,11 @@ from bioxen_flows.cli import completion, export, output
 from bioxen_flows.cli.commands import Commands
 from bioxen_flows.cli.validate import add_stochastic_arguments, stochastic_choice
 from bioxen_flows.errors import InputError, NotFoundError
+from bioxen_flows.vm_types import VM_TYPES
 
 if TYPE_CHECKING:
     from bioxen_flows.vm import BiologicalVM
 
-VM_TYPES = ("basic", "xcpng")
 
 
 def register(commands: Commands) -> None:

@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from bioxen_flows.config.models import VMConfig
 from bioxen_flows.errors import InputError
 from bioxen_flows.organisms.profiles import get_profile, get_supported_biological_types
+from bioxen_flows.vm_types import VM_TYPES
 
-VM_TYPES = ("basic", "xcpng")
 _SUFFIX_FORMAT = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 MAX_CONFIG_BYTES = 1024 * 1024  # a config file is a regular file of at most 1 MiB
 

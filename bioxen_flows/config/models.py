@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from bioxen_flows.errors import InputError
 from bioxen_flows.limits import MAX_NUTRIENT, MAX_SEED
 from bioxen_flows.organisms.profiles import get_profile
+from bioxen_flows.vm_types import VM_TYPES
 
 _STRICT = ConfigDict(extra="forbid", strict=True)
 _NON_EMPTY = Field(min_length=1)
@@ -150,7 +151,7 @@ class VMConfig(BaseModel):
 
     model_config = _STRICT
     biological_type: str | None = None
-    vm_type: Literal["basic", "xcpng"] = "basic"
+    vm_type: Literal[VM_TYPES] = "basic"  # type: ignore[valid-type] (the names, once)
     resources: ResourceConfig = Field(default_factory=ResourceConfig)
     simulation: SimulationConfig = Field(default_factory=SimulationConfig)
     packages: list[str] = Field(default_factory=list, max_length=MAX_PACKAGES)

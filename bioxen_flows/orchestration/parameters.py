@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from bioxen_flows.config.models import SimulationConfig
 from bioxen_flows.model.packages import BUILTIN_PACKAGES
 from bioxen_flows.organisms.profiles import get_supported_biological_types
-from bioxen_flows.state import VM_TYPES
+from bioxen_flows.vm_types import VM_TYPES
 
 ORGANISMS = tuple(get_supported_biological_types())
 INFRASTRUCTURES = tuple(VM_TYPES)

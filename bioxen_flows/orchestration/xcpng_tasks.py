@@ -35,9 +35,9 @@ def provision_xcpng_disks(cfg: dict[str, Any], vm: str) -> str:
 
 
 @task(name="xcpng-boot-and-wait-for-ip", **RETRIES)
-def boot_xcpng_vm(cfg: dict[str, Any], vm: str) -> dict[str, str]:
+def boot_xcpng_vm(cfg: dict[str, Any], vm: str) -> backend.Placement:
     placement = backend.boot(cfg, vm)
-    get_run_logger().info("guest is up at %s", placement["ip"])
+    get_run_logger().info("guest is up at %s", placement.ip)
     return placement
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES
-from bioxen_flows.errors import InputError
+from bioxen_flows.errors import InputError, NotFoundError
 from bioxen_flows.settings import get_settings
 from bioxen_flows.vm.base import BiologicalVM
 
@@ -114,7 +114,8 @@ class BioResourceManager:
         while not self._stop.is_set():
             try:
                 sample = self.get_resource_usage()
-            except ValueError as exc:  # the VM was destroyed under us
+            except NotFoundError as exc:  # the VM was destroyed under us (and nothing else:
+                # a pool or SSH failure is no reason to stop quietly)
                 log.warning("monitoring of VM %s stopped: %s", self.vm.vm_id, exc)
                 return
             self._history.append(sample)

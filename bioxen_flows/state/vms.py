@@ -27,12 +27,12 @@ from bioxen_flows.processes import HOST, process_identity, process_is_gone
 from bioxen_flows.state import ledger
 from bioxen_flows.state.encoding import check_no_secrets, dump
 from bioxen_flows.state.schema import vms
+from bioxen_flows.vm_types import VM_TYPES
 
 # "creating": inserted, its cell (packages, caps) not yet built; the creator holds its lease
 # and turns it into "created" with the audit entry in one write. One whose creator is gone
 # is an interrupted creation: never started, reaped by gc (`interrupted_creations`).
 STATES = ("creating", "created", "running", "paused", "stopped")
-VM_TYPES = ("basic", "xcpng")
 LEASE_TTL_SECONDS = 600.0  # longest a program may hold a VM; bounded programs finish well within
 LEASE_WAIT_SECONDS = 120.0  # how long a caller queues for a busy VM before a ConflictError
 

@@ -1,4 +1,4 @@
-"""Bio-VMs: the factory, the abstract interface and the `basic` infrastructure."""
+"""Bio-VMs: the factory, the one VM class and the registry of infrastructures."""
 
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.vm.base import BiologicalVM
@@ -10,6 +10,7 @@ from bioxen_flows.vm.factory import (
     list_bio_vms,
     load_bio_vm,
 )
+from bioxen_flows.vm.infrastructures import infrastructure, infrastructure_names
 
 __all__ = [
     "BiologicalVM",
@@ -18,6 +19,8 @@ __all__ = [
     "force_destroy_vm",
     "get_supported_biological_types",
     "get_supported_vm_types",
+    "infrastructure",
+    "infrastructure_names",
     "list_bio_vms",
     "load_bio_vm",
 ]

@@ -1,13 +1,13 @@
-"""The bio-VM interface: lifecycle, persistence and organism-specific calls.
+"""The bio-VM: lifecycle, persistence and organism-specific calls, on any infrastructure.
 
 `BiologicalVM` owns what every infrastructure shares — the state machine, the
-persistent record, organism capabilities, performance tracking — and leaves the
-cell itself to subclasses (in-process engine for `basic`, a guest over SSH for `xcpng`).
+persistent record, organism capabilities, performance tracking — and holds a host for the
+cell itself (`vm.host.CellHost`): the in-process engine for `basic`, a guest over SSH for
+`xcpng`. Which host a VM gets is the registry's answer (`vm.infrastructures`).
 """
 
 from __future__ import annotations
 
-import abc
 import json
 import math
 import time
@@ -20,6 +20,8 @@ from bioxen_flows.errors import InputError, NotFoundError
 from bioxen_flows.logs import vm_context
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
+from bioxen_flows.vm.host import CellHost
+from bioxen_flows.vm.infrastructures import infrastructure
 
 # state -> states reachable from it (destroy is allowed from every state and is idempotent)
 TRANSITIONS: dict[str, dict[str, str]] = {
@@ -30,6 +32,8 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 }
 
 
+# TODO(issue 24): read these from bioxen_flows.organisms.profiles (profiles.yaml) once they
+# move there, as engine/process_language.py will; until then this and its copy must agree.
 @dataclass(frozen=True)
 class OrganismCapabilities:
     """Which organism-specific calls an organism supports (composition, not subclasses)."""
@@ -47,16 +51,17 @@ CAPABILITIES: dict[str, OrganismCapabilities] = {
 }
 
 
-class BiologicalVM(abc.ABC):
-    """A simulated cell with a VM lifecycle; every change is written to the state store."""
+class BiologicalVM:
+    """A simulated cell with a VM lifecycle; every change is written to the state store.
 
-    vm_type: str = ""
-    stores_snapshot = True  # the record carries the cell's state (else the infrastructure does)
+    The cell lives in `host`, which the VM's infrastructure provides (`infrastructure`)."""
 
-    def __init__(self, record: VMRecord, store: StateStore) -> None:
+    def __init__(self, record: VMRecord, store: StateStore, host: CellHost | None = None) -> None:
         self.record = record
         self.store = store
         self.capabilities = CAPABILITIES[record.biological_type]
+        self.infrastructure = infrastructure(record.vm_type)
+        self.host = host or self.infrastructure.host(lambda: self.record, store)
 
     # ---- identity -------------------------------------------------------------------
     @property
@@ -103,7 +108,7 @@ class BiologicalVM(abc.ABC):
             return
         with performance_monitor.track("destroy"):
             try:
-                self._release_cell()
+                self.host.release()
             except BaseException:
                 self.store.release_lease(self.vm_id, holder)
                 raise
@@ -133,7 +138,7 @@ class BiologicalVM(abc.ABC):
         with performance_monitor.track(action), vm_context(self.vm_id):
             old = self.record.version
             self.record = self.store.modify(self.vm_id, change, action=action)
-            self._committed(old)
+            self.host.committed(old)
 
     @contextmanager
     def _exclusive(self, what: str) -> Iterator[str]:
@@ -147,12 +152,12 @@ class BiologicalVM(abc.ABC):
             self.record = self.store.acquire_lease(self.vm_id, holder)
         except NotFoundError:
             self.record.state = "destroyed"
-            raise InputError(f"cannot {what}: VM {self.vm_id!r} is destroyed") from None
+            raise NotFoundError(f"cannot {what}: VM {self.vm_id!r} is destroyed") from None
         try:
             with vm_context(self.vm_id):  # log lines of this operation name the VM
                 yield holder
         except BaseException:
-            self._discard_changes()
+            self.host.discard()
             self.store.release_lease(self.vm_id, holder)
             raise
 
@@ -163,10 +168,11 @@ class BiologicalVM(abc.ABC):
 
         The snapshot also keeps the cell's metrics at that state (`recorded_metrics`), so
         reading them later needs no model."""
-        if self.stores_snapshot:
+        if self.infrastructure.in_process:  # else the guest keeps the cell's state
             from bioxen_flows.serialization import json_safe
 
-            fields["snapshot"] = {**self._cell_snapshot(), "metrics": json_safe(self._metrics())}
+            fields["snapshot"] = {**self.host.snapshot(),
+                                  "metrics": json_safe(self.host.metrics())}
         self._write(lease, action=action, detail=detail, **fields)
 
     def recorded_metrics(self) -> dict[str, Any] | None:
@@ -181,11 +187,11 @@ class BiologicalVM(abc.ABC):
         old = self.record.version
         self.record = self.store.update_vm(self.vm_id, lease=lease, keep_lease=keep_lease,
                                            **fields)
-        self._committed(old)
+        self.host.committed(old)
 
     def _require_live(self) -> None:
-        if self.state == "destroyed":
-            raise InputError(f"VM {self.vm_id!r} is destroyed")
+        if self.state == "destroyed":  # a destroyed VM is a missing one, whoever asks
+            raise NotFoundError(f"VM {self.vm_id!r} is destroyed")
 
     def _require_running(self, what: str) -> None:
         self._require_live()
@@ -201,7 +207,7 @@ class BiologicalVM(abc.ABC):
             self.record = self.store.get_vm(self.vm_id)
         except NotFoundError:
             self.record.state = "destroyed"
-            raise InputError(f"VM {self.vm_id!r} is destroyed") from None
+            raise NotFoundError(f"VM {self.vm_id!r} is destroyed") from None
 
     # ---- biology ----------------------------------------------------------------------
     def execute_biological_process(self, code: str) -> dict[str, Any]:
@@ -210,7 +216,7 @@ class BiologicalVM(abc.ABC):
         with self._exclusive("execute a process") as lease:
             self._require_running("execute a process")
             with performance_monitor.track("execute_biological_process"):
-                result = self._run_program(code)
+                result = self.host.run_program(code)
                 calls = [str(call)[:200] for call in (result.get("calls") or [])[:50]]
                 self._commit(lease, "execute", {"calls": calls})
         return result
@@ -221,7 +227,7 @@ class BiologicalVM(abc.ABC):
         A user module's text is stored with the VM: later loads never read the file again."""
         with self._exclusive("install a package") as lease:
             with performance_monitor.track("install_biological_package"):
-                installed = self._install(name_or_path, copies)
+                installed = self.host.install(name_or_path, copies)
                 self._commit(lease, "install", {"package": installed.get("package"),
                                                 "copies": installed.get("copies")})
         return installed
@@ -229,7 +235,7 @@ class BiologicalVM(abc.ABC):
     def get_biological_metrics(self) -> dict[str, Any]:
         self.refresh()
         with performance_monitor.track("get_biological_metrics"):
-            return self._metrics()
+            return self.host.metrics()
 
     def get_status(self) -> dict[str, Any]:
         """Lifecycle, clock, allocations and packages, from the record alone (no model)."""
@@ -238,7 +244,7 @@ class BiologicalVM(abc.ABC):
         if self.record.running_since is not None:
             uptime += time.time() - self.record.running_since
         snapshot = self.record.snapshot or {}
-        return {
+        status = {
             "vm_id": self.vm_id,
             "state": self.state,
             "biological_type": self.get_biological_type(),
@@ -249,6 +255,7 @@ class BiologicalVM(abc.ABC):
             "allocations": dict(self.record.allocations),
             "installed_packages": [p.get("name") for p in snapshot.get("packages") or []],
         }
+        return {**status, **self.host.live_status()}
 
     # organism-specific ------------------------------------------------------------------
     def start_transcription(self, gene_ids: list[str]) -> dict[str, Any]:
@@ -335,14 +342,18 @@ class BiologicalVM(abc.ABC):
         return allocations
 
     def _commit_allocation(self, lease: str, allocations: dict[str, Any]) -> None:
-        self._commit(lease, "allocate", dict(allocations))
+        stored = self.host.snapshot_under_caps(allocations)
+        if stored is None:
+            self._commit(lease, "allocate", dict(allocations))
+        else:  # written without building the cell
+            self._write(lease, action="allocate", detail=dict(allocations), snapshot=stored)
 
     def _set_allocations(self, lease: str, allocations: dict, previous: dict) -> None:
         """Record the allocation (budget-checked), then apply it to the cell; if the cell
         refuses, the ledger gets the previous allocation back."""
         self._write(lease, keep_lease=True, allocations=allocations)
         try:
-            self._apply_caps(allocations)
+            self.host.apply_caps(allocations)
         except BaseException:
             self._write(lease, keep_lease=True, allocations=previous)
             raise
@@ -350,7 +361,7 @@ class BiologicalVM(abc.ABC):
     def snapshot_state(self) -> dict[str, Any]:
         """The cell's full simulation state plus allocations (JSON-ready)."""
         self.refresh()
-        return {"cell": self._cell_snapshot(), "allocations": dict(self.record.allocations)}
+        return {"cell": self.host.snapshot(), "allocations": dict(self.record.allocations)}
 
     def restore_state(self, snapshot: dict[str, Any]) -> None:
         """Return the VM to a snapshot taken by `snapshot_state` (cell and allocations)."""
@@ -362,7 +373,7 @@ class BiologicalVM(abc.ABC):
         check_allocation(allocations.get("atp_percent"), allocations.get("ribosomes"))
         with self._exclusive("restore a snapshot") as lease:
             previous = dict(self.record.allocations)
-            self._restore_cell(snapshot["cell"])
+            self.host.restore(snapshot["cell"])
             self._set_allocations(lease, dict(allocations), previous)
             self._commit(lease, "restore", dict(allocations))
 
@@ -371,44 +382,34 @@ class BiologicalVM(abc.ABC):
         with self._exclusive("save") as lease:
             self._commit(lease)
 
-    # ---- what an infrastructure provides --------------------------------------------------
-    @abc.abstractmethod
-    def _run_program(self, code: str) -> dict[str, Any]: ...
+    def complete_creation(self, lease: str, detail: dict[str, Any]) -> None:
+        """The second write of a creation (see `vm.factory`): make the cell with its caps
+        and the config's packages, then record the VM as ``created``, audited with
+        ``detail``. The creator holds `lease`; on a failure the creator forgets the VM."""
+        self.host.create_cell()
+        for package in self.record.config.get("packages") or []:
+            self.host.install(package, None)
+        self._commit(lease, "create", detail, state="created")
 
-    @abc.abstractmethod
-    def _install(self, name_or_path: str, copies: int | None) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def _metrics(self) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def _apply_caps(self, allocations: dict[str, Any]) -> None:
-        """Make the cell's caps equal ``allocations`` (absent keys: uncapped)."""
-
-    @abc.abstractmethod
-    def _cell_snapshot(self) -> dict[str, Any]: ...
-
-    @abc.abstractmethod
-    def _restore_cell(self, snapshot: dict[str, Any]) -> None: ...
-
-    @abc.abstractmethod
+    # ---- what-if questions to the model (the VM is untouched) -----------------------------
     def probe_growth(self, caps: Sequence[tuple[float, float]]) -> list[float]:
         """Balanced growth (1/min) this cell would reach under each (atp %, ribosomes) cap.
 
         The VM itself is untouched: the model is asked "what if", which is how the resource
         manager searches allocations instead of applying fixed percentages.
         """
+        self.refresh()
+        return self.host.probe_growth(caps)
 
-    @abc.abstractmethod
-    def _release_cell(self) -> None: ...
-
-    @abc.abstractmethod
-    def _committed(self, old_version: int) -> None:
-        """The record moved from ``old_version`` to ``self.record.version`` by this caller."""
-
-    @abc.abstractmethod
-    def _discard_changes(self) -> None:
-        """An operation failed after it may have changed the cell: forget those changes."""
+    def explore_designs(
+        self, designs: Sequence[tuple[str | None, int, float]], minutes: float
+    ) -> Iterator[dict[str, Any]]:
+        """The final metrics of a copy of this running cell with each (package, copies,
+        strength) installed (package None: as it is) and grown `minutes`, one at a time;
+        the VM is untouched. (Basic VMs: one model load per package, see `LocalHost`.)"""
+        self.refresh()
+        self._require_running("explore designs")
+        yield from self.host.explore_designs(designs, minutes)
 
 
 def check_allocation(atp_percent: float | None, ribosomes: int | None) -> None:

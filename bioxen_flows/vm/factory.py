@@ -11,23 +11,24 @@ reaps (`StateStore.interrupted_creations`).
 from __future__ import annotations
 
 import logging
-import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from bioxen_flows.errors import BioXenError, InputError
+from bioxen_flows.limits import VM_ID
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore, VMRecord, check_owner, new_lease_holder, readable
 from bioxen_flows.vm.base import BiologicalVM, check_allocation
+from bioxen_flows.vm.infrastructures import infrastructure, infrastructure_names
+from bioxen_flows.xcpng.placement import Placement
 
 log = logging.getLogger(__name__)
-VM_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-VM_TYPES = ("basic", "xcpng")
 
 
 def get_supported_vm_types() -> list[str]:
-    return list(VM_TYPES)
+    return list(infrastructure_names())
 
 
 def create_bio_vm(
@@ -37,7 +38,7 @@ def create_bio_vm(
     config: dict[str, Any] | None = None,
     *,
     store: StateStore | None = None,
-    placement: dict[str, str] | None = None,
+    placement: Placement | Mapping[str, str] | None = None,
     owner: str | None = None,
 ) -> BiologicalVM:
     """Create a VM in state `created`; its cell starts in balanced growth.
@@ -55,8 +56,8 @@ def create_bio_vm(
             f"unknown biological_type {biological_type!r}; "
             f"choose one of: {', '.join(get_supported_biological_types())}"
         )
-    if vm_type not in VM_TYPES:
-        raise InputError(f"unknown vm_type {vm_type!r}; choose one of: {', '.join(VM_TYPES)}")
+    kind = infrastructure(vm_type)
+    placement = None if placement is None else Placement.from_record(placement)
     manager = ConfigManager()
     config = manager.merge_configs(
         manager.load_defaults(biological_type), {} if config is None else config
@@ -94,19 +95,18 @@ def create_bio_vm(
     record = store.insert_vm(record, lease=lease, detail=detail, audit_create=False)
     cloning: list[bool] = []  # set once the pool may hold a clone of this VM
     try:
-        if vm_type == "xcpng":
-            record = _provision_xcpng(record, store, lease, placement, cloning)
-        vm = _instantiate(record, store)
-        if vm_type == "xcpng" and allocations:
-            vm._apply_caps(allocations)
-        for package in config.get("packages") or []:
-            vm._install(package, None)
-        vm._commit(lease, "create", detail, state="created")
+        if kind.provisioned:
+            from bioxen_flows.vm.guest import provision_guest
+
+            record = provision_guest(record, store, lease, placement,
+                                     before_clone=lambda: cloning.append(True))
+        vm = BiologicalVM(record, store)
+        vm.complete_creation(lease, detail)
     except BaseException as exc:
-        # an XCP-ng VM the caller provisioned (placement) is the caller's to tear down: a
+        # a guest the caller provisioned (placement) is the caller's to tear down: a
         # retry reuses it, so it must still exist (the flow's teardown reaps it in the end);
         # a failure before the clone (no password, the pool unreachable) left nothing there
-        _forget(vm_id, store, audit=False, release_xcpng=placement is None and bool(cloning))
+        _forget(vm_id, store, audit=False, release_remote=placement is None and bool(cloning))
         refused = isinstance(exc, (BioXenError, ValueError))
         store.audit(vm_id, "create", {**detail, "error": str(exc)[:500]},
                     outcome="refused" if refused else "failed")
@@ -129,7 +129,7 @@ def _checked_user_config(
 def load_bio_vm(vm_id: str, *, store: StateStore | None = None) -> BiologicalVM:
     """A VM created by this or another process, with its cell state restored."""
     store = store or StateStore()
-    return _instantiate(readable(store.get_vm(vm_id)), store)
+    return BiologicalVM(readable(store.get_vm(vm_id)), store)
 
 
 def list_bio_vms(*, store: StateStore | None = None) -> list[dict[str, Any]]:
@@ -164,7 +164,7 @@ def destroy_labelled_vms(
         if (record.config.get("labels") or {}).get(key) != value:
             continue
         try:
-            _instantiate(record, store).destroy()
+            BiologicalVM(record, store).destroy()
         except Exception:  # a VM that cannot be rebuilt must still not leak
             _forget(record.vm_id, store, reason="unbuildable")
         destroyed.append(record.vm_id)
@@ -181,59 +181,24 @@ def force_destroy_vm(vm_id: str, *, store: StateStore | None = None) -> bool:
     return True
 
 
-def _provision_xcpng(
-    record: VMRecord, store: StateStore, lease: str, placement: dict[str, str] | None,
-    cloning: list[bool],
-) -> VMRecord:
-    """Provision the guest VM (unless a flow already did, step by step) and its cell;
-    `cloning` gets an item once the pool is asked for a clone."""
-    from bioxen_flows.vm.xcpng import XCPngBiologicalVM
-    from bioxen_flows.xcpng.backend import provision_vm
-
-    config = record.config
-    owner = (config.get("labels") or {}).get("flow_run_id", "local")
-    placement = placement or provision_vm(config["xcpng_config"], record.vm_id, owner,
-                                          before_clone=lambda: cloning.append(True))
-    record = store.update_vm(record.vm_id, lease=lease, keep_lease=True,
-                             config={**config, "placement": placement})
-    XCPngBiologicalVM(record, store).create_guest_cell()
-    return record
-
-
-def _instantiate(record: VMRecord, store: StateStore) -> BiologicalVM:
-    """Build the VM from its record; the store is the truth, a cached cell is replaced."""
-    if record.vm_type == "xcpng":
-        from bioxen_flows.vm.xcpng import XCPngBiologicalVM
-
-        return XCPngBiologicalVM(record, store)
-    from bioxen_flows.vm.basic import BasicBiologicalVM
-
-    return BasicBiologicalVM(record, store)
-
-
 def _forget(
     vm_id: str, store: StateStore, *, reason: str = "", audit: bool = True,
-    release_xcpng: bool = True,
+    release_remote: bool = True,
 ) -> None:
-    """Remove every trace of a VM whose creation failed (XCP-ng VMs found by their tag,
-    unless `release_xcpng` is False: then the XCP-ng VM is not ours to remove)."""
-    from bioxen_flows.engine.hypervisor import get_hypervisor
+    """Remove every trace of a VM whose creation failed (a guest's VM found on its pool by
+    its tag, unless `release_remote` is False: then that VM is not ours to remove)."""
+    from bioxen_flows.vm.local import forget_cell
 
     record = store.find_vm(vm_id)
     try:
-        if (release_xcpng and record is not None and record.vm_type == "xcpng"
-                and not record.damaged):
-            from bioxen_flows.xcpng.backend import reap_vms
-
-            reap_vms(record.config["xcpng_config"], keep=lambda tags: tags.get("vm_id") != vm_id)
+        if release_remote and record is not None and not record.damaged:
+            infrastructure(record.vm_type).reap(record)
     except Exception as exc:  # e.g. the pool refuses us: its tags still let the reaper find it
         log.warning("could not look for the XCP-ng VM of %s on the pool now (%s); "
                     "`bioxen xcpng gc --config CONFIG --yes` finds it by its tag and "
                     "destroys it", vm_id, exc)
     finally:
         if record is not None:
-            from bioxen_flows.vm.basic import cell_key
-
-            get_hypervisor().remove_cell(cell_key(store.url, vm_id, record.created_at))
+            forget_cell(store.url, vm_id, record.created_at)
         store.delete_vm(vm_id, force=True, action="destroy" if audit else None,
                         detail={"reason": reason})

@@ -25,6 +25,7 @@ import XenAPI
 
 from bioxen_flows.errors import InfrastructureError, InputError, XapiError
 from bioxen_flows.xcpng import xapi
+from bioxen_flows.xcpng.placement import Placement
 
 if TYPE_CHECKING:
     from bioxen_flows.config.models import XCPngConfig
@@ -147,7 +148,7 @@ def provision(cfg: Mapping[str, Any] | XCPngConfig, vm: str) -> None:
         xapi.provision_disks(x, vm, cfg.task_timeout_seconds)
 
 
-def boot(cfg: Mapping[str, Any] | XCPngConfig, vm: str) -> dict[str, str]:
+def boot(cfg: Mapping[str, Any] | XCPngConfig, vm: str) -> Placement:
     """Start the VM and wait for its guest IP; returns the placement to record."""
     cfg = pool_config(cfg)
     with session(cfg) as x:
@@ -155,19 +156,19 @@ def boot(cfg: Mapping[str, Any] | XCPngConfig, vm: str) -> dict[str, str]:
         ip = xapi.wait_for_ip(x, vm, marker, timeout=cfg.boot_timeout_seconds)
         with xapi.xapi_errors("reading the VM's uuid"):
             uuid = x.VM.get_uuid(vm)
-    return {"vm_ref": vm, "vm_uuid": uuid, "ip": ip}
+    return Placement(vm_ref=vm, vm_uuid=uuid, ip=ip)
 
 
 def provision_vm(
     cfg: Mapping[str, Any] | XCPngConfig, vm_id: str, owner: str,
     before_clone: Callable[[], None] | None = None,
-) -> dict[str, str]:
+) -> Placement:
     """All provisioning steps in order (the Prefect flow runs them as separate tasks)."""
     started = time.monotonic()
     vm = clone_and_tag(cfg, vm_id, owner, before_clone)
     provision(cfg, vm)
     placement = boot(cfg, vm)
-    log.info("provisioned XCP-ng VM for %s at %s in %.1fs", vm_id, placement["ip"],
+    log.info("provisioned XCP-ng VM for %s at %s in %.1fs", vm_id, placement.ip,
              time.monotonic() - started)
     return placement
 

@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr, field_validator
 
+from bioxen_flows.errors import InputError
 from bioxen_flows.xcpng import xapi
 
 
@@ -50,7 +51,7 @@ class XCPngCredentials(Block):
     def _http_url(cls, value: str) -> str:
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"must be an http(s) URL with a host, got {value!r}")
+            raise InputError(f"must be an http(s) URL with a host, got {value!r}")
         return value
 
     def endpoint(self) -> xapi.XapiEndpoint:

@@ -5,8 +5,9 @@ strict pattern, and the request travels as data on stdin. The server's host key 
 verified (known_hosts, a pinned key line or a pinned SHA256 fingerprint), never added on first
 use; authentication is by key only. Errors are sorted so callers know whether to retry:
 `GuestConnectionError` is transient, host-key and authentication failures are permanent
-`ValueError`s, and a guest that ran and failed raises `GuestError` (all from
-`bioxen_flows.errors`).
+(`HostKeyMismatchError`, `GuestAuthError`), a bad target or key file is an `InputError`,
+and a guest that ran and failed raises `GuestError` (all from `bioxen_flows.errors`).
+What travels on stdin and stdout is `bioxen_flows.xcpng.guest_protocol`'s.
 
 Each request carries a `request_id` and a `deadline_seconds` shorter than the host's own
 `command_timeout` (by `deadline_margin`, which covers the guest's start-up): the guest
@@ -39,7 +40,9 @@ from bioxen_flows.errors import (
     GuestError,
     GuestTimeoutError,
     HostKeyMismatchError,
+    InputError,
 )
+from bioxen_flows.xcpng.guest_protocol import GUEST_COMMAND, MAX_REPLY_BYTES
 
 __all__ = ["GuestAuthError", "GuestConnectionError", "GuestError", "GuestTimeoutError",
            "HostKeyMismatchError", "SSHTarget", "host_key_fingerprint", "run_guest"]
@@ -50,7 +53,6 @@ log = logging.getLogger(__name__)
 COMMAND_PATTERN = re.compile(r"[a-z][a-z0-9 _-]*")
 CHUNK = 65536
 STDERR_TAIL = 2000
-MAX_REPLY_BYTES = 64 * 1024 * 1024  # a week of a cell's time series is a few MB
 MAX_STDERR_BYTES = 64 * 1024  # only its tail is ever shown
 CONNECT_ATTEMPTS = 3
 
@@ -71,16 +73,16 @@ class SSHTarget:
 
     def __post_init__(self) -> None:
         if not self.host_key and not self.known_hosts_path:
-            raise ValueError(
+            raise InputError(
                 "host keys must be verified: give host_key (key line or SHA256 fingerprint) "
                 "or known_hosts_path"
             )
         if not self.host or not self.username or not self.key_path:
-            raise ValueError("host, username and key_path are required")
+            raise InputError("host, username and key_path are required")
         if not 0 < self.port < 65536:
-            raise ValueError(f"invalid SSH port {self.port}")
+            raise InputError(f"invalid SSH port {self.port}")
         if self.connect_timeout <= 0 or self.command_timeout <= 0 or self.deadline_margin < 0:
-            raise ValueError("timeouts must be positive")
+            raise InputError("timeouts must be positive")
         if self.host_key:
             _expected_fingerprint(self.host_key)  # a malformed pin fails here, not mid-flow
 
@@ -99,11 +101,11 @@ def _parse_key_line(line: str) -> paramiko.PKey:
     """An OpenSSH public key line ("ssh-ed25519 AAAA... [comment]") as a paramiko key."""
     parts = line.split()
     if len(parts) < 2:
-        raise ValueError(f"not an OpenSSH public key line: {line!r}")
+        raise InputError(f"not an OpenSSH public key line: {line!r}")
     try:
         return paramiko.PKey.from_type_string(parts[0], base64.b64decode(parts[1], validate=True))
     except (binascii.Error, paramiko.SSHException, ValueError) as exc:
-        raise ValueError(f"invalid public key {parts[0]!r}: {exc}") from exc
+        raise InputError(f"invalid public key {parts[0]!r}: {exc}") from exc
 
 
 def _fingerprint(key: paramiko.PKey) -> str:
@@ -122,7 +124,7 @@ def _expected_fingerprint(host_key: str) -> str:
     pin = host_key.strip()
     if pin.startswith("SHA256:"):
         if len(pin) <= len("SHA256:") or " " in pin:
-            raise ValueError(f"invalid SHA256 host key fingerprint: {pin!r}")
+            raise InputError(f"invalid SHA256 host key fingerprint: {pin!r}")
         return pin
     return host_key_fingerprint(pin)
 
@@ -149,13 +151,13 @@ class _VerifyPolicy(paramiko.RejectPolicy):
 
 
 def _client_for(target: SSHTarget) -> paramiko.SSHClient:
-    """A client that trusts exactly the configured host keys; config errors are ValueErrors."""
+    """A client that trusts exactly the configured host keys; config errors are InputErrors."""
     client = paramiko.SSHClient()
     fingerprint_pin: str | None = None
     if target.known_hosts_path:
         path = os.path.expanduser(target.known_hosts_path)
         if not os.path.isfile(path):
-            raise ValueError(f"known_hosts file not found: {path}")
+            raise InputError(f"known_hosts file not found: {path}")
         client.load_host_keys(path)  # read only: unknown hosts are rejected, never added
     if target.host_key:
         pin = target.host_key.strip()
@@ -174,7 +176,7 @@ def _load_private_key(key_path: str) -> paramiko.PKey:
     try:
         return paramiko.PKey.from_path(path)
     except (OSError, paramiko.SSHException, ValueError) as exc:
-        raise ValueError(f"cannot load SSH private key {path}: {exc}") from exc
+        raise InputError(f"cannot load SSH private key {path}: {exc}") from exc
 
 
 def _exchange(
@@ -246,25 +248,23 @@ def _reply(out: bytes, err: bytes, status: int) -> dict[str, Any]:
     return reply
 
 
-def run_guest(target: SSHTarget, request: dict, command: str = "bioxen guest") -> dict:
+def run_guest(target: SSHTarget, request: dict, command: str = GUEST_COMMAND) -> dict:
     """Run the fixed guest `command` with `request` as JSON on stdin; return its JSON reply.
 
     The request gets an id and the guest's deadline; a lost connection is retried (with
     backoff, `CONNECT_ATTEMPTS` in all) under the same id, so it is applied at most once."""
     if not COMMAND_PATTERN.fullmatch(command):
-        raise ValueError(f"guest command must match {COMMAND_PATTERN.pattern}: {command!r}")
+        raise InputError(f"guest command must match {COMMAND_PATTERN.pattern}: {command!r}")
     request = {"request_id": uuid.uuid4().hex, **request,
                "deadline_seconds": target.guest_deadline}
-    for attempt in range(1, CONNECT_ATTEMPTS + 1):
+    for attempt in range(1, CONNECT_ATTEMPTS):
         try:
             return _run_once(target, request, command)
         except GuestConnectionError as exc:
-            if attempt == CONNECT_ATTEMPTS:
-                raise
             log.warning("guest request failed (%s); resending it (attempt %d of %d)",
                         exc, attempt + 1, CONNECT_ATTEMPTS)
             time.sleep(0.5 * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")
+    return _run_once(target, request, command)  # the last attempt: its error is the caller's
 
 
 def _run_once(target: SSHTarget, request: dict, command: str) -> dict:

@@ -28,9 +28,9 @@ def _package_read(path):
 
 def _xcpng_read(path):
     """The XCP-ng driver reads a module on the host before sending it to the guest."""
-    from bioxen_flows.vm.xcpng import XCPngBiologicalVM
+    from bioxen_flows.vm.guest import GuestHost
 
-    return XCPngBiologicalVM._install(object.__new__(XCPngBiologicalVM), str(path), None)
+    return GuestHost.install(object.__new__(GuestHost), str(path), None)
 
 
 READERS = {"sweep": _sweep_read, "package": _package_read, "xcpng": _xcpng_read}

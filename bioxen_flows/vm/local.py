@@ -1,4 +1,4 @@
-"""`basic` bio-VMs: the cell runs in this process on the embedded hypervisor.
+"""The `basic` infrastructure's host: the cell runs in this process on the embedded hypervisor.
 
 The cell is built lazily, from the record's snapshot, only when a call needs the model;
 state-only calls (status, start, stop, destroy) never compile one. The hypervisor keeps it
@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from bioxen_flows.engine import FULL_ATP_PERCENT, UNCAPPED_RIBOSOMES, snapshot_under_caps
 from bioxen_flows.engine.hypervisor import Hypervisor, get_hypervisor
-from bioxen_flows.state import StateStore, VMRecord
-from bioxen_flows.vm.base import BiologicalVM
+from bioxen_flows.state import StateStore
+from bioxen_flows.vm.host import CurrentRecord
 
 if TYPE_CHECKING:  # the engine (numpy, libroadrunner) is imported only to build a cell
     from bioxen_flows.engine.cell import Cell
@@ -22,34 +22,34 @@ if TYPE_CHECKING:  # the engine (numpy, libroadrunner) is imported only to build
 BALANCE_MIN = 2e4  # simulated minutes that bring a capped cell to balanced growth
 
 
-class BasicBiologicalVM(BiologicalVM):
-    """A bio-VM whose cell lives on this process's hypervisor."""
-
-    vm_type = "basic"
+class LocalHost:
+    """A bio-VM's cell on this process's hypervisor (a `CellHost`)."""
 
     def __init__(
-        self, record: VMRecord, store: StateStore, hypervisor: Hypervisor | None = None
+        self, current: CurrentRecord, store: StateStore, hypervisor: Hypervisor | None = None
     ) -> None:
-        super().__init__(record, store)
+        self.current = current
+        self.store_url = store.url
         self.hypervisor = hypervisor or get_hypervisor()
 
     @contextmanager
     def _cell(self) -> Iterator[Cell]:
         """The cell at this record's version, locked for the caller."""
-        with self.hypervisor.use(self.cache_key, self.record.version, self._build) as cell:
+        with self.hypervisor.use(self.cache_key, self.current().version, self._build) as cell:
             yield cell
 
     @property
     def cache_key(self) -> str:
         """This VM's incarnation: the same id created again is another VM."""
-        return cell_key(self.store.url, self.vm_id, self.record.created_at)
+        record = self.current()
+        return cell_key(self.store_url, record.vm_id, record.created_at)
 
     def _build(self) -> Cell:
         """The cell as the record says: from its snapshot, or new (balanced growth), with
         the recorded caps. Loading never re-checks or changes allocations."""
         from bioxen_flows.engine.cell import Cell
 
-        record = self.record
+        record = self.current()
         if record.snapshot:
             cell = Cell.from_snapshot(record.snapshot)
         else:
@@ -72,13 +72,16 @@ class BasicBiologicalVM(BiologicalVM):
         with self._cell() as cell:
             return cell
 
-    def _run_program(self, code: str) -> dict[str, Any]:
+    def create_cell(self) -> None:
+        """Nothing to do now: the first call that needs the cell builds it from the record."""
+
+    def run_program(self, code: str) -> dict[str, Any]:
         from bioxen_flows.engine.programs import run_program
 
         with self._cell() as cell:
             return run_program(cell, code)
 
-    def _install(self, name_or_path: str, copies: int | None) -> dict[str, Any]:
+    def install(self, name_or_path: str, copies: int | None) -> dict[str, Any]:
         with self._cell() as cell:
             package = cell.install(name_or_path, copies=copies)
         return {
@@ -88,36 +91,38 @@ class BasicBiologicalVM(BiologicalVM):
             "copies": package.copies,
         }
 
-    def _metrics(self) -> dict[str, Any]:
+    def metrics(self) -> dict[str, Any]:
         with self._cell() as cell:
             return cell.metrics()
 
-    def _apply_caps(self, allocations: dict[str, Any]) -> None:
+    def apply_caps(self, allocations: dict[str, Any]) -> None:
         if not self._warm():
             return  # the record holds the caps; the next build applies them
         with self._cell() as cell:
             _set_caps(cell, allocations)
 
-    def _commit_allocation(self, lease: str, allocations: dict[str, Any]) -> None:
+    def snapshot_under_caps(self, allocations: dict[str, Any]) -> dict[str, Any] | None:
         """Caps on a cell that is not warm here (every CLI call) are written without
         building it: the stored state is unchanged but for the caps."""
-        snapshot = self.record.snapshot
+        snapshot = self.current().snapshot
         if self._warm() or not snapshot or not isinstance(snapshot.get("metrics"), dict):
-            super()._commit_allocation(lease, allocations)
-            return
-        self._write(lease, action="allocate", detail=dict(allocations),
-                    snapshot=snapshot_under_caps(
-                        snapshot, allocations.get("atp_percent", FULL_ATP_PERCENT),
-                        allocations.get("ribosomes", UNCAPPED_RIBOSOMES)))
+            return None
+        return snapshot_under_caps(snapshot,
+                                   allocations.get("atp_percent", FULL_ATP_PERCENT),
+                                   allocations.get("ribosomes", UNCAPPED_RIBOSOMES))
 
     def _warm(self) -> bool:
-        return self.hypervisor.holds(self.cache_key, self.record.version)
+        return self.hypervisor.holds(self.cache_key, self.current().version)
 
-    def _cell_snapshot(self) -> dict[str, Any]:
+    def live_status(self) -> dict[str, Any]:
+        """The record says it all: its snapshot is the cell's state."""
+        return {}
+
+    def snapshot(self) -> dict[str, Any]:
         with self._cell() as cell:
             return cell.snapshot()
 
-    def _restore_cell(self, snapshot: dict[str, Any]) -> None:
+    def restore(self, snapshot: dict[str, Any]) -> None:
         with self._cell() as cell:
             cell.restore(snapshot)
 
@@ -125,8 +130,7 @@ class BasicBiologicalVM(BiologicalVM):
         """Balanced growth (1/min) of a copy of this cell under each (atp %, ribosomes) cap."""
         from bioxen_flows.engine.cell import Cell
 
-        self.refresh()
-        snap = self._cell_snapshot()
+        snap = self.snapshot()
         probe = Cell.from_snapshot({**snap, "stochastic": False})
         start = probe.snapshot()
         growth = []
@@ -147,9 +151,7 @@ class BasicBiologicalVM(BiologicalVM):
         design of a package loads one: a design costs its simulation, not a compile."""
         from bioxen_flows.engine.cell import Cell
 
-        self.refresh()
-        self._require_running("explore designs")
-        copy = Cell.from_snapshot(self._cell_snapshot())
+        copy = Cell.from_snapshot(self.snapshot())
         starts = {None: copy.snapshot()}
         for package, copies, strength in designs:
             if package not in starts:
@@ -163,18 +165,23 @@ class BasicBiologicalVM(BiologicalVM):
             copy.grow(minutes)
             yield copy.metrics()
 
-    def _release_cell(self) -> None:
+    def release(self) -> None:
         self.hypervisor.remove_cell(self.cache_key)
 
-    def _committed(self, old_version: int) -> None:
-        self.hypervisor.retag(self.cache_key, old_version, self.record.version)
+    def committed(self, old_version: int) -> None:
+        self.hypervisor.retag(self.cache_key, old_version, self.current().version)
 
-    def _discard_changes(self) -> None:
+    def discard(self) -> None:
         self.hypervisor.remove_cell(self.cache_key)
 
 
 def cell_key(store_url: str, vm_id: str, created_at: float) -> str:
     return f"{store_url}|{vm_id}|{created_at!r}"
+
+
+def forget_cell(store_url: str, vm_id: str, created_at: float) -> None:
+    """Drop a VM's warm cell from this process's hypervisor, if it holds one."""
+    get_hypervisor().remove_cell(cell_key(store_url, vm_id, created_at))
 
 
 def _set_caps(cell: Cell, allocations: dict[str, Any]) -> None:
