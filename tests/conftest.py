@@ -1,15 +1,38 @@
-"""Shared fixtures: every test gets its own state store; state tests run on both backends."""
+"""Shared fixtures: every test gets its own state store; state tests run on both backends;
+the end-to-end modules get a Prefect server of their own. Plain helpers: tests/helpers.py."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
+import sys
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-SYN3A_GENBANK = Path(__file__).resolve().parents[2] / "shared" / "data" / "syn3A.gb"
+from tests.helpers import (
+    PG_DSN,
+    REPO,
+    SCHEDULER_LOOP_S,
+    LocalPrefect,
+    deploy_e2e_copy,
+    empty_postgres,
+    free_port,
+    postgres_execute,
+    prefect_command,
+    run_setup,
+    server_errors,
+    spawn,
+    start_worker,
+    stop_process,
+    wait_healthy,
+)
+
 POSTGRES_ADMIN_URL = os.environ.get(
     "BIOXEN_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -61,21 +84,6 @@ def postgres_url() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _empty_postgres(url: str) -> None:
-    """Back to a fresh store: no VMs, no audit, no quotas, the default budget (schema kept)."""
-    from bioxen_flows.state import StateStore
-    from bioxen_flows.state.schema import DEFAULT_ATP_BUDGET_PERCENT, DEFAULT_RIBOSOME_BUDGET
-
-    store = StateStore(url)
-    with store.engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE vms, audit, quotas")
-        conn.exec_driver_sql("DELETE FROM meta WHERE key <> 'schema_version'")
-        conn.exec_driver_sql(
-            f"UPDATE budget SET ribosomes = {DEFAULT_RIBOSOME_BUDGET}, "
-            f"atp_percent = {DEFAULT_ATP_BUDGET_PERCENT}"
-        )
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def state_backend(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, bioxen_home: Path
@@ -83,7 +91,7 @@ def state_backend(
     """Run the test against the embedded SQLite store and against PostgreSQL."""
     if request.param == "postgresql":
         url = request.getfixturevalue("postgres_url")
-        _empty_postgres(url)
+        empty_postgres(url)
         monkeypatch.setenv("BIOXEN_DATABASE_URL", url)
     return request.param
 
@@ -97,3 +105,95 @@ def prefect_api_url() -> Iterator[str]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield str(PREFECT_API_URL.value())
+
+
+# ---- a Prefect server on loopback, one per end-to-end module (tests/helpers.py) ------------
+
+@pytest.fixture(scope="module")
+def prefect_database() -> Iterator[str]:
+    """A PostgreSQL database of this module's own for the Prefect server; dropped after."""
+    name = f"bioxen_prefect_e2e_{secrets.token_hex(6)}"  # [a-z0-9_] only: safe to quote
+    try:
+        asyncio.run(postgres_execute(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncio.TimeoutError) as exc:  # refused, unreachable, timed out
+        message = f"PostgreSQL unreachable at {PG_DSN}: {exc!r}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    base = PG_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(postgres_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def no_server_errors(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test of the end-to-end modules (their `pytestmark`): the server logged no
+    error."""
+    yield
+    if "local_prefect" in request.fixturenames:
+        local = request.getfixturevalue("local_prefect")
+        errors = server_errors(local)
+        assert not errors, "the Prefect server logged errors:\n" + "\n".join(errors[:40])
+
+
+@pytest.fixture(scope="module")
+def local_prefect(
+    tmp_path_factory: pytest.TempPathFactory, prefect_database: str
+) -> Iterator[LocalPrefect]:
+    """A Prefect server on loopback (PostgreSQL) set up by deployments/setup.sh, a worker."""
+    tmp = tmp_path_factory.mktemp("prefect_e2e")
+    prefect_home, bioxen_home = tmp / "prefect_home", tmp / "bioxen_home"
+    prefect_home.mkdir()
+    port = free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_API_URL": api_url,
+        "PREFECT_API_DATABASE_CONNECTION_URL": prefect_database,
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(SCHEDULER_LOOP_S),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_CLI_PROMPT": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "BIOXEN_HOME": str(bioxen_home),
+        "BIOXEN_PROJECT_DIR": str(REPO),
+        "PYTHONUNBUFFERED": "1",
+        # setup.sh's `prefect` and `python3`: this interpreter (and PYTHONPATH's checkout)
+        "PREFECT_BIN": str(Path(sys.executable).parent / "prefect"),
+        "PYTHON_BIN": sys.executable,
+    })
+    logs = {"server": tmp / "server.log", "worker": tmp / "worker.log"}
+    local = LocalPrefect(api_url, env, bioxen_home, tmp, logs,
+                         scheduled_home=tmp / "scheduled_home",
+                         scheduled_out=tmp / "scheduled_out")
+    server = None
+    try:
+        server = spawn(
+            prefect_command("server", "start", "--host", "127.0.0.1", "--port", str(port)),
+            env, logs["server"],
+        )
+        wait_healthy(api_url, server, lambda: local.log_tail("server"))
+        local.setup_outputs = [run_setup(local), run_setup(local)]  # the README's setup, twice
+        deploy_e2e_copy(local, datetime.now(timezone.utc) + timedelta(seconds=20))
+        start_worker(local)
+        yield local
+    finally:
+        # the worker first, while the server still answers it
+        for proc in (local.worker, server):
+            if proc is not None:
+                stop_process(proc)
+
+
+@pytest.fixture
+def client(local_prefect: LocalPrefect, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A Prefect client on the local server; BIOXEN_HOME is the worker's store."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    monkeypatch.setenv("BIOXEN_HOME", str(local_prefect.bioxen_home))
+    with temporary_settings(updates={PREFECT_API_URL: local_prefect.api_url}):
+        with get_client(sync_client=True) as client:
+            yield client

@@ -13,49 +13,19 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-SYN3A_GENBANK = Path(__file__).resolve().parents[2] / "shared" / "data" / "syn3A.gb"
+from tests.helpers import SYN3A_GENBANK, bioxen, data, ok, refused
+
 HEAVY = ("prefect", "roadrunner", "pandas", "numpy")  # pydantic: settings need it
-
-
-def bioxen(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-           cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bioxen_flows", *args], capture_output=True, encoding="utf-8",
-        timeout=120, input=input, cwd=cwd, env={**os.environ.copy(), **(env or {})},
-    )
-
-
-def ok(*args: str, **kwargs: Any) -> subprocess.CompletedProcess:
-    run = bioxen(*args, **kwargs)
-    assert run.returncode == 0, run.stderr
-    return run
-
-
-def data(*args: str, **kwargs: Any) -> Any:
-    """A read command's --json output, parsed."""
-    return json.loads(ok(*args, "--json", **kwargs).stdout)
 
 
 def stored(env: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """What the store holds, minus the wall clock (uptime grows while a VM runs)."""
     return [{k: v for k, v in vm.items() if k != "uptime_seconds"}
             for vm in data("list", env=env)]
-
-
-def refused(run: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Exit 1, exactly one 'bioxen: error:' line on stderr, no traceback."""
-    assert run.returncode == 1, (run.stdout, run.stderr)
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("bioxen: error: ")
-    for fragment in fragments:
-        assert fragment in lines[0]
-    return lines[0]
 
 
 # ---- lifecycle across processes ------------------------------------------------------------

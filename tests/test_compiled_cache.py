@@ -130,7 +130,7 @@ def test_processes_filling_the_cache_at_once_agree(bioxen_home: Path) -> None:
 
 
 def test_a_bad_model_cache_setting_is_one_line() -> None:
-    from tests.test_cli_commands import bioxen, refused
+    from tests.helpers import bioxen, refused
 
     refused(bioxen("create", "v", "syn3a", env={"BIOXEN_MODEL_CACHE": "sometimes"}),
             "BIOXEN_MODEL_CACHE")

@@ -41,9 +41,9 @@ def test_comparison_on_workers_sharing_only_the_database(
 ) -> None:
     from prefect_dask import DaskTaskRunner
 
-    from tests.conftest import _empty_postgres
+    from tests.helpers import empty_postgres
 
-    _empty_postgres(postgres_url)
+    empty_postgres(postgres_url)
     monkeypatch.setenv("BIOXEN_DATABASE_URL", postgres_url)
     params = {"organisms": ["syn3a", "ecoli"], "replicates": 2, "hours": 0.25, "seed": 5,
               "package": "rfp_plasmid", "batch_size": 1}

@@ -82,7 +82,7 @@ def test_the_heatmap_marks_the_limit_contour_and_the_best_point() -> None:
 def test_optimize_and_status_report_growth_the_same_way() -> None:
     """`optimize` says which growth is balanced (the caps' figures) and which is the cell's
     now, and that one is exactly what `status` reports; each cap's effect is shown."""
-    from tests.test_cli_commands import data, ok
+    from tests.helpers import data, ok
 
     ok("create", "m1", "minimal_cell")
     result = data("optimize", "m1")

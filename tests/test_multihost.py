@@ -53,9 +53,9 @@ def on_cluster(cluster: DaskHosts, monkeypatch: pytest.MonkeyPatch,
     """This process as the flow's host: the shared store, the API by its bridge address."""
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from tests.conftest import _empty_postgres
+    from tests.helpers import empty_postgres
 
-    _empty_postgres(postgres_url)
+    empty_postgres(postgres_url)
     monkeypatch.setenv("BIOXEN_DATABASE_URL", postgres_url)  # by loopback: same database
     with temporary_settings({PREFECT_API_URL: cluster.api_url}):
         try:

@@ -20,7 +20,7 @@ import pytest
 from bioxen_flows.errors import BudgetError, InputError
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore
-from tests.test_cli_commands import bioxen, data, ok, refused
+from tests.helpers import bioxen, data, ok, refused
 
 
 # ---- settings ------------------------------------------------------------------------
@@ -377,9 +377,9 @@ def test_backup_while_others_write_restores_the_same_vms_and_clocks(
     before = {vm["vm_id"]: vm for vm in data("list")}
     # restore into an empty store of the other kind
     if target == "postgresql":
-        from tests.conftest import _empty_postgres
+        from tests.helpers import empty_postgres
 
-        _empty_postgres(postgres_url)
+        empty_postgres(postgres_url)
         monkeypatch.setenv("BIOXEN_DATABASE_URL", postgres_url)
     else:
         monkeypatch.delenv("BIOXEN_DATABASE_URL", raising=False)
@@ -420,9 +420,9 @@ def test_restore_refuses_what_is_not_a_backup(tmp_path: Path) -> None:
 def test_json_logs_name_vm_and_flow_run_and_never_a_secret(
     prefect_api_url: str, tmp_path: Path, postgres_url: str
 ) -> None:
-    from tests.conftest import _empty_postgres
+    from tests.helpers import empty_postgres
 
-    _empty_postgres(postgres_url)
+    empty_postgres(postgres_url)
     planted = "Pl4ntedS3cret"
     # trust auth ignores the password, so a URL carrying one still connects
     url = postgres_url.replace("postgres@", f"postgres:{planted}@")

@@ -26,23 +26,23 @@ from typing import Any
 
 import pytest
 
-from tests.test_prefect_server_e2e import (
+from tests.helpers import (
     COMPARE,
     HOOK_ERROR,
     REPO,
     LocalPrefect,
-    _eventually,
-    _start,
-    _wait_final,
-    client,
-    local_prefect,
-    no_server_errors,
-    prefect_database,
+    eventually,
+    start_run,
+    wait_final,
 )
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("no_server_errors"),
+    pytest.mark.skipif(
+        os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
+    ),
+]
 CLI_TIMEOUT = 180.0
 
 
@@ -167,7 +167,7 @@ def test_compare_from_the_cli_emits_lifecycle_and_low_atp_events(
 
     wanted = {"bioxen.vm.created", "bioxen.vm.started", "bioxen.vm.destroyed",
               "bioxen.vm.alert.low-atp"}
-    assert _eventually(lambda: wanted <= set(names()), timeout=30), names()
+    assert eventually(lambda: wanted <= set(names()), timeout=30), names()
     events = _events(client, vm, since)
     [alert] = [e for e in events if e.event == "bioxen.vm.alert.low-atp"]
     assert alert.payload["threshold"] == 50 and alert.payload["value"] < 50
@@ -184,8 +184,8 @@ def test_compare_from_the_cli_emits_lifecycle_and_low_atp_events(
     done = _bioxen(burden_env, "compare", "syn3a", "--hours", "1", "--deterministic",
                    "--package", "gfp_reporter", "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _eventually(lambda: any("syn3a" in m.get("subject", "") for m in receiver.received),
-                       timeout=60), receiver.received
+    assert eventually(lambda: any("syn3a" in m.get("subject", "") for m in receiver.received),
+                      timeout=60), receiver.received
     [message] = [m for m in receiver.received if "syn3a" in m["subject"]]
     assert message["subject"] == "BioXen: gfp_reporter burden in syn3a"
     assert re.search(r"costs syn3a \d+\.\d % of its growth \(threshold 1\.0 %\)",
@@ -201,13 +201,13 @@ def test_sustained_low_atp_cancels_the_run_and_its_vms_are_destroyed(
     from bioxen_flows.vm import list_bio_vms
 
     since = datetime.now(timezone.utc) - timedelta(seconds=5)
-    run_id = _start(client, COMPARE, {
+    run_id = start_run(client, COMPARE, {
         "organisms": ["ecoli"], "replicates": 60, "hours": 1, "deterministic": True,
         "atp_percent": 5, "batch_size": 1, "alert_low_atp_percent": 50,
         "out_dir": str(local_prefect.tmp / "starved_out"),
     })
     began = time.monotonic()
-    run = _wait_final(client, run_id, local_prefect)
+    run = wait_final(client, run_id, local_prefect)
     final = time.monotonic() - began
     assert run.state.is_cancelled(), f"{run.state}\n{local_prefect.log_tail('worker')}"
     assert {"bioxen", "ecoli", "basic"} <= set(run.tags)
@@ -221,12 +221,12 @@ def test_sustained_low_atp_cancels_the_run_and_its_vms_are_destroyed(
     print(f"cancelled by the automation {final:.1f} s after the run was started: "
           f"{len(created)} of 60 VMs created, {len(alerts)} low-atp alerts")
 
-    _eventually(lambda: list_bio_vms() == [] or HOOK_ERROR in local_prefect.log_text("worker"),
-                timeout=120)
+    eventually(lambda: list_bio_vms() == [] or HOOK_ERROR in local_prefect.log_text("worker"),
+               timeout=120)
     assert list_bio_vms() == [], local_prefect.log_tail("worker")
 
     def destroyed() -> set[str]:
         return {e.resource.id for e in _events(client, prefix, since)
                 if e.event == "bioxen.vm.destroyed"}
 
-    assert _eventually(lambda: destroyed() >= created, timeout=30), created - destroyed()
+    assert eventually(lambda: destroyed() >= created, timeout=30), created - destroyed()

@@ -77,7 +77,7 @@ def test_monitor_shows_the_clock_of_a_program_running_in_another_process() -> No
     import json
     import subprocess
 
-    from tests.test_cli_commands import data, ok
+    from tests.helpers import data, ok
 
     ok("create", "s1", "ecoli", "--seed", "1", "--auto-start")
     program = subprocess.Popen([sys.executable, "-m", "bioxen_flows", "execute", "s1",

@@ -13,7 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from bioxen_flows.cli.sweep import best_table
-from tests.test_cli_commands import ok
+from tests.helpers import ok
 
 NARROW = {"COLUMNS": "80"}
 IDS = ("cmp-7c9b32f1-minimal_cell-r1", "cmp-7c9b32f1-minimal_cell-r2")

@@ -22,7 +22,7 @@ from bioxen_flows.vm import (
     load_bio_vm,
 )
 from bioxen_flows.vm.local import LocalHost
-from tests.conftest import SYN3A_GENBANK
+from tests.helpers import SYN3A_GENBANK
 
 pytestmark = pytest.mark.usefixtures("state_backend")  # SQLite and PostgreSQL
 

@@ -35,38 +35,38 @@ def ours(sim: XapiSimulator) -> list[dict]:
             and v["name_label"] != "bioxen-guest"]
 
 
-# ---- connection loss mid-provision --------------------------------------------------------
+# ---- connection loss mid-provision, tagging fails after the clone ---------------------------
 
-@pytest.mark.usefixtures("prefect_api_url")
-def test_connection_reset_mid_provision_is_retried(pool, guest):
+# Each fault: (simulator method, XAPI call, its options) and the calls the pool then counted.
+FAULTS_A_RUN_SURVIVES = [
     # twice: xmlrpc.client resends once by itself, the second loss reaches the task's retry
-    pool.inject_reset("Async.VM.provision", times=2)
-    out = vm_lifecycle(organism="ecoli", program="grow(5)", vm_type="xcpng",
-                       config=xcpng_config(pool, guest))
-    assert out["metrics"]["simulated_time_min"] == 5
-    assert pool.call_counts["Async.VM.provision"] == 3
-    assert pool.call_counts["Async.VM.clone"] == 1
+    pytest.param("inject_reset", "Async.VM.provision", {"times": 2},
+                 {"Async.VM.provision": 3, "Async.VM.clone": 1},
+                 id="reset-mid-provision-is-retried"),
+    # it ran; the answer was lost. xmlrpc.client resent the call; the second task met a
+    # provisioned VM and was not an error
+    pytest.param("inject_reset", "Async.VM.provision", {"after_call": True},
+                 {"Async.VM.provision": 2, "Async.VM.clone": 1},
+                 id="reset-after-provision-acted-does-not-provision-twice"),
+    # xmlrpc.client resends: 2 clones; the untagged twin went at once, then ours
+    pytest.param("inject_reset", "Async.VM.clone", {"after_call": True},
+                 {"Async.VM.clone": 2, "VM.destroy": 2},
+                 id="reset-after-the-clone-acted-leaves-no-twin"),
+    # tagging fails after the clone: the first clone was destroyed at once, and retried
+    pytest.param("inject_transient", "VM.add_to_other_config", {"times": 1},
+                 {"Async.VM.clone": 2, "VM.destroy": 2},
+                 id="tagging-failure-after-clone-discards-the-clone-and-retries"),
+]
 
 
 @pytest.mark.usefixtures("prefect_api_url")
-def test_connection_reset_after_provision_acted_does_not_provision_twice(pool, guest):
-    pool.inject_reset("Async.VM.provision", after_call=True)  # it ran; the answer was lost
+@pytest.mark.parametrize("fault, method, options, calls", FAULTS_A_RUN_SURVIVES)
+def test_a_run_survives_the_fault(pool, guest, fault, method, options, calls):
+    getattr(pool, fault)(method, **options)
     out = vm_lifecycle(organism="ecoli", program="grow(5)", vm_type="xcpng",
                        config=xcpng_config(pool, guest))
     assert out["metrics"]["simulated_time_min"] == 5
-    # xmlrpc.client resent the call; the second task met a provisioned VM and was not an error
-    assert pool.call_counts["Async.VM.provision"] == 2
-    assert pool.call_counts["Async.VM.clone"] == 1
-
-
-@pytest.mark.usefixtures("prefect_api_url")
-def test_connection_reset_after_the_clone_acted_leaves_no_twin(pool, guest):
-    pool.inject_reset("Async.VM.clone", after_call=True)  # xmlrpc.client resends: 2 clones
-    out = vm_lifecycle(organism="ecoli", program="grow(5)", vm_type="xcpng",
-                       config=xcpng_config(pool, guest))
-    assert out["metrics"]["simulated_time_min"] == 5
-    assert pool.call_counts["Async.VM.clone"] == 2
-    assert pool.call_counts["VM.destroy"] == 2  # the untagged twin went at once, then ours
+    assert {name: pool.call_counts[name] for name in calls} == calls
 
 
 # ---- a task that times out ------------------------------------------------------------------
@@ -82,16 +82,6 @@ def test_a_timed_out_task_is_cancelled_before_it_is_destroyed(pool, guest):
 
 
 # ---- tagging fails after the clone ------------------------------------------------------------
-
-@pytest.mark.usefixtures("prefect_api_url")
-def test_tagging_failure_after_clone_discards_the_clone_and_retries(pool, guest):
-    pool.inject_transient("VM.add_to_other_config", times=1)
-    out = vm_lifecycle(organism="ecoli", program="grow(5)", vm_type="xcpng",
-                       config=xcpng_config(pool, guest))
-    assert out["metrics"]["simulated_time_min"] == 5
-    assert pool.call_counts["Async.VM.clone"] == 2  # the first clone was destroyed at once
-    assert pool.call_counts["VM.destroy"] == 2
-
 
 def test_an_untagged_clone_is_found_by_its_name_and_reaped_when_old(pool, guest, monkeypatch):
     """Tagging fails and so does discarding the clone: only the name says it is ours."""

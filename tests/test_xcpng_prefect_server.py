@@ -19,24 +19,24 @@ import psutil
 import pytest
 
 from bioxen_flows.testing.xapi_simulator import XapiSimulator
-from tests.test_prefect_server_e2e import (
+from tests.helpers import (
     HOOK_ERROR,
     LIFECYCLE,
     RUN_TIMEOUT,
     LocalPrefect,
-    _eventually,
-    _start,
-    _wait_final,
-    client,
-    local_prefect,
-    no_server_errors,
-    prefect_database,
+    eventually,
+    start_run,
+    wait_final,
 )
 from tests.xcpng_pool import PASSWORD, assert_nothing_left
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
-)
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("no_server_errors"),
+    pytest.mark.skipif(
+        os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
+    ),
+]
 BLOCK = "e2e-pool"
 
 
@@ -91,7 +91,7 @@ def wait_until_clean(sim: XapiSimulator, local: LocalPrefect, log_start: int,
     def ours() -> str:
         return local.log_text("worker")[log_start:]
 
-    _eventually(lambda: clean() or HOOK_ERROR in ours(), timeout=120)
+    eventually(lambda: clean() or HOOK_ERROR in ours(), timeout=120)
     if run_process is not None:
         psutil.wait_procs([run_process], timeout=120)
     log = ours()
@@ -105,11 +105,11 @@ def test_cancelling_an_xcpng_run_mid_provision_leaves_nothing_on_the_pool(
     from prefect.states import Cancelling
 
     log_start = len(local_prefect.log_text("worker"))
-    run_id = _start(client, LIFECYCLE, lifecycle_parameters())
-    assert _eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
+    run_id = start_run(client, LIFECYCLE, lifecycle_parameters())
+    assert eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
     process = flow_run_process(local_prefect, run_id)
     client.set_flow_run_state(run_id, Cancelling())
-    run = _wait_final(client, run_id, local_prefect)
+    run = wait_final(client, run_id, local_prefect)
     assert run.state.is_cancelled(), f"{run.state}\n{local_prefect.log_tail('worker')}"
     wait_until_clean(pool, local_prefect, log_start, process)
     assert PASSWORD not in repr(client.read_flow_run(run_id).parameters)
@@ -121,11 +121,11 @@ def test_a_crashed_xcpng_run_leaves_nothing_on_the_pool(
     """SIGTERM to the flow run's process (a stopped container, a shutdown): the run is
     Crashed and its on_crashed hook reaps the VM it was booting."""
     log_start = len(local_prefect.log_text("worker"))
-    run_id = _start(client, LIFECYCLE, lifecycle_parameters())
-    assert _eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
+    run_id = start_run(client, LIFECYCLE, lifecycle_parameters())
+    assert eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
     process = flow_run_process(local_prefect, run_id)
     process.terminate()
-    run = _wait_final(client, run_id, local_prefect)
+    run = wait_final(client, run_id, local_prefect)
     assert run.state.is_crashed(), f"{run.state}\n{local_prefect.log_tail('worker')}"
     wait_until_clean(pool, local_prefect, log_start, process)
 
@@ -136,11 +136,11 @@ def test_an_xcpng_run_killed_with_its_worker_is_reaped_by_the_cleanup_deployment
     """kill -9 of the worker and the flow run's process: no hook runs. The server marks
     the run Crashed when its heartbeats stop, and the cleanup-crashed-run deployment (run
     by the restarted worker) reaps the VM it was booting, by its owner tag."""
-    from tests.test_prefect_server_e2e import _start_worker
+    from tests.helpers import start_worker
 
     log_start = len(local_prefect.log_text("worker"))
-    run_id = _start(client, LIFECYCLE, lifecycle_parameters())
-    assert _eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
+    run_id = start_run(client, LIFECYCLE, lifecycle_parameters())
+    assert eventually(lambda: booting(pool), timeout=RUN_TIMEOUT), local_prefect.log_tail("worker")
     worker = psutil.Process(local_prefect.worker.pid)
     victims = [worker, *worker.children(recursive=True)]
     for proc in victims:
@@ -149,10 +149,10 @@ def test_an_xcpng_run_killed_with_its_worker_is_reaped_by_the_cleanup_deployment
     local_prefect.worker.wait(timeout=30)
     assert booting(pool)  # the zombie's VM is still there
 
-    _start_worker(local_prefect)  # what systemd's Restart=on-failure does
-    assert _eventually(lambda: client.read_flow_run(run_id).state.is_crashed(), timeout=300), (
+    start_worker(local_prefect)  # what systemd's Restart=on-failure does
+    assert eventually(lambda: client.read_flow_run(run_id).state.is_crashed(), timeout=300), (
         f"still {client.read_flow_run(run_id).state}\n{local_prefect.log_tail('server')}"
     )
-    assert _eventually(lambda: not pool.vms(), timeout=RUN_TIMEOUT), local_prefect.log_tail(
+    assert eventually(lambda: not pool.vms(), timeout=RUN_TIMEOUT), local_prefect.log_tail(
         "worker")
     wait_until_clean(pool, local_prefect, log_start)

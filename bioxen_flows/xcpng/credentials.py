@@ -29,16 +29,21 @@ class XCPngCredentials(Block):
         ```python
         from bioxen_flows.xcpng.credentials import XCPngCredentials
         XCPngCredentials(url="https://pool.lab", username="bioxen",
-                         password="...", ca_file="/etc/ssl/lab-ca.pem").save("lab-pool")
+                         password="...", ca_file="/etc/ssl/lab-ca.pem").save("BLOCK_NAME")
+        credentials = XCPngCredentials.load("BLOCK_NAME")
+        with credentials.get_session() as x:
+            x.VM.get_all()
         ```
-        then `xcpng_config: {credentials_block: lab-pool, ...}`.
+        A config names the block instead: `xcpng_config: {credentials_block: BLOCK_NAME, ...}`.
     """
 
     _block_type_name = "XCP-ng Credentials"
     _block_type_slug = "xcp-ng-credentials"
     _description = "Log in to an XCP-ng pool's XAPI; used by BioXen Flows' xcpng bio-VMs."
+    # XAPI's guide to sessions and logging in (the project hosts no docs; see docs/xcpng.md)
+    _documentation_url = "https://xapi-project.github.io/xen-api/usage.html"
 
-    url: str = Field(description="The pool master's (or any member's) XAPI URL, https://...")
+    url: str = Field(description="The pool master's (or any member's) XAPI URL (https://...).")
     username: str = Field(min_length=1, description="The XCP-ng user BioXen logs in as.")
     password: SecretStr = Field(description="That user's password (stored encrypted).")
     ca_file: str | None = Field(

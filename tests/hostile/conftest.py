@@ -1,30 +1,31 @@
 """The hostile-input corpus: one state store for the whole session, dumped around every case.
 
 Every case must be refused (CLI: exit 1, one line on stderr, no traceback; API: a
-`BioXenError`) and leave the store byte-for-byte as it was. The VMs below are created
-once; cases that would change them are exactly what the corpus is there to catch.
+`BioXenError`) and leave the store byte-for-byte as it was. The VMs (named in
+tests/helpers.py) are created once; cases that would change them are exactly what the
+corpus is there to catch.
 
-`store_dump` is the one place that knows how the store is laid out: swap it for the new
-store's dump when the state layer changes.
+`dump_store` (tests/helpers.py) is the one place that knows how the store is laid out: swap
+it for the new store's dump when the state layer changes.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bioxen_flows.cli import main
-
-# VMs the cases act on: (vm_id, organism, what is done to it at set-up)
-RUNNING_SYN3A = "syn"  # running, grown 60 min (its clock is above 0)
-RUNNING_ECOLI = "eco"  # running, lac_operon installed
-WITH_GFP = "gfpvm"  # running syn3a with gfp_reporter installed
-PAUSED = "paused1"
-CREATED = "created1"
+from tests.helpers import (
+    CREATED,
+    PAUSED,
+    RUNNING_ECOLI,
+    RUNNING_SYN3A,
+    WITH_GFP,
+    dump_store,
+)
 
 
 @pytest.fixture(scope="session")
@@ -61,18 +62,6 @@ def bioxen_home(hostile_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Overrides tests/conftest.py: every corpus case runs against the shared store."""
     monkeypatch.setenv("BIOXEN_HOME", str(hostile_home))
     return hostile_home
-
-
-def dump_store(home: Path) -> list[str]:
-    """The whole store as SQL statements (the store writes timestamps only on change),
-    less the audit log's record of refusals (a refusal is audited; it changes nothing else)."""
-    path = home / "state.db"
-    conn = sqlite3.connect(path)
-    try:
-        return [line for line in conn.iterdump()
-                if not (line.startswith('INSERT INTO "audit"') and line.endswith(",'refused');"))]
-    finally:
-        conn.close()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from sqlalchemy import select
 from bioxen_flows.backup import MAX_BACKUP_BYTES, TABLES, backup, restore
 from bioxen_flows.errors import BioXenError, InputError
 from bioxen_flows.state import StateStore
-from tests.hostile.conftest import CREATED
+from tests.helpers import CREATED
 
 FUZZ = settings(max_examples=40, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])

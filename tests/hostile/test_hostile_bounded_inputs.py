@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.hostile.conftest import RUNNING_SYN3A
+from tests.helpers import RUNNING_SYN3A
 
 
 # ---- user-named module files on every path that reads them -----------------------------------

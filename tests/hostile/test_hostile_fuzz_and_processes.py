@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile.conftest import RUNNING_SYN3A
+from tests.helpers import RUNNING_SYN3A
 
 FUZZ = settings(max_examples=60, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -110,7 +110,7 @@ def one_line_error(run: subprocess.CompletedProcess) -> str:
     ("monitor", RUNNING_SYN3A, "--interval", "inf"),
 ])
 def test_refused_through_a_real_process(argv, hostile_home, hostile_files, store_dump):
-    from tests.hostile.conftest import dump_store
+    from tests.helpers import dump_store
 
     before = dump_store(hostile_home)
     run = bioxen(*(a.format(files=hostile_files) for a in argv), home=hostile_home)

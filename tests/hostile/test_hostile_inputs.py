@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.hostile.conftest import CREATED, PAUSED, RUNNING_SYN3A
+from tests.helpers import CREATED, PAUSED, RUNNING_SYN3A
 
 # ---- ids -----------------------------------------------------------------------------------
 BAD_IDS = ["", "a" * 65, "a b", "a/b", "../x", "x;rm -rf", "é", "a\nb", "a:b", "a*", "a$",

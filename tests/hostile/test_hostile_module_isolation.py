@@ -12,7 +12,7 @@ import itertools
 
 import pytest
 
-from tests.hostile.conftest import RUNNING_SYN3A
+from tests.helpers import RUNNING_SYN3A
 
 GENE = "w_het = 100; n_het = 300;\n"
 ORGANISMS = ["ecoli", "syn3a", "minimal_cell"]

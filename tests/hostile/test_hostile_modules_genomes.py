@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.hostile.conftest import RUNNING_ECOLI, RUNNING_SYN3A, WITH_GFP
+from tests.helpers import RUNNING_ECOLI, RUNNING_SYN3A, SYN3A_GENBANK, WITH_GFP
 
-SYN3A_GENBANK = Path(__file__).resolve().parents[3] / "shared" / "data" / "syn3A.gb"
 GENE = "w_het = 100; n_het = 300;\n"
 # The two modules of issue 11, point 1: they lifted the caps and faked the growth rate.
 ESCAPE_CAPS = GENE + "E1: at (time > 1): ribosome_cap = 1e12, atp_scale = 1;\n"

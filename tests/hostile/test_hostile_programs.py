@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.hostile.conftest import RUNNING_ECOLI, RUNNING_SYN3A, WITH_GFP
+from tests.helpers import RUNNING_ECOLI, RUNNING_SYN3A, WITH_GFP
 
 BAD_NUMBERS = ["-1", "0", "-0.0", "10080.0001", "1e309", "-1e309", "'60'", "None", "True",
                "False", "[60]", "9" * 400, "-" + "9" * 400, "1e-400", "60j", "b'60'", "...",

@@ -172,7 +172,7 @@ EXPORT_BAD = ["/dev/null", "{fifo}", "{dir_ant}", "{under_file}", "{dangling}", 
 @pytest.mark.parametrize("output", EXPORT_BAD)
 def test_export_output_is_checked_first(output, odd_paths, hostile_home, tmp_path, capsys,
                                         store_dump):
-    from tests.hostile.conftest import CREATED
+    from tests.helpers import CREATED
 
     link = tmp_path / "model.xml"
     link.symlink_to(hostile_home / "state.db")

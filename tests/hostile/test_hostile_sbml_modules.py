@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.hostile.conftest import RUNNING_ECOLI, RUNNING_SYN3A
+from tests.helpers import RUNNING_ECOLI, RUNNING_SYN3A
 
 
 def _module(build: Callable[[Any], object]) -> str:
