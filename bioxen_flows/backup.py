@@ -161,7 +161,8 @@ def _verify(stream: BinaryIO, path: Path) -> tuple[dict[str, Any], dict[str, int
                                  "or damaged)")
             return header, end["rows"]
         digest.update(line)
-    raise AssertionError("unreachable: _lines always yields a last line")
+    raise InputError(f"{path}: no footer (the file was cut short or edited)")  # _lines
+    # always yields a last line, so this is never reached; said for the type checker
 
 
 # ---- the API's rules, per row -----------------------------------------------------------------

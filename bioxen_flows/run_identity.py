@@ -10,6 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+# The VM label naming the flow run that made a VM (the state store's "owner" is the quota
+# user, not this). `bioxen gc`, the teardown hooks, the events and XCP-ng tags read it.
+FLOW_RUN_LABEL = "flow_run_id"
+NO_RUN = "local"  # the run id of work done outside any flow run
+
 FlowRunIdProvider = Callable[[], object]
 _provider: FlowRunIdProvider | None = None
 

@@ -69,7 +69,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bioxen_flows.orchestration.stopping import stop_on_signals
 
     if args.dask_address:  # the cluster's reach and store, before any flow starts
-        if args.vm_type == "xcpng":
+        from bioxen_flows.vm import infrastructure
+
+        if not infrastructure(args.vm_type).in_process:
             raise InputError("--dask-address runs basic VMs; XCP-ng VMs are driven from here")
         dask_cluster_threads(args.dask_address)
     replicates = 1 if args.deterministic else args.replicates

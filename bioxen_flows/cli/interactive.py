@@ -205,8 +205,9 @@ class Session:
         ])
         if infra is None:
             return
-        config = self._xcpng_config(organism) if infra == "xcpng" else None
-        if infra == "xcpng" and config is None:
+        needs_pool = infrastructure(infra).config_section is not None
+        config = self._xcpng_config(organism) if needs_pool else None
+        if needs_pool and config is None:
             return
         vm = create_bio_vm(vm_id, organism, infra, config)
         self.out.print(f"created VM {vm.vm_id} ({organism} on {infra})")

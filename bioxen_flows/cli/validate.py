@@ -130,11 +130,15 @@ def check_package(package: str | None) -> None:
 
 
 def _check_infrastructure(vm_type: str, config_path: Path | None) -> None:
-    """XCP-ng VMs need the pool's settings: a config file with an xcpng_config section."""
-    if vm_type != "xcpng":
+    """VMs on a pool need its settings: a config file with the infrastructure's section
+    (XCP-ng: xcpng_config)."""
+    from bioxen_flows.vm import infrastructure
+
+    section = infrastructure(vm_type).config_section
+    if section is None:
         return
     if config_path is None:
-        raise InputError("--vm-type xcpng needs --config FILE with an xcpng_config section")
+        raise InputError(f"--vm-type {vm_type} needs --config FILE with an {section} section")
     from bioxen_flows.cli.config import xcpng_section
     from bioxen_flows.xcpng.backend import pool_config
 

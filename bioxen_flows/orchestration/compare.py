@@ -79,6 +79,7 @@ from bioxen_flows.orchestration.runners import (
 from bioxen_flows.orchestration.tasks import with_stochastic_engine
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.validation import check_int, check_number
+from bioxen_flows.vm import infrastructure
 
 # profiles.yaml lists the organisms, in the order a comparison shows them
 DEFAULT_ORGANISMS = tuple(get_supported_biological_types())
@@ -208,7 +209,7 @@ def compare_organisms(
     specs = comparison_specs(organisms, replicates, owner, vm_type=vm_type, package=package,
                              atp_percent=atp_percent, ribosomes=ribosomes,
                              seed=seed if stochastic else None, config=config)
-    if dask_address and vm_type == "xcpng":
+    if dask_address and not infrastructure(vm_type).in_process:
         raise InputError("dask_address runs basic VMs; XCP-ng VMs are driven from the flow")
     cluster = dask_cluster_threads(dask_address) if dask_address else None
     own_workers = runner_workers(task_runner_of_this_run())
@@ -218,7 +219,7 @@ def compare_organisms(
     # waits), the flow's thread for small deterministic work, else the flow's task runner
     # (worker processes)
     where = (BatchRunner(dask_task_runner(dask_address), cluster) if dask_address
-             else BatchRunner(io_task_runner(), MAX_IO_THREADS) if vm_type == "xcpng"
+             else BatchRunner(io_task_runner(), MAX_IO_THREADS) if infrastructure(vm_type).io_bound
              else BatchRunner(in_process_task_runner(), 1) if inline
              else BatchRunner(None, own_workers))
     if batch_size:
@@ -284,7 +285,7 @@ def _runs_inline(vm_type: str, specs: list[VMSpec], hours: float) -> bool:
     """Whether this comparison's batches run on the flow's thread: deterministic basic work
     too small to repay starting worker processes (when the flow has them)."""
     small = not any(s.stochastic for s in specs) and len(specs) * hours < INLINE_MAX_VM_HOURS
-    return (vm_type != "xcpng" and small
+    return (infrastructure(vm_type).in_process and small
             and isinstance(task_runner_of_this_run(), ProcessPoolTaskRunner))
 
 

@@ -39,7 +39,7 @@ from bioxen_flows.orchestration.tasks import (
     without_timeout,
 )
 from bioxen_flows.orchestration.xcpng_tasks import reap_xcpng_vms
-from bioxen_flows.vm import destroy_labelled_vms
+from bioxen_flows.vm import destroy_labelled_vms, infrastructure
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def teardown_run(owner: str, vm_type: str, config: dict[str, Any] | None) -> Non
     try:
         teardown_bio_vms(owner)
     finally:
-        if vm_type == "xcpng":
+        if infrastructure(vm_type).provisioned:
             reap_xcpng_vms(xcpng_config(config), owner)
 
 

@@ -53,7 +53,7 @@ from bioxen_flows.orchestration.xcpng_tasks import (
     reap_xcpng_vms,
 )
 from bioxen_flows.organisms.profiles import get_supported_biological_types
-from bioxen_flows.vm import destroy_labelled_vms
+from bioxen_flows.vm import destroy_labelled_vms, infrastructure
 
 LIFECYCLE_TIMEOUT_S = 2 * 60 * 60
 
@@ -105,7 +105,7 @@ def vm_lifecycle(
     with vm_slots(1):
         try:
             tag_flow_run([organism, vm_type])
-            if vm_type == "xcpng":  # each provisioning step is its own, retryable task
+            if infrastructure(vm_type).provisioned:  # each step is its own, retryable task
                 cfg = xcpng_config(config)
                 vm = provision_xcpng_disks(cfg, clone_xcpng_vm(cfg, vm_id, owner))
                 spec = spec.placed(boot_xcpng_vm(cfg, vm))

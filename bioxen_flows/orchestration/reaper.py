@@ -35,6 +35,7 @@ from bioxen_flows.orchestration.run_context import (
 from bioxen_flows.processes import HOST, process_is_gone
 from bioxen_flows.settings import get_settings
 from bioxen_flows.state import StateStore
+from bioxen_flows.vm import infrastructure
 
 
 def end_unfinished_task_runs(flow_run_id: str, state: str, message: str) -> int:
@@ -122,11 +123,11 @@ def plan_reap(
     now = time.time()
     # a creation whose creator is gone is never finished: reaped at any age, labels or not
     orphans = [Orphan(r.vm_id, "its creation was interrupted (its creator is gone)")
-               for r in store.interrupted_creations() if r.vm_type == "basic"]
+               for r in store.interrupted_creations() if infrastructure(r.vm_type).in_process]
     undecided = []
     for record in store.list_vms():
         labels = record.config.get("labels") or {}
-        if record.vm_type != "basic" or record.state == "creating" \
+        if not infrastructure(record.vm_type).in_process or record.state == "creating" \
                 or not (FLOW_RUN_LABEL in labels or PROCESS_LABEL in labels):
             continue
         process = labels.get(PROCESS_LABEL)

@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bioxen_flows.processes import process_identity
+from bioxen_flows.run_identity import FLOW_RUN_LABEL, NO_RUN
 
-# The label naming the flow run that made a VM (the state store's "owner" is the quota user,
-# not this). `bioxen gc`, the teardown hooks and the events all read it.
-FLOW_RUN_LABEL = "flow_run_id"
 # The label naming the process that ran the flow (``host:pid:start``).
 PROCESS_LABEL = "bioxen_process"
-NO_RUN = "local"  # the run id of a flow body called outside any flow run
 
 
 def current_run_id() -> str:

@@ -33,7 +33,7 @@ from bioxen_flows.orchestration.batching import VMSpec
 from bioxen_flows.orchestration.reporting import batch_timeseries
 from bioxen_flows.orchestration.run_context import FLOW_RUN_LABEL, run_tag
 from bioxen_flows.serialization import json_safe
-from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, load_bio_vm
+from bioxen_flows.vm import create_bio_vm, destroy_labelled_vms, infrastructure, load_bio_vm
 
 # Upper bounds for one batch (the default batch is 3 VMs): a whole-cell simulation of 168
 # simulated hours takes well under a minute per VM; XCP-ng provisioning a few minutes.
@@ -210,7 +210,7 @@ def replace_lost_attempt(vm_id: str, owner: str) -> bool:
         return False
     store.audit(vm_id, "gc", {"reason": "an earlier attempt of its batch was lost with its "
                                         "worker; made again"})
-    if record.vm_type == "basic":  # nothing outside the record: no lease to wait for
+    if infrastructure(record.vm_type).in_process:  # nothing outside the record: no lease
         force_destroy_vm(vm_id, store=store)
     else:
         load_bio_vm(vm_id).destroy()

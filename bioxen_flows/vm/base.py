@@ -13,11 +13,11 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from bioxen_flows.errors import InputError, NotFoundError
 from bioxen_flows.logs import vm_context
+from bioxen_flows.organisms.profiles import get_profile, organisms_with
 from bioxen_flows.performance import performance_monitor
 from bioxen_flows.state import StateStore, VMRecord, new_lease_holder
 from bioxen_flows.vm.host import CellHost
@@ -32,25 +32,6 @@ TRANSITIONS: dict[str, dict[str, str]] = {
 }
 
 
-# TODO(issue 24): read these from bioxen_flows.organisms.profiles (profiles.yaml) once they
-# move there, as engine/process_language.py will; until then this and its copy must agree.
-@dataclass(frozen=True)
-class OrganismCapabilities:
-    """Which organism-specific calls an organism supports (composition, not subclasses)."""
-
-    transcription_control: bool
-    essential_genes: bool
-    operons: bool
-    plasmids: bool
-
-
-CAPABILITIES: dict[str, OrganismCapabilities] = {
-    "syn3a": OrganismCapabilities(True, True, False, False),
-    "minimal_cell": OrganismCapabilities(True, True, False, False),
-    "ecoli": OrganismCapabilities(False, False, True, True),
-}
-
-
 class BiologicalVM:
     """A simulated cell with a VM lifecycle; every change is written to the state store.
 
@@ -59,7 +40,7 @@ class BiologicalVM:
     def __init__(self, record: VMRecord, store: StateStore, host: CellHost | None = None) -> None:
         self.record = record
         self.store = store
-        self.capabilities = CAPABILITIES[record.biological_type]
+        self.capabilities = get_profile(record.biological_type).capabilities  # profiles.yaml
         self.infrastructure = infrastructure(record.vm_type)
         self.host = host or self.infrastructure.host(lambda: self.record, store)
 
@@ -315,7 +296,7 @@ class BiologicalVM:
 
     def _require_capability(self, capability: str, method: str) -> None:
         if not getattr(self.capabilities, capability):
-            supported = [o for o, c in CAPABILITIES.items() if getattr(c, capability)]
+            supported = organisms_with(capability)
             raise InputError(
                 f"{method} is supported by {', '.join(supported)}; "
                 f"VM {self.vm_id!r} is {self.get_biological_type()}"

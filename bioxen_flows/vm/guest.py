@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows.errors import InfrastructureError, InputError
+from bioxen_flows.run_identity import FLOW_RUN_LABEL, NO_RUN
 from bioxen_flows.state import StateStore, VMRecord
 from bioxen_flows.vm.host import CurrentRecord
 from bioxen_flows.xcpng.guest_protocol import GUEST_COMMAND, GuestReply, GuestRequest, Operation
@@ -155,7 +156,7 @@ def provision_guest(
     from bioxen_flows.xcpng.backend import provision_vm
 
     config = record.config
-    owner = (config.get("labels") or {}).get("flow_run_id", "local")
+    owner = (config.get("labels") or {}).get(FLOW_RUN_LABEL, NO_RUN)
     placement = placement or provision_vm(config["xcpng_config"], record.vm_id, owner,
                                           before_clone=before_clone)
     return store.update_vm(record.vm_id, lease=lease, keep_lease=True,
