@@ -32,6 +32,12 @@ class Commands:
             sub.add_argument("--json", action="store_true", help="machine-readable output")
         return sub
 
+    def group(self, name: str, help: str, subcommands: tuple[str, ...]) -> Commands:
+        """A command that only holds `subcommands` (`bioxen xcpng gc`): given alone it is a
+        usage error; returns where its subcommands are added (dest ``<name>_command``)."""
+        parent = self.add(name, needs_subcommand(*subcommands), help, json=False)
+        return Commands.nested(parent, f"{name}_command")
+
     @staticmethod
     def nested(parent: argparse.ArgumentParser, dest: str, *,
                required: bool = False) -> Commands:

@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows.cli import completion, output
-from bioxen_flows.cli.commands import Commands, needs_subcommand
+from bioxen_flows.cli.commands import Commands
 from bioxen_flows.errors import InputError
 
 
 def register(commands: Commands) -> None:
-    config = commands.add("config", needs_subcommand("template", "validate"),
-                          "configuration templates and validation", json=False)
-    sub = Commands.nested(config, "config_command")
+    sub = commands.group("config", "configuration templates and validation",
+                         ("template", "validate"))
     template = sub.add("template", cmd_config_template, "print a complete, valid config",
                        description="print a valid config", json=False)
     template.add_argument("bio_type", metavar="BIO_TYPE").completer = completion.organisms  # type: ignore[attr-defined]

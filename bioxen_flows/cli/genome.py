@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from bioxen_flows.cli import completion, output
-from bioxen_flows.cli.commands import Commands, needs_subcommand
+from bioxen_flows.cli.commands import Commands
 
 
 def register(commands: Commands) -> None:
-    genome = commands.add("genome", needs_subcommand("import"), "genome annotations",
-                          json=False)
-    gimport = Commands.nested(genome, "genome_command").add(
+    gimport = commands.group("genome", "genome annotations", ("import",)).add(
         "import", cmd_genome_import,
         "load a GenBank file and summarise it (optionally attach it to a VM)",
         description="load a GenBank file (first record) and summarise its genes", json=False)

@@ -215,6 +215,15 @@ class Session:
             vm.start()
         self.out.print(f"VM {vm.vm_id}: {vm.state}")
 
+    def _answers(self, into: dict[str, Any], questions: tuple[tuple[str, str, str], ...]) -> bool:
+        """Ask each (key, question, default) into `into`; False when the user backs out."""
+        for key, question, default in questions:
+            answer = self.ask.text(question, default=default)
+            if answer is None:
+                return False
+            into[key] = answer
+        return True
+
     def _xcpng_config(self, organism: str) -> dict[str, Any] | None:
         """XCP-ng settings from a config file or typed in; the password only goes to os.environ."""
         from bioxen_flows.config import ConfigManager
@@ -237,29 +246,21 @@ class Session:
                 raise InputError(f"{path} has no xcpng_config section")
             return config
         xcpng: dict[str, Any] = {}
-        for key, question, default in (
+        if not self._answers(xcpng, (
             ("url", "XAPI URL (https://...)", ""),
             ("username", "Username", "root"),
             ("password_env", "Environment variable for the password", "XCPNG_PASSWORD"),
-        ):
-            answer = self.ask.text(question, default=default)
-            if answer is None:
-                return None
-            xcpng[key] = answer
+        )):
+            return None
         password = self.ask.password(f"Password (kept in ${xcpng['password_env']} "
                                      "for this session only)")
-        if password is None:
-            return None
-        for key, question, default in (
+        if password is None or not self._answers(xcpng, (
             ("template", "Guest template", "bioxen-guest"),
             ("ssh_user", "SSH user in the guest", "bioxen"),
             ("ssh_key_path", "SSH private key", "~/.ssh/id_ed25519"),
             ("known_hosts_path", "known_hosts file (host keys are verified)", "~/.ssh/known_hosts"),
-        ):
-            answer = self.ask.text(question, default=default)
-            if answer is None:
-                return None
-            xcpng[key] = answer
+        )):
+            return None
         config = {"xcpng_config": xcpng}
         ok, errors = manager.validate_config(config, "xcpng", organism)
         if not ok:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from bioxen_flows.cli import output
-from bioxen_flows.cli.commands import Commands, needs_subcommand
+from bioxen_flows.cli.commands import Commands
 from bioxen_flows.results import TIMEOUT_S
 
 HELP = """\
@@ -25,9 +25,8 @@ example:
 
 
 def register(commands: Commands) -> None:
-    results = commands.add("results", needs_subcommand("query"),
-                           "query results across runs (DuckDB SQL)", json=False)
-    query = Commands.nested(results, "results_command").add(
+    query = commands.group("results", "query results across runs (DuckDB SQL)",
+                           ("query",)).add(
         "query", cmd_results_query, "run SQL over every run's Parquet results", json=False,
         epilog=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     query.add_argument("sql", metavar="SQL", help="one DuckDB SELECT over the views below")

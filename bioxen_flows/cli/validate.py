@@ -2,7 +2,7 @@
 
 A bad option found inside a flow costs a server start (8-30 s) and prints Prefect's
 traceback; here it is one line and exit 1. The limits are the flows' and the VM layer's
-own checks (`check_compare_parameters`, `check_design`, `check_allocation`,
+own checks (`check_compare_parameters`, `design_points`, `check_allocation`,
 `resolve_package`), called here rather than copied.
 """
 

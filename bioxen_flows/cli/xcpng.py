@@ -7,13 +7,11 @@ import argparse
 from pathlib import Path
 
 from bioxen_flows.cli import output
-from bioxen_flows.cli.commands import Commands, needs_subcommand
+from bioxen_flows.cli.commands import Commands
 
 
 def register(commands: Commands) -> None:
-    xcpng = commands.add("xcpng", needs_subcommand("gc"), "XCP-ng pool maintenance",
-                         json=False)
-    gc = Commands.nested(xcpng, "xcpng_command").add(
+    gc = commands.group("xcpng", "XCP-ng pool maintenance", ("gc",)).add(
         "gc", cmd_xcpng_gc,
         "list (and with --yes destroy) this installation's leaked VMs and disks",
         description="list this installation's XCP-ng VMs and orphaned disks whose VM record "

@@ -78,36 +78,9 @@ def design_points(
     """Every point of the space (one VM each) plus one control per organism and nutrient.
 
     A point is JSON-ready and holds only what determines its result (no VM id, no run):
-    it is also the task's cache key material. With a seed, replicate r uses seed + r.
+    it is also the task's cache key material. With a seed, replicate r uses seed + r. A bad
+    space is refused here, before any VM (or a Prefect server) is started.
     """
-    check_design(organisms, strengths, copies, nutrients, replicates, seed, hours)
-    points = []
-    for organism in organisms:
-        for nutrient in nutrients:
-            base = {"organism": organism, "nutrient": nutrient, "hours": float(hours)}
-            points.append({**base, "role": "control", "package": None, "strength": None,
-                           "copies": None, "replicate": 0, "seed": seed})
-            for strength in strengths:
-                for n_copies in copies:
-                    for rep in range(replicates):
-                        points.append({
-                            **base, "role": "cell", "package": package,
-                            "strength": float(strength), "copies": int(n_copies),
-                            "replicate": rep, "seed": None if seed is None else seed + rep,
-                        })
-    return points
-
-
-def check_design(
-    organisms: list[str],
-    strengths: list[float],
-    copies: list[int],
-    nutrients: list[float | None],
-    replicates: int,
-    seed: int | None,
-    hours: float,
-) -> None:
-    """Refuse a bad sweep before any VM (or a Prefect server) is started."""
     known = get_supported_biological_types()
     if not organisms or any(o not in known for o in organisms):
         raise InputError(f"organisms must be among {', '.join(known)}; got {organisms}")
@@ -135,3 +108,18 @@ def check_design(
     if total > MAX_POINTS:
         raise InputError(f"the sweep has {total:,} points (controls included); the limit is "
                          f"{MAX_POINTS:,}")
+    points = []
+    for organism in organisms:
+        for nutrient in nutrients:
+            base = {"organism": organism, "nutrient": nutrient, "hours": float(hours)}
+            points.append({**base, "role": "control", "package": None, "strength": None,
+                           "copies": None, "replicate": 0, "seed": seed})
+            for strength in strengths:
+                for n_copies in copies:
+                    for rep in range(replicates):
+                        points.append({
+                            **base, "role": "cell", "package": package,
+                            "strength": float(strength), "copies": int(n_copies),
+                            "replicate": rep, "seed": None if seed is None else seed + rep,
+                        })
+    return points

@@ -276,18 +276,12 @@ def _run_once(target: SSHTarget, request: dict, command: str) -> dict:
     client = _client_for(target)
     started = time.monotonic()
     try:
-        client.connect(
-            target.host,
-            port=target.port,
-            username=target.username,
-            pkey=pkey,
-            look_for_keys=False,
-            allow_agent=False,
-            timeout=target.connect_timeout,
-            banner_timeout=target.connect_timeout,
-            auth_timeout=target.connect_timeout,
-            channel_timeout=target.connect_timeout,
-        )
+        # one deadline for each stage of the handshake; only our key, never an agent's
+        deadlines = dict.fromkeys(
+            ("timeout", "banner_timeout", "auth_timeout", "channel_timeout"),
+            target.connect_timeout)
+        client.connect(target.host, port=target.port, username=target.username, pkey=pkey,
+                       look_for_keys=False, allow_agent=False, **deadlines)
         transport = client.get_transport()
         assert transport is not None
         if target.host_key:  # a pin wins even when known_hosts also knows this host
