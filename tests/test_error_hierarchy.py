@@ -1,7 +1,7 @@
 """The API raises its own error hierarchy (bioxen_flows/errors.py), never a bare builtin.
 
 The CLI maps `BioXenError` and `OSError` to exit 1 and treats anything else as a bug
-(exit 70 with the traceback in the log). So a `raise ValueError(...)` in product code is
+(exit 70; BIOXEN_DEBUG=1 shows the traceback). So a `raise ValueError(...)` in product code is
 either a user's bad input reported as a crash, or a bug class the CLI cannot tell apart.
 This test reads every module and fails on a builtin raise outside the few allowed below.
 """

@@ -37,6 +37,7 @@ from bioxen_flows.orchestration.batching import (
     comparison_specs,
     label_batches,
 )
+from bioxen_flows.orchestration.concurrency import vm_slots
 from bioxen_flows.orchestration.execution import (
     BatchRunner,
     report_progress,
@@ -45,7 +46,6 @@ from bioxen_flows.orchestration.execution import (
     teardown_hook,
     teardown_run,
 )
-from bioxen_flows.orchestration.limits import vm_slots
 from bioxen_flows.orchestration.naming import tag_flow_run
 from bioxen_flows.orchestration.parameters import (
     Infrastructure,

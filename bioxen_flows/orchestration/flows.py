@@ -19,8 +19,8 @@ from bioxen_flows.errors import InputError
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import events
 from bioxen_flows.orchestration.batching import vm_spec
+from bioxen_flows.orchestration.concurrency import vm_slots
 from bioxen_flows.orchestration.execution import teardown_hook, teardown_run, xcpng_config
-from bioxen_flows.orchestration.limits import vm_slots
 from bioxen_flows.orchestration.naming import tag_flow_run
 from bioxen_flows.orchestration.parameters import (
     Infrastructure,

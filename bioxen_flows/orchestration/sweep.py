@@ -43,9 +43,9 @@ from bioxen_flows.limits import MAX_STRENGTH
 from bioxen_flows.logs import vm_context
 from bioxen_flows.orchestration import reporting, sweep_report
 from bioxen_flows.orchestration.batching import auto_batch_sizes, largest_first
+from bioxen_flows.orchestration.concurrency import vm_slots
 from bioxen_flows.orchestration.design_space import design_points
 from bioxen_flows.orchestration.execution import batch_pool, report_progress, teardown_hook
-from bioxen_flows.orchestration.limits import vm_slots
 from bioxen_flows.orchestration.naming import tag_flow_run
 from bioxen_flows.orchestration.parameters import (
     Counts,
