@@ -38,6 +38,26 @@ POSTGRES_ADMIN_URL = os.environ.get(
 )
 
 
+# Modules that run the product end to end: a Prefect server or flows, the CLI in a
+# subprocess or a pseudo-terminal, a real SSH server, several processes or hosts, long
+# simulations. `pytest -m "not e2e"` leaves them out (the quick loop); CI runs everything.
+E2E_MODULES = frozenset({
+    "test_cli", "test_cli_commands", "test_cli_interactive", "test_dask", "test_events",
+    "test_flows", "test_health", "test_honest_numbers", "test_multihost", "test_operations",
+    "test_prefect_events", "test_prefect_server_e2e", "test_progress", "test_readme",
+    "test_results_query", "test_run_forms", "test_service_recipe", "test_state_sharing",
+    "test_stopping", "test_sweep", "test_xcpng_e2e", "test_xcpng_faults",
+    "test_xcpng_prefect_server", "test_hostile_atomic_create",
+    "test_hostile_fuzz_and_processes",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in E2E_MODULES:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture
 def heterologous_module(tmp_path: Path) -> Path:
     """The paper's heterologous gene: w_p = 100 molecules/min, 300 aa, unregulated."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pandas as pd
@@ -118,7 +119,10 @@ def test_snapshot_of_another_vm_is_refused(ecoli):
         BioResourceManager(ecoli).restore_from_snapshot(snap)
 
 
-def test_monitoring_stops_quietly_when_the_vm_is_destroyed(ecoli, caplog):
+def test_monitoring_stops_quietly_when_the_vm_is_destroyed(ecoli, caplog, monkeypatch):
+    # an earlier test in this process may have configured BioXen's own logging, which stops
+    # its lines at the "bioxen_flows" logger; caplog listens at the root
+    monkeypatch.setattr(logging.getLogger("bioxen_flows"), "propagate", True)
     manager = BioResourceManager(ecoli)
     load_bio_vm(ecoli.vm_id).destroy()  # by another caller
     with caplog.at_level("WARNING", logger="bioxen_flows.resources.manager"):

@@ -66,7 +66,8 @@ def check_compare(args: argparse.Namespace) -> list[str]:
     from bioxen_flows.orchestration.compare import check_compare_parameters
     from bioxen_flows.orchestration.runners import check_workers
 
-    check_compare_parameters(organisms, args.replicates, args.hours)
+    stochastic = not args.deterministic and (args.seed is not None or args.replicates > 1)
+    check_compare_parameters(organisms, args.replicates, args.hours, stochastic=stochastic)
     check_workers(args.workers)
     return organisms
 

@@ -25,7 +25,12 @@ from prefect.states import Cancelled
 from prefect.task_runners import ProcessPoolTaskRunner
 
 from bioxen_flows.errors import InputError
-from bioxen_flows.limits import MAX_DRAWN_SEED, MAX_HOURS, MAX_REPLICATES
+from bioxen_flows.limits import (
+    MAX_DRAWN_SEED,
+    MAX_HOURS,
+    MAX_PROGRAM_MINUTES_STOCHASTIC,
+    MAX_REPLICATES,
+)
 from bioxen_flows.logs import configure_logging
 from bioxen_flows.orchestration import events, reporting
 from bioxen_flows.orchestration.batching import (
@@ -193,7 +198,9 @@ def compare_organisms(
     began = time.perf_counter()
     configure_logging()
     organisms = list(organisms or DEFAULT_ORGANISMS)
-    check_compare_parameters(organisms, replicates, hours, batch_size or 1)
+    stochastic = not deterministic and (seed is not None or replicates > 1)
+    check_compare_parameters(organisms, replicates, hours, batch_size or 1,
+                             stochastic=stochastic)
     if deterministic and seed is not None:
         raise InputError("give either seed (stochastic) or deterministic, not both")
     log = get_run_logger()
@@ -201,7 +208,6 @@ def compare_organisms(
     config = with_run_labels(with_pool(config, xcpng_pool), owner)  # for `bioxen gc`
     thresholds = events.alert_thresholds(alert_low_atp_percent, alert_ribosomes_percent,
                                          alert_burden_percent)
-    stochastic = not deterministic and (seed is not None or replicates > 1)
     if stochastic and seed is None:
         seed = secrets.randbelow(MAX_DRAWN_SEED)
     if stochastic:
@@ -295,9 +301,11 @@ def _report(progress: reporting.ProgressArtifact, done: int) -> None:
 
 
 def check_compare_parameters(
-    organisms: list[str], replicates: int, hours: float, batch: int = 1
+    organisms: list[str], replicates: int, hours: float, batch: int = 1, *,
+    stochastic: bool = False,
 ) -> None:
-    """Refuse bad parameters before any VM (or a Prefect server) is started."""
+    """Refuse bad parameters before any VM (or a Prefect server) is started; a stochastic
+    cell's program is bounded too (it would otherwise fail in every worker)."""
     known = get_supported_biological_types()
     unknown = [o for o in organisms if o not in known]
     if not organisms or unknown:
@@ -305,3 +313,7 @@ def check_compare_parameters(
     check_int("replicates", replicates, 1, MAX_REPLICATES)
     check_number("hours", hours, 0, MAX_HOURS, low_open=True)
     check_int("batch_size", batch, 1, MAX_BATCH_SIZE)
+    if stochastic and hours * 60 > MAX_PROGRAM_MINUTES_STOCHASTIC:
+        raise InputError(f"a stochastic comparison grows each cell at most "
+                         f"{MAX_PROGRAM_MINUTES_STOCHASTIC / 60:g} h, got {hours:g}; "
+                         "use --deterministic for longer runs")

@@ -115,6 +115,15 @@ def test_a_duplicate_organism_says_what_to_do(capsys):
     assert "syn3a given more than once" in line and "--replicates" in line
 
 
+def test_a_stochastic_comparison_longer_than_a_day_is_refused_before_any_worker(capsys):
+    """It used to start the run and fail in every worker ("a stochastic cell may grow at
+    most 1,440 simulated minutes")."""
+    for extra in (["--seed", "3"], ["--replicates", "2"]):
+        line = refused_before_prefect(capsys, ["compare", "ecoli", "--hours", "48", *extra])
+        assert "stochastic comparison grows each cell at most 24 h" in line, line
+        assert "--deterministic" in line
+
+
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(command=st.sampled_from(sorted(ARGS)),
