@@ -46,7 +46,7 @@ E2E_MODULES = frozenset({
     "test_flows", "test_health", "test_honest_numbers", "test_multihost", "test_operations",
     "test_prefect_events", "test_prefect_server_e2e", "test_progress", "test_readme",
     "test_results_query", "test_run_forms", "test_service_recipe", "test_state_sharing",
-    "test_stopping", "test_sweep", "test_xcpng_e2e", "test_xcpng_faults",
+    "test_stochastic_engine", "test_stopping", "test_sweep", "test_xcpng_e2e", "test_xcpng_faults",
     "test_xcpng_prefect_server", "test_hostile_atomic_create",
     "test_hostile_fuzz_and_processes",
 })
