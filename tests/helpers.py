@@ -287,3 +287,14 @@ def eventually(check: Callable[[], bool], timeout: float) -> bool:
             return True
         time.sleep(0.5)
     return check()
+
+
+# The marks of a module that runs a real Prefect server (its worker, its automations):
+# end to end, no server error may pass unseen, and BIOXEN_SKIP_SERVER_E2E=1 skips it.
+SERVER_E2E = [
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("no_server_errors"),
+    pytest.mark.skipif(
+        os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
+    ),
+]

@@ -1,4 +1,3 @@
-# ruff: noqa: F401, F811 (the server's fixtures come from tests/test_prefect_server_e2e.py)
 """BioXen's Prefect events and the automations that act on them, on a real Prefect server.
 
 The server, its PostgreSQL database, deployments/setup.sh and the process worker come from
@@ -30,19 +29,14 @@ from tests.helpers import (
     COMPARE,
     HOOK_ERROR,
     REPO,
+    SERVER_E2E,
     LocalPrefect,
     eventually,
     start_run,
     wait_final,
 )
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.usefixtures("no_server_errors"),
-    pytest.mark.skipif(
-        os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
-    ),
-]
+pytestmark = SERVER_E2E
 CLI_TIMEOUT = 180.0
 
 

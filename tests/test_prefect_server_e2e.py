@@ -19,7 +19,6 @@ module is skipped, except with CI=true, where it fails.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from tests.helpers import (
     POOL,
     REPO,
     RUN_TIMEOUT,
+    SERVER_E2E,
     LocalPrefect,
     eventually,
     start_run,
@@ -50,13 +50,7 @@ CLEANUP = "cleanup-crashed-run/cleanup-crashed-run"
 REAP = "reap-bio-vms/reap-bio-vms"
 ZOMBIE_AUTOMATION = "bioxen-crash-zombie-runs"
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.usefixtures("no_server_errors"),
-    pytest.mark.skipif(
-        os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
-    ),
-]
+pytestmark = SERVER_E2E
 
 
 def _start_busy_comparison(client: Any, local: LocalPrefect, out: str) -> UUID:

@@ -1,7 +1,6 @@
-# ruff: noqa: F401, F811 (the server's fixtures come from tests/test_prefect_server_e2e.py)
 """XCP-ng flows crashed and cancelled on a real Prefect server and process worker.
 
-The server, its PostgreSQL database and the worker come from tests/test_prefect_server_e2e.py
+The server, its PostgreSQL database and the worker come from conftest.py
 (its module-scoped fixtures, instantiated again for this module). The pool is the XAPI
 simulator on loopback; the flow run reaches it through an `XCPngCredentials` block saved on
 that server (the worker's environment holds no password). The simulated guest never finishes
@@ -11,7 +10,6 @@ disk or task of ours and gc finding nothing.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +21,7 @@ from tests.helpers import (
     HOOK_ERROR,
     LIFECYCLE,
     RUN_TIMEOUT,
+    SERVER_E2E,
     LocalPrefect,
     eventually,
     start_run,
@@ -30,13 +29,7 @@ from tests.helpers import (
 )
 from tests.xcpng_pool import PASSWORD, assert_nothing_left
 
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.usefixtures("no_server_errors"),
-    pytest.mark.skipif(
-        os.environ.get("BIOXEN_SKIP_SERVER_E2E") == "1", reason="BIOXEN_SKIP_SERVER_E2E=1"
-    ),
-]
+pytestmark = SERVER_E2E
 BLOCK = "e2e-pool"
 
 
