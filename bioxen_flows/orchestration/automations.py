@@ -23,6 +23,9 @@ from typing import Any
 import yaml
 
 from bioxen_flows.errors import InputError, NotFoundError
+from bioxen_flows.files import read_text_file
+
+MAX_AUTOMATIONS_BYTES = 1024 * 1024  # a regular YAML file of at most 1 MiB
 
 
 class MissingBlock(NotFoundError):
@@ -31,7 +34,11 @@ class MissingBlock(NotFoundError):
 
 def declared_automations(path: Path) -> list[dict[str, Any]]:
     """The automations of `path` as written (block references unresolved)."""
-    document = yaml.safe_load(path.read_text()) or {}
+    text = read_text_file(path, max_bytes=MAX_AUTOMATIONS_BYTES, what="automations file")
+    try:
+        document = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not YAML ({str(exc).splitlines()[0]})") from None
     declared = document.get("automations") if isinstance(document, dict) else None
     if not isinstance(declared, list) or not declared:
         raise InputError(f"{path}: expected a non-empty 'automations:' list")
