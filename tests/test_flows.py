@@ -294,7 +294,7 @@ def test_killed_flow_run_leaves_no_vm(prefect_api_url, bioxen_home):
     """SIGTERM mid-run: Prefect marks the run Crashed and the on_crashed hook tears down."""
     code = (
         "from bioxen_flows.orchestration.compare import compare_organisms\n"
-        "compare_organisms(organisms=['ecoli', 'syn3a'], replicates=3, hours=168, "
+        "compare_organisms(organisms=['ecoli', 'syn3a'], replicates=6, hours=24, "
         "batch_size=1, out_dir='out')\n"
     )
     env = {**os.environ, "PREFECT_API_URL": prefect_api_url, "BIOXEN_HOME": str(bioxen_home)}
