@@ -11,7 +11,7 @@ import yaml
 from prefect.utilities.callables import parameter_schema
 
 from bioxen_flows.config.models import XCPngConfig
-from bioxen_flows.model.packages import BUILTIN_PACKAGES
+from bioxen_flows.model.guest import BUILTIN_PACKAGES
 from bioxen_flows.orchestration.automations import load_automations
 from bioxen_flows.orchestration.compare import compare_organisms
 from bioxen_flows.orchestration.flows import cleanup_crashed_run, vm_lifecycle

@@ -115,7 +115,8 @@ def check_package(package: str | None) -> None:
     checked against the host model); a name that is neither is said to be neither."""
     if package is None:
         return
-    from bioxen_flows.model.packages import BUILTIN_PACKAGES, resolve_package
+    from bioxen_flows.model.guest import BUILTIN_PACKAGES
+    from bioxen_flows.model.packages import resolve_package
 
     if package in BUILTIN_PACKAGES:
         return

@@ -18,7 +18,7 @@ from typing import Annotated, Any, get_args
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from bioxen_flows.config.models import SimulationConfig
-from bioxen_flows.model.packages import BUILTIN_PACKAGES
+from bioxen_flows.model.guest import BUILTIN_PACKAGES
 from bioxen_flows.organisms.profiles import get_supported_biological_types
 from bioxen_flows.vm_types import VM_TYPES
 

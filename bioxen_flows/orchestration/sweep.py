@@ -98,7 +98,8 @@ def result_storage() -> str | Path:
 
 @lru_cache(maxsize=256)
 def _package_fingerprint(package: str, content_sha: str) -> tuple[str, Any]:
-    from bioxen_flows.model.packages import BUILTIN_PACKAGES, resolve_package
+    from bioxen_flows.model.guest import BUILTIN_PACKAGES
+    from bioxen_flows.model.packages import resolve_package
 
     if package in BUILTIN_PACKAGES:
         pkg = BUILTIN_PACKAGES[package]
@@ -159,7 +160,7 @@ def _engine_versions() -> dict[str, str]:
 
 
 def _is_builtin(package: str) -> bool:
-    from bioxen_flows.model.packages import BUILTIN_PACKAGES
+    from bioxen_flows.model.guest import BUILTIN_PACKAGES
 
     return package in BUILTIN_PACKAGES
 

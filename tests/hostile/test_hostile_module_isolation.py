@@ -49,8 +49,8 @@ def _builtin_symbols() -> dict[str, list[str]]:
     """Every id the builder defines for each built-in package (read from its compiled text),
     so the cases follow the builder rather than a hand-kept list."""
     from bioxen_flows.model.builder import gene_module_text
+    from bioxen_flows.model.guest import BUILTIN_PACKAGES
     from bioxen_flows.model.modules import compile_module
-    from bioxen_flows.model.packages import BUILTIN_PACKAGES
 
     symbols = {}
     for name, package in BUILTIN_PACKAGES.items():
